@@ -1,0 +1,30 @@
+//! Kernel IPC baselines and the shared-memory floor, each a [`Contender`].
+//!
+//! All of them run as real separate processes. The byte-stream baselines
+//! (pipe, FIFO, Unix stream, TCP) frame messages by the run's fixed payload
+//! size — the most favourable framing for them (one `read_exact` per message,
+//! no length header) — and handle partial reads and writes.
+
+pub mod fifo;
+pub mod mqueue;
+pub mod pipe;
+pub mod raw_floor;
+pub mod tcp;
+pub mod unix_seqpacket;
+pub mod unix_stream;
+pub(crate) mod wire;
+
+use crate::transport::Contender;
+
+/// Every baseline, in report order.
+pub fn all() -> Vec<Box<dyn Contender>> {
+    vec![
+        Box::new(raw_floor::RawFloor),
+        Box::new(pipe::Pipe),
+        Box::new(fifo::Fifo),
+        Box::new(unix_stream::UnixStreamSocket),
+        Box::new(unix_seqpacket::UnixSeqpacket),
+        Box::new(mqueue::MessageQueue),
+        Box::new(tcp::TcpLoopback),
+    ]
+}

@@ -1,0 +1,116 @@
+//! Sleeping and waking across processes.
+//!
+//! A [`Doorbell`] has futex semantics: [`Doorbell::wait`] sleeps only while the 32-bit word
+//! still holds the expected value (checked atomically with going to sleep), and
+//! [`Doorbell::wake_all`] wakes every sleeper on the word. The words live in the segment's
+//! control block ([`crate::entries::Bell`]); the waiter counts beside them let the publish fast
+//! path skip the system call while nobody sleeps.
+//!
+//! [`Futex`] is the real thing: a non-private futex (`FUTEX_WAIT`/`FUTEX_WAKE` without
+//! `FUTEX_PRIVATE_FLAG`), keyed by the shared mapping's page, so it works across processes.
+//! Under `--cfg loom`, `ModelDoorbell` gives the same semantics with a loom mutex and condvar,
+//! so that loom can find a lost wake-up as a deadlock.
+
+use std::time::Duration;
+
+use crate::sync::AtomicU32;
+
+/// Futex semantics over a 32-bit word in shared memory.
+pub trait Doorbell: Send + Sync {
+    /// Sleep while `*word == expected`, until woken, until `timeout` passes, or spuriously.
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>);
+    /// Wake every thread sleeping on `word`, in any process.
+    fn wake_all(&self, word: &AtomicU32);
+}
+
+/// The Linux futex, non-private: it keys on the physical page, so waiters and wakers in
+/// different processes that map the same segment meet.
+#[cfg(not(loom))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Futex;
+
+#[cfg(not(loom))]
+impl Doorbell for Futex {
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `word` is a live, aligned 32-bit atomic for the duration of the call; the
+        // kernel only reads it. `ts_ptr` is null or points to a timespec on this stack frame.
+        // FUTEX_WAIT (without FUTEX_PRIVATE_FLAG) is a relative timeout wait; every error
+        // (EAGAIN: the value changed, EINTR, ETIMEDOUT) is a legitimate early return for our
+        // callers, who re-check their condition.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                ts_ptr,
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+    }
+
+    fn wake_all(&self, word: &AtomicU32) {
+        // SAFETY: `word` is a live, aligned 32-bit atomic; FUTEX_WAKE reads no memory through it
+        // beyond using its address as the key.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                std::ptr::null::<libc::timespec>(),
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+    }
+}
+
+#[cfg(loom)]
+pub use model::ModelDoorbell;
+
+#[cfg(loom)]
+mod model {
+    use super::*;
+    use crate::sync::Ordering;
+    use loom::sync::{Condvar, Mutex};
+
+    /// Futex semantics for loom: the check of the word and going to sleep happen under a
+    /// mutex that every waker takes before notifying, so a wake-up sent after the check cannot
+    /// be missed, and a wake-up that never comes is a deadlock loom reports.
+    #[derive(Default)]
+    pub struct ModelDoorbell {
+        lock: Mutex<()>,
+        cond: Condvar,
+    }
+
+    impl ModelDoorbell {
+        /// A new doorbell.
+        pub fn new() -> Self {
+            Self::default()
+        }
+    }
+
+    impl Doorbell for ModelDoorbell {
+        fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
+            let guard = self.lock.lock().unwrap();
+            if word.load(Ordering::Relaxed) == expected {
+                drop(self.cond.wait(guard).unwrap());
+            }
+        }
+
+        fn wake_all(&self, _word: &AtomicU32) {
+            let guard = self.lock.lock().unwrap();
+            self.cond.notify_all();
+            drop(guard);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The atomics that live in shared memory: the control block, the publisher and subscriber
+//! tables, and the per-slot header. Offsets are in [`crate::layout`]; the compile-time checks
+//! at the bottom keep these types and those offsets in agreement.
+
+use crate::sync::{AtomicU32, AtomicU64};
+
+/// One 128-byte line: two cache lines, so adjacent-line prefetch cannot couple neighbours.
+#[derive(Debug, Default)]
+#[repr(C, align(128))]
+pub struct Line<T>(pub T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A futex doorbell: `seq` is the futex word, bumped by whoever rings; `waiters` counts the
+/// sleepers, so a ringer makes no system call while it is zero.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct Bell {
+    /// The futex word. Changes whenever the bell rings while someone sleeps.
+    pub seq: AtomicU32,
+    /// How many threads are, or are about to be, asleep on `seq`.
+    pub waiters: AtomicU32,
+}
+
+/// Topic-wide flags and counters.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct Flags {
+    /// Non-zero once the topic is closed: subscribers drain, then see `Closed`.
+    pub closed: AtomicU32,
+    /// Reserved.
+    pub reserved: AtomicU32,
+    /// Times a lossless publisher found the ring full (stalls).
+    pub stalls: AtomicU64,
+}
+
+/// The control block at [`crate::layout::CONTROL_OFFSET`].
+///
+/// ```text
+///  0    claim   u64   next sequence a publisher will claim (publishers write it on every send)
+///  128  data    Bell  subscribers sleep here waiting for messages
+///  256  space   Bell  lossless publishers sleep here waiting for free slots
+///  384  flags   Flags closed, stalls
+/// ```
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct Control {
+    /// Next sequence number to be claimed. Starts at the capacity (see `ring`).
+    pub claim: Line<AtomicU64>,
+    /// Doorbell for subscribers waiting for data.
+    pub data: Line<Bell>,
+    /// Doorbell for publishers waiting for space.
+    pub space: Line<Bell>,
+    /// Closed flag and counters.
+    pub flags: Line<Flags>,
+}
+
+/// The state word of a table entry: `generation << 2 | tag`.
+pub mod entry_state {
+    /// The entry is free.
+    pub const FREE: u64 = 0;
+    /// The entry is in use by a live publisher or subscriber.
+    pub const ACTIVE: u64 = 1;
+    /// Mask of the tag bits.
+    pub const TAG: u64 = 3;
+
+    /// Pack a generation and a tag.
+    #[inline]
+    pub const fn pack(generation: u64, tag: u64) -> u64 {
+        (generation << 2) | tag
+    }
+    /// The generation of a state word.
+    #[inline]
+    pub const fn generation(state: u64) -> u64 {
+        state >> 2
+    }
+    /// The tag of a state word.
+    #[inline]
+    pub const fn tag(state: u64) -> u64 {
+        state & TAG
+    }
+}
+
+/// A publisher's entry. `inflight` is the sequence this publisher is claiming or has claimed
+/// and not yet committed ([`IDLE`] otherwise); a supervisor uses it to repair the claim of a
+/// publisher that died (see `ring::repair`).
+#[derive(Debug, Default)]
+#[repr(C, align(128))]
+pub struct PublisherEntry {
+    /// `generation << 2 | tag`, see [`entry_state`].
+    pub state: AtomicU64,
+    /// The sequence being claimed or written, or [`IDLE`].
+    pub inflight: AtomicU64,
+    /// Messages committed by this publisher.
+    pub published: AtomicU64,
+    /// Process id of the owner (informational).
+    pub pid: AtomicU32,
+    /// Reserved.
+    pub reserved: AtomicU32,
+}
+
+/// `inflight` value of a publisher that holds no claim.
+pub const IDLE: u64 = u64::MAX;
+
+/// A subscriber's entry: its cursor is the next sequence it will read; every slot at or after
+/// the cursor is protected from lossless publishers.
+#[derive(Debug, Default)]
+#[repr(C, align(128))]
+pub struct SubscriberEntry {
+    /// `generation << 2 | tag`, see [`entry_state`].
+    pub state: AtomicU64,
+    /// Next sequence this subscriber will read.
+    pub cursor: AtomicU64,
+    /// Messages this subscriber lost to lag (lossy mode).
+    pub lagged: AtomicU64,
+    /// Process id of the owner (informational).
+    pub pid: AtomicU32,
+    /// Reserved.
+    pub reserved: AtomicU32,
+}
+
+/// The first 16 bytes of every slot.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct SlotHeader {
+    /// `sequence << 2 | state`, see `ring::stamp`.
+    pub stamp: AtomicU64,
+    /// Payload length in bytes.
+    pub len: AtomicU32,
+    /// Index of the publisher that wrote the slot.
+    pub publisher: AtomicU32,
+}
+
+#[cfg(not(loom))]
+const _: () = {
+    use crate::layout::{CONTROL_LEN, ENTRY_LEN, SLOT_HEADER_LEN};
+    use std::mem::{align_of, size_of};
+    assert!(size_of::<Control>() as u64 == CONTROL_LEN);
+    assert!(size_of::<PublisherEntry>() as u64 == ENTRY_LEN);
+    assert!(size_of::<SubscriberEntry>() as u64 == ENTRY_LEN);
+    assert!(size_of::<SlotHeader>() as u64 == SLOT_HEADER_LEN);
+    assert!(align_of::<Control>() == 128);
+    assert!(align_of::<SlotHeader>() == 8);
+};

@@ -1,0 +1,484 @@
+//! The broadcast ring: many publishers, many subscribers, every subscriber sees every message,
+//! and a publish costs O(1) in the number of subscribers.
+//!
+//! # Sequences and stamps
+//!
+//! Messages are numbered by a 64-bit sequence. `Control::claim` is the next sequence to be
+//! claimed; it starts at `capacity` (so that sequence `s - capacity` always exists as the
+//! slot's previous occupant). Message `s` lives in slot `s & (capacity - 1)`. Every slot carries
+//! a stamp, `s << 2 | state`, that says which message the slot holds and in which state:
+//!
+//! | state       | meaning                                                        |
+//! |-------------|----------------------------------------------------------------|
+//! | `WRITING`   | the claimant of `s` is writing the payload                     |
+//! | `COMMITTED` | message `s` is complete and may be read                        |
+//! | `SKIPPED`   | `s` carries nothing: aborted, repaired, or never written       |
+//!
+//! At start slot `i` holds `i << 2 | SKIPPED`.
+//!
+//! # Publishing: claim, write, commit
+//!
+//! 1. **Claim.** A publisher records the sequence it is about to claim in its entry's
+//!    `inflight`, then CASes `claim` from `s` to `s + 1`. In lossless mode it first checks
+//!    `s < limit`, where `limit = min(claim, every active subscriber's cursor) + capacity` is
+//!    cached and rescanned only when reached (O(1) per publish, O(subscribers) per lap).
+//! 2. **Write.** It waits until the slot's stamp says the previous occupant `s - capacity` is
+//!    `COMMITTED` or `SKIPPED` (so two publishers never write one slot at once, even when one
+//!    laps another), stamps `WRITING`, and writes the payload.
+//! 3. **Commit.** It stores the length, stamps `COMMITTED` (release), clears `inflight`, and
+//!    rings the data doorbell only if a subscriber sleeps.
+//!
+//! # Invariants
+//!
+//! * **No overwrite of an unreleased slot (lossless).** A subscriber's cursor is the next
+//!   sequence it will read; it advances (release) only after the subscriber is done with the
+//!   slot. A publisher writes message `s` only after observing (acquire) every active cursor
+//!   above `s - capacity`.
+//! * **A joining subscriber is safe from stale limits.** It publishes a protective cursor, then
+//!   (after a SeqCst fence) reads `claim` and starts at or above it. A publisher whose scan missed
+//!   the joiner read `claim` before its own fence, so its limit is at most the joiner's start
+//!   plus the capacity (see [`Ring::attach_subscriber`]).
+//! * **Per-slot writer exclusion.** The write step waits for the exact predecessor, so the
+//!   writers of one slot are serialised in sequence order.
+//! * **No lost wake-up.** Ringer: change the condition, SeqCst fence, read the waiter count.
+//!   Sleeper: raise the waiter count, SeqCst fence, read the futex word, re-check the condition,
+//!   sleep on the word. One of them sees the other.
+//!
+//! The lossy mode's readers and writers, the repair of dead publishers and the doorbells are in
+//! the submodules: `publisher`, `subscriber`, `repair`.
+
+mod publisher;
+mod repair;
+mod subscriber;
+
+pub use publisher::{Loan, PublisherPort, SendError};
+pub use repair::RepairOutcome;
+pub use subscriber::{RecvError, Sample, SubscriberPort};
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::doorbell::Doorbell;
+use crate::entries::{entry_state, Bell, IDLE};
+use crate::layout::{Geometry, Mode};
+use crate::storage::Storage;
+use crate::sync::{fence, Ordering};
+
+/// The stamp encoding, see the module documentation.
+pub mod stamp {
+    /// The claimant is writing the payload.
+    pub const WRITING: u64 = 1;
+    /// The message is complete.
+    pub const COMMITTED: u64 = 2;
+    /// The sequence carries no message.
+    pub const SKIPPED: u64 = 3;
+
+    /// Pack a sequence and a state.
+    #[inline]
+    pub const fn pack(seq: u64, state: u64) -> u64 {
+        (seq << 2) | state
+    }
+    /// The sequence of a stamp.
+    #[inline]
+    pub const fn seq(stamp: u64) -> u64 {
+        stamp >> 2
+    }
+    /// The state of a stamp.
+    #[inline]
+    pub const fn state(stamp: u64) -> u64 {
+        stamp & 3
+    }
+    /// Whether `stamp` says message `seq` is finished (committed or skipped), so the slot may
+    /// be written by `seq + capacity`.
+    #[inline]
+    pub const fn is_done(stamp: u64, seq: u64) -> bool {
+        stamp == pack(seq, COMMITTED) || stamp == pack(seq, SKIPPED)
+    }
+}
+
+/// Where a new subscriber starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// With the next message published after it attaches.
+    #[default]
+    Latest,
+    /// With the oldest message the ring still holds (lossy), or that another live subscriber
+    /// still protects (lossless).
+    Oldest,
+}
+
+/// Why a table entry could not be taken or used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum AttachError {
+    /// The index is outside the table.
+    #[error("entry {0} is outside the table")]
+    NoSuchEntry(usize),
+    /// The entry is in use.
+    #[error("entry {0} is already in use")]
+    InUse(usize),
+    /// Every entry of the table is in use.
+    #[error("the table is full: raise max_publishers or max_subscribers for this topic")]
+    TableFull,
+    /// The entry no longer belongs to this holder (it was released or evicted).
+    #[error("entry {0} is no longer held by this port (released or evicted)")]
+    NotHeld(usize),
+}
+
+/// A snapshot of one ring's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// Sequences claimed since creation.
+    pub published: u64,
+    /// Times a lossless publisher found the ring full.
+    pub stalls: u64,
+    /// Whether the topic is closed.
+    pub closed: bool,
+    /// Active publishers: (index, pid, messages committed).
+    pub publishers: Vec<(usize, u32, u64)>,
+    /// Active subscribers: (index, pid, cursor, lag in messages, messages lost to lag).
+    pub subscribers: Vec<(usize, u32, u64, u64, u64)>,
+}
+
+/// One topic's ring over a [`Storage`], with a [`Doorbell`] for sleeping.
+pub struct Ring<S, D> {
+    storage: S,
+    doorbell: D,
+    capacity: u64,
+    mask: u64,
+    slot_size: usize,
+    mode: Mode,
+}
+
+/// Write the initial state into fresh, zeroed storage: `claim = capacity`, every slot
+/// `SKIPPED` for the sequence below it, every publisher idle.
+pub(crate) fn initialize<S: Storage>(storage: &S) {
+    let g = &storage.layout().geometry;
+    let capacity = u64::from(g.capacity);
+    storage.control().claim.store(capacity, Ordering::Relaxed);
+    for i in 0..g.capacity as usize {
+        storage
+            .slot(i)
+            .stamp
+            .store(stamp::pack(i as u64, stamp::SKIPPED), Ordering::Relaxed);
+    }
+    for i in 0..g.max_publishers as usize {
+        if let Some(p) = storage.publisher(i) {
+            p.inflight.store(IDLE, Ordering::Relaxed);
+        }
+    }
+    fence(Ordering::Release);
+}
+
+impl<S: Storage, D: Doorbell> Ring<S, D> {
+    /// A ring over `storage` (already created or validated) waking through `doorbell`.
+    pub fn new(storage: S, doorbell: D) -> Self {
+        let g = &storage.layout().geometry;
+        let capacity = u64::from(g.capacity);
+        let slot_size = g.slot_size as usize;
+        let mode = g.mode;
+        Ring {
+            storage,
+            doorbell,
+            capacity,
+            mask: capacity - 1,
+            slot_size,
+            mode,
+        }
+    }
+
+    /// The storage underneath.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The ring's geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.storage.layout().geometry
+    }
+
+    /// The first sequence number a message can carry.
+    #[inline]
+    pub fn first_sequence(&self) -> u64 {
+        self.capacity
+    }
+
+    #[inline]
+    fn slot_index(&self, seq: u64) -> usize {
+        (seq & self.mask) as usize
+    }
+
+    /// Close the topic: publishers get `Closed`, subscribers drain and then get `Closed`.
+    pub fn close(&self) {
+        let c = self.storage.control();
+        c.flags.closed.store(1, Ordering::Release);
+        self.wake(&c.data);
+        self.wake(&c.space);
+    }
+
+    /// Whether the topic is closed.
+    pub fn is_closed(&self) -> bool {
+        self.storage.control().flags.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// After changing a condition someone may sleep on: wake `bell`'s sleepers, making a system
+    /// call only if there are any. The caller's change must precede this call.
+    #[inline]
+    fn ring_bell(&self, bell: &Bell) {
+        // Dekker with `sleep_on`: our change, fence, read waiters | their waiters++, fence,
+        // re-check. At least one side sees the other.
+        fence(Ordering::SeqCst);
+        if bell.waiters.load(Ordering::Relaxed) != 0 {
+            self.wake(bell);
+        }
+    }
+
+    fn wake(&self, bell: &Bell) {
+        bell.seq.fetch_add(1, Ordering::Release);
+        self.doorbell.wake_all(&bell.seq);
+    }
+
+    /// Sleep on `bell` unless `ready()` turns true; returns after a wake-up, a timeout or a
+    /// spurious return. `ready` must read the condition the ringer changes before ringing.
+    fn sleep_on(&self, bell: &Bell, timeout: Option<Duration>, ready: impl FnOnce() -> bool) {
+        bell.waiters.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let word = bell.seq.load(Ordering::Acquire);
+        if !ready() {
+            self.doorbell.wait(&bell.seq, word, timeout);
+        }
+        bell.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The lossless gate: `min(claim, every active subscriber's cursor) + capacity`. A publisher
+    /// may claim sequence `s` only if `s` is below it.
+    fn gate(&self) -> u64 {
+        let claim = self.storage.control().claim.load(Ordering::Relaxed);
+        // Pairs with the fence in `attach_subscriber`: a joiner we do not see below has read a
+        // claim at least as new as `claim` above, and starts there.
+        fence(Ordering::SeqCst);
+        let mut low = claim;
+        let max = self.geometry().max_subscribers as usize;
+        for i in 0..max {
+            let Some(e) = self.storage.subscriber(i) else {
+                break;
+            };
+            if entry_state::tag(e.state.load(Ordering::Acquire)) == entry_state::ACTIVE {
+                // Acquire: the subscriber's reads of every slot below its cursor happen before
+                // our writes to them.
+                low = low.min(e.cursor.load(Ordering::Acquire));
+            }
+        }
+        low.saturating_add(self.capacity)
+    }
+
+    /// Take publisher entry `index` for a new publisher owned by `pid`; returns its generation.
+    pub fn attach_publisher(&self, index: usize, pid: u32) -> Result<u64, AttachError> {
+        let e = self
+            .storage
+            .publisher(index)
+            .ok_or(AttachError::NoSuchEntry(index))?;
+        let state = e.state.load(Ordering::Acquire);
+        if entry_state::tag(state) != entry_state::FREE {
+            return Err(AttachError::InUse(index));
+        }
+        let generation = entry_state::generation(state) + 1;
+        e.inflight.store(IDLE, Ordering::Relaxed);
+        e.published.store(0, Ordering::Relaxed);
+        e.pid.store(pid, Ordering::Relaxed);
+        e.state
+            .compare_exchange(
+                state,
+                entry_state::pack(generation, entry_state::ACTIVE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .map_err(|_| AttachError::InUse(index))?;
+        Ok(generation)
+    }
+
+    /// Take the first free publisher entry; returns `(index, generation)`.
+    pub fn attach_any_publisher(&self, pid: u32) -> Result<(usize, u64), AttachError> {
+        (0..self.geometry().max_publishers as usize)
+            .find_map(|i| self.attach_publisher(i, pid).ok().map(|g| (i, g)))
+            .ok_or(AttachError::TableFull)
+    }
+
+    /// Release publisher entry `index` held at `generation`. The publisher must hold no claim
+    /// (a dead publisher's claim is repaired with [`Ring::repair_publisher`], which also
+    /// releases the entry).
+    pub fn release_publisher(&self, index: usize, generation: u64) -> Result<(), AttachError> {
+        let e = self
+            .storage
+            .publisher(index)
+            .ok_or(AttachError::NoSuchEntry(index))?;
+        e.state
+            .compare_exchange(
+                entry_state::pack(generation, entry_state::ACTIVE),
+                entry_state::pack(generation, entry_state::FREE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .map(drop)
+            .map_err(|_| AttachError::NotHeld(index))
+    }
+
+    /// Take subscriber entry `index` for a new subscriber owned by `pid`, starting at `start`;
+    /// returns its generation.
+    ///
+    /// The join protocol: publish a protective cursor no later than where we will start, mark
+    /// the entry active, SeqCst fence, then read `claim` and choose the start, which only moves
+    /// the cursor forward. A publisher whose [`Ring::gate`] scan missed this entry read `claim`
+    /// before its fence, which precedes ours, so its limit is at most our `claim` plus the
+    /// capacity: it cannot overwrite anything at or after where we start.
+    pub fn attach_subscriber(
+        &self,
+        index: usize,
+        pid: u32,
+        start: StartAt,
+    ) -> Result<u64, AttachError> {
+        let e = self
+            .storage
+            .subscriber(index)
+            .ok_or(AttachError::NoSuchEntry(index))?;
+        let state = e.state.load(Ordering::Acquire);
+        if entry_state::tag(state) != entry_state::FREE {
+            return Err(AttachError::InUse(index));
+        }
+        let generation = entry_state::generation(state) + 1;
+        let control = self.storage.control();
+        let first = self.first_sequence();
+        let c0 = control.claim.load(Ordering::Relaxed);
+        let protective = match start {
+            StartAt::Latest => c0,
+            StartAt::Oldest => c0.saturating_sub(self.capacity).max(first),
+        };
+        e.cursor.store(protective, Ordering::Relaxed);
+        e.lagged.store(0, Ordering::Relaxed);
+        e.pid.store(pid, Ordering::Relaxed);
+        e.state
+            .compare_exchange(
+                state,
+                entry_state::pack(generation, entry_state::ACTIVE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .map_err(|_| AttachError::InUse(index))?;
+        fence(Ordering::SeqCst);
+        let c1 = control.claim.load(Ordering::Relaxed);
+        let begin = match (start, self.mode) {
+            (StartAt::Latest, _) => c1,
+            // Lossy reads are validated copies: anything still in the ring may be replayed.
+            (StartAt::Oldest, Mode::Lossy) => c1.saturating_sub(self.capacity).max(first),
+            // Lossless: only what another live subscriber still protects is safe from a
+            // publisher's stale limit, so start no earlier than the slowest of them.
+            (StartAt::Oldest, Mode::Lossless) => {
+                let mut low = c1;
+                for i in (0..self.geometry().max_subscribers as usize).filter(|&i| i != index) {
+                    let Some(o) = self.storage.subscriber(i) else {
+                        break;
+                    };
+                    if entry_state::tag(o.state.load(Ordering::Acquire)) == entry_state::ACTIVE {
+                        low = low.min(o.cursor.load(Ordering::Acquire));
+                    }
+                }
+                low.max(c1.saturating_sub(self.capacity)).max(first)
+            }
+        };
+        e.cursor.store(begin.max(protective), Ordering::Release);
+        Ok(generation)
+    }
+
+    /// Take the first free subscriber entry; returns `(index, generation)`.
+    pub fn attach_any_subscriber(
+        &self,
+        pid: u32,
+        start: StartAt,
+    ) -> Result<(usize, u64), AttachError> {
+        (0..self.geometry().max_subscribers as usize)
+            .find_map(|i| self.attach_subscriber(i, pid, start).ok().map(|g| (i, g)))
+            .ok_or(AttachError::TableFull)
+    }
+
+    /// Release subscriber entry `index` held at `generation`: its cursor stops protecting
+    /// slots and waiting publishers are woken. Used when a subscriber leaves, when its process
+    /// died, and to evict a stuck one (which then gets `Evicted` on its next call).
+    pub fn release_subscriber(&self, index: usize, generation: u64) -> Result<(), AttachError> {
+        let e = self
+            .storage
+            .subscriber(index)
+            .ok_or(AttachError::NoSuchEntry(index))?;
+        e.state
+            .compare_exchange(
+                entry_state::pack(generation, entry_state::ACTIVE),
+                entry_state::pack(generation, entry_state::FREE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .map_err(|_| AttachError::NotHeld(index))?;
+        self.ring_bell(&self.storage.control().space);
+        Ok(())
+    }
+
+    /// A snapshot of the counters, for stats.
+    pub fn stats(&self) -> RingStats {
+        let c = self.storage.control();
+        let claim = c.claim.load(Ordering::Acquire);
+        let g = self.geometry();
+        let publishers = (0..g.max_publishers as usize)
+            .filter_map(|i| {
+                let e = self.storage.publisher(i)?;
+                (entry_state::tag(e.state.load(Ordering::Acquire)) == entry_state::ACTIVE).then(
+                    || {
+                        (
+                            i,
+                            e.pid.load(Ordering::Relaxed),
+                            e.published.load(Ordering::Relaxed),
+                        )
+                    },
+                )
+            })
+            .collect();
+        let subscribers = (0..g.max_subscribers as usize)
+            .filter_map(|i| {
+                let e = self.storage.subscriber(i)?;
+                (entry_state::tag(e.state.load(Ordering::Acquire)) == entry_state::ACTIVE).then(
+                    || {
+                        let cursor = e.cursor.load(Ordering::Relaxed);
+                        (
+                            i,
+                            e.pid.load(Ordering::Relaxed),
+                            cursor,
+                            claim.saturating_sub(cursor),
+                            e.lagged.load(Ordering::Relaxed),
+                        )
+                    },
+                )
+            })
+            .collect();
+        RingStats {
+            published: claim.saturating_sub(self.first_sequence()),
+            stalls: c.flags.stalls.load(Ordering::Relaxed),
+            closed: c.flags.closed.load(Ordering::Relaxed) != 0,
+            publishers,
+            subscribers,
+        }
+    }
+
+    /// Whether subscriber entry `index` is active at `generation`.
+    pub fn subscriber_held(&self, index: usize, generation: u64) -> bool {
+        self.storage.subscriber(index).is_some_and(|e| {
+            e.state.load(Ordering::Acquire) == entry_state::pack(generation, entry_state::ACTIVE)
+        })
+    }
+
+    /// Whether publisher entry `index` is active at `generation`.
+    pub fn publisher_held(&self, index: usize, generation: u64) -> bool {
+        self.storage.publisher(index).is_some_and(|e| {
+            e.state.load(Ordering::Acquire) == entry_state::pack(generation, entry_state::ACTIVE)
+        })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -1,0 +1,372 @@
+//! The publisher side: claim a sequence, write the slot in place, commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::{stamp, AttachError, Ring};
+use crate::doorbell::Doorbell;
+use crate::entries::{entry_state, PublisherEntry, IDLE};
+use crate::layout::Mode;
+use crate::storage::Storage;
+use crate::sync::{fence, Ordering};
+use crate::wait::{Backoff, Step, WaitStrategy, Waiter};
+
+/// Why a message could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SendError {
+    /// Lossless topic: every slot is held by a subscriber that has not caught up.
+    #[error("the ring is full: a subscriber has not released the oldest slot (try again, or use a blocking send)")]
+    Full,
+    /// No slot freed up before the timeout.
+    #[error("timed out waiting for a free slot")]
+    Timeout,
+    /// The topic was closed (the daemon is stopping or the topic was deleted).
+    #[error("the topic is closed")]
+    Closed,
+    /// This publisher's entry was taken away (the topic was deleted or the daemon evicted it).
+    #[error("this publisher was detached from the topic; attach a new one")]
+    Evicted,
+    /// The message does not fit the slot.
+    #[error("message of {len} bytes does not fit the topic's slot size of {max} bytes")]
+    TooLarge {
+        /// Bytes offered.
+        len: usize,
+        /// The slot size.
+        max: usize,
+    },
+    /// A supervisor repaired this publisher's claim (it believed the publisher dead); the
+    /// message was dropped.
+    #[error("this publisher's claim was repaired by the daemon; the message was dropped")]
+    Repaired,
+    /// The shared state is corrupted (a sequence below the first one).
+    #[error("the topic's shared state is corrupted")]
+    Corrupted,
+}
+
+/// A publisher's handle on a ring. Not `Clone`: one entry, one writer. It can move between
+/// threads.
+pub struct PublisherPort<S, D> {
+    ring: Arc<Ring<S, D>>,
+    index: usize,
+    generation: u64,
+    /// Cached lossless gate: claims below it need no scan.
+    limit: u64,
+}
+
+impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
+    /// A port on publisher entry `index`, which must be active at `generation` (taken with
+    /// [`Ring::attach_publisher`], usually by the daemon).
+    pub fn new(ring: Arc<Ring<S, D>>, index: usize, generation: u64) -> Result<Self, AttachError> {
+        if !ring.publisher_held(index, generation) {
+            return Err(AttachError::NotHeld(index));
+        }
+        Ok(PublisherPort {
+            ring,
+            index,
+            generation,
+            limit: 0,
+        })
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &Arc<Ring<S, D>> {
+        &self.ring
+    }
+
+    /// The entry index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The entry generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn entry(&self) -> &PublisherEntry {
+        entry_of(&self.ring, self.index)
+    }
+
+    /// Claim the next sequence without waiting.
+    fn claim(&mut self) -> Result<u64, SendError> {
+        let ring = &*self.ring;
+        let control = ring.storage.control();
+        let entry = entry_of(ring, self.index);
+        if entry.state.load(Ordering::Relaxed)
+            != entry_state::pack(self.generation, entry_state::ACTIVE)
+        {
+            return Err(SendError::Evicted);
+        }
+        if control.flags.closed.load(Ordering::Relaxed) != 0 {
+            return Err(SendError::Closed);
+        }
+        loop {
+            let s = control.claim.load(Ordering::Relaxed);
+            if s < ring.first_sequence() {
+                return Err(SendError::Corrupted);
+            }
+            if ring.mode == Mode::Lossless && s >= self.limit {
+                self.limit = ring.gate();
+                if s >= self.limit {
+                    return Err(SendError::Full);
+                }
+            }
+            // Record the claim before making it, so that a supervisor that sees `claim` past
+            // `s` (acquire, pairing with the release below) also sees this record.
+            entry.inflight.store(s, Ordering::Relaxed);
+            if control
+                .claim
+                .compare_exchange_weak(s, s + 1, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// Wait until the slot's previous occupant is finished, then mark it `WRITING`.
+    fn begin_write(&self, s: u64) -> Result<(), SendError> {
+        let ring = &*self.ring;
+        let slot = ring.storage.slot(ring.slot_index(s));
+        let previous = s - ring.capacity;
+        let mut backoff = Backoff::new();
+        loop {
+            // Acquire: the previous writer's payload writes happen before ours.
+            let st = slot.stamp.load(Ordering::Acquire);
+            if stamp::is_done(st, previous) {
+                break;
+            }
+            if stamp::seq(st) >= s {
+                // A supervisor skipped our claim, believing us dead.
+                self.entry().inflight.store(IDLE, Ordering::Release);
+                return Err(SendError::Repaired);
+            }
+            backoff.snooze();
+        }
+        slot.stamp
+            .store(stamp::pack(s, stamp::WRITING), Ordering::Relaxed);
+        // Seqlock writer: the WRITING stamp is ordered before every payload store, so a lossy
+        // reader that sees any of our payload stores sees the stamp change on its re-check.
+        fence(Ordering::Release);
+        Ok(())
+    }
+
+    /// Loan the next slot without waiting: `Full` when a lossless ring has no free slot.
+    pub fn try_loan(&mut self) -> Result<Loan<'_, S, D>, SendError> {
+        let s = match self.claim() {
+            Err(SendError::Full) => {
+                let flags = &self.ring.storage.control().flags;
+                flags.stalls.fetch_add(1, Ordering::Relaxed);
+                return Err(SendError::Full);
+            }
+            other => other?,
+        };
+        self.begin_write(s)?;
+        Ok(Loan {
+            port: self,
+            seq: s,
+            len: 0,
+            done: false,
+        })
+    }
+
+    /// Loan the next slot, waiting for space with `strategy` for at most `timeout`.
+    pub fn loan(
+        &mut self,
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+    ) -> Result<Loan<'_, S, D>, SendError> {
+        let mut waiter = Waiter::new(strategy, timeout);
+        let mut stalled = false;
+        let s = loop {
+            match self.claim() {
+                Ok(s) => break s,
+                Err(SendError::Full) => {
+                    if !stalled {
+                        stalled = true;
+                        let flags = &self.ring.storage.control().flags;
+                        flags.stalls.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            match waiter.step() {
+                None => return Err(SendError::Timeout),
+                Some(Step::Spin) => crate::sync::spin_hint(),
+                Some(Step::Yield) => crate::sync::yield_now(),
+                Some(Step::Park) => {
+                    let ring = &*self.ring;
+                    let control = ring.storage.control();
+                    let timeout = waiter.park_timeout(Duration::from_millis(100));
+                    ring.sleep_on(&control.space, Some(timeout), || {
+                        control.claim.load(Ordering::Relaxed) < ring.gate()
+                            || control.flags.closed.load(Ordering::Relaxed) != 0
+                    });
+                }
+            }
+        };
+        self.begin_write(s)?;
+        Ok(Loan {
+            port: self,
+            seq: s,
+            len: 0,
+            done: false,
+        })
+    }
+
+    /// Copy `bytes` into the next slot and commit, without waiting.
+    pub fn try_send(&mut self, bytes: &[u8]) -> Result<u64, SendError> {
+        self.check_len(bytes.len())?;
+        let mut loan = self.try_loan()?;
+        loan.write(bytes)?;
+        Ok(loan.commit())
+    }
+
+    /// Copy `bytes` into the next slot and commit, waiting for space as `strategy` says.
+    pub fn send(
+        &mut self,
+        bytes: &[u8],
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+    ) -> Result<u64, SendError> {
+        self.check_len(bytes.len())?;
+        let mut loan = self.loan(strategy, timeout)?;
+        loan.write(bytes)?;
+        Ok(loan.commit())
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), SendError> {
+        if len > self.ring.slot_size {
+            return Err(SendError::TooLarge {
+                len,
+                max: self.ring.slot_size,
+            });
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, s: u64, len: usize, state: u64) {
+        let ring = &*self.ring;
+        let slot = ring.storage.slot(ring.slot_index(s));
+        slot.len.store(len as u32, Ordering::Relaxed);
+        slot.publisher.store(self.index as u32, Ordering::Relaxed);
+        // Release: the payload and the length happen before any read that sees the stamp.
+        slot.stamp.store(stamp::pack(s, state), Ordering::Release);
+        let entry = self.entry();
+        entry.inflight.store(IDLE, Ordering::Release);
+        if state == stamp::COMMITTED {
+            let n = entry.published.load(Ordering::Relaxed);
+            entry.published.store(n.wrapping_add(1), Ordering::Relaxed);
+        }
+        ring.ring_bell(&ring.storage.control().data);
+    }
+
+    /// Release the entry (the port must hold no loan, which the borrow checker ensures).
+    pub fn detach(self) -> Result<(), AttachError> {
+        self.ring.release_publisher(self.index, self.generation)
+    }
+}
+
+fn entry_of<S: Storage, D: Doorbell>(ring: &Ring<S, D>, index: usize) -> &PublisherEntry {
+    // `PublisherPort::new` checked that the index is inside the table; tables never shrink.
+    match ring.storage.publisher(index) {
+        Some(e) => e,
+        None => unreachable!("publisher index checked in PublisherPort::new"),
+    }
+}
+
+/// A claimed slot being written in place. [`Loan::commit`] publishes it; dropping it without
+/// committing marks the sequence skipped, so subscribers never wait for it.
+pub struct Loan<'a, S: Storage, D: Doorbell> {
+    port: &'a mut PublisherPort<S, D>,
+    seq: u64,
+    len: usize,
+    done: bool,
+}
+
+impl<S: Storage, D: Doorbell> Loan<'_, S, D> {
+    /// The sequence this loan will publish as (counted from 0 for the first message).
+    pub fn sequence(&self) -> u64 {
+        self.seq - self.port.ring.first_sequence()
+    }
+
+    /// The topic's delivery mode.
+    pub fn mode(&self) -> Mode {
+        self.port.ring.mode
+    }
+
+    /// The whole slot to write in place (lossless topics only: lossy topics can be read while
+    /// being written, so they are written with [`Loan::write`], word by word, atomically).
+    pub fn payload_mut(&mut self) -> Option<S::PayloadMut<'_>> {
+        if self.port.ring.mode != Mode::Lossless {
+            return None;
+        }
+        let ring = &*self.port.ring;
+        // SAFETY: lossless mode. We own the claim on `seq`; `begin_write` saw the previous
+        // occupant finished (acquire), and the gate saw every active cursor past it (acquire),
+        // so no one reads or writes this payload until we commit. The view is tied to `&mut
+        // self`, so it cannot outlive the loan.
+        Some(unsafe { ring.storage.payload_mut(ring.slot_index(self.seq)) })
+    }
+
+    /// Set the length of the message to commit (after writing through `payload_mut`).
+    pub fn set_len(&mut self, len: usize) -> Result<(), SendError> {
+        if len > self.port.ring.slot_size {
+            return Err(SendError::TooLarge {
+                len,
+                max: self.port.ring.slot_size,
+            });
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Copy `bytes` into the slot and set the length (works in both modes; in lossy mode the
+    /// copy is made of atomic word stores).
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        self.set_len(bytes.len())?;
+        if self.port.ring.mode == Mode::Lossy {
+            let ring = &*self.port.ring;
+            store_words(ring.storage.payload_words(ring.slot_index(self.seq)), bytes);
+        } else if let Some(mut slot) = self.payload_mut() {
+            slot[..bytes.len()].copy_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    /// Publish the message; returns its sequence (counted from 0).
+    pub fn commit(mut self) -> u64 {
+        self.done = true;
+        let seq = self.sequence();
+        self.port.finish(self.seq, self.len, stamp::COMMITTED);
+        seq
+    }
+}
+
+impl<S: Storage, D: Doorbell> Drop for Loan<'_, S, D> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.port.finish(self.seq, 0, stamp::SKIPPED);
+        }
+    }
+}
+
+/// Store `bytes` into `words` with relaxed atomic stores (the lossy mode's writer side).
+fn store_words(words: &[crate::sync::AtomicU64], bytes: &[u8]) {
+    let mut chunks = bytes.chunks_exact(8);
+    for (w, chunk) in words.iter().zip(&mut chunks) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        if let Some(w) = words.get(bytes.len() / 8) {
+            w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The subscriber side: find the next message, read it in place (lossless) or as a validated
+//! copy (lossy), release it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::{stamp, AttachError, Ring};
+use crate::doorbell::Doorbell;
+use crate::entries::{entry_state, SubscriberEntry};
+use crate::layout::Mode;
+use crate::storage::Storage;
+use crate::sync::{fence, AtomicU64, Ordering};
+use crate::wait::{Step, WaitStrategy, Waiter};
+
+/// Why no message was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum RecvError {
+    /// Nothing new yet.
+    #[error("no message yet")]
+    Empty,
+    /// Nothing arrived before the timeout.
+    #[error("timed out waiting for a message")]
+    Timeout,
+    /// Lossy topic: this subscriber fell behind and `n` messages were overwritten before it
+    /// read them. The next receive returns the oldest message still present.
+    #[error("fell behind: {0} messages were overwritten before they were read")]
+    Lagged(u64),
+    /// The topic is closed and every message has been read.
+    #[error("the topic is closed and drained")]
+    Closed,
+    /// This subscriber was detached (it stalled a lossless topic for too long, or the topic
+    /// was deleted). Attach again to resume at the newest message.
+    #[error("this subscriber was evicted from the topic; attach a new one")]
+    Evicted,
+    /// The caller's buffer is smaller than the message.
+    #[error("the message is {needed} bytes, larger than the buffer")]
+    BufferTooSmall {
+        /// The message length.
+        needed: usize,
+    },
+    /// Zero-copy samples are for lossless topics; use `try_recv_into` on lossy ones.
+    #[error("zero-copy samples are only available on lossless topics; copy with recv_into")]
+    WrongMode,
+}
+
+/// A message ready to be read.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    seq: u64,
+    slot: usize,
+    len: usize,
+    publisher: u32,
+}
+
+/// A subscriber's handle on a ring. It can move between threads.
+pub struct SubscriberPort<S, D> {
+    ring: Arc<Ring<S, D>>,
+    index: usize,
+    generation: u64,
+    /// Next sequence to read (the shared cursor holds the same value once released).
+    next: u64,
+    lagged: u64,
+    corrupt: u64,
+}
+
+impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
+    /// A port on subscriber entry `index`, which must be active at `generation` (taken with
+    /// [`Ring::attach_subscriber`], usually by the daemon).
+    pub fn new(ring: Arc<Ring<S, D>>, index: usize, generation: u64) -> Result<Self, AttachError> {
+        let entry = ring
+            .storage
+            .subscriber(index)
+            .ok_or(AttachError::NoSuchEntry(index))?;
+        if !ring.subscriber_held(index, generation) {
+            return Err(AttachError::NotHeld(index));
+        }
+        let next = entry.cursor.load(Ordering::Acquire);
+        Ok(SubscriberPort {
+            ring,
+            index,
+            generation,
+            next,
+            lagged: 0,
+            corrupt: 0,
+        })
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &Arc<Ring<S, D>> {
+        &self.ring
+    }
+
+    /// The entry index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The entry generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Messages lost to lag so far.
+    pub fn lagged(&self) -> u64 {
+        self.lagged
+    }
+
+    /// Slots skipped because their length was corrupted.
+    pub fn corrupt(&self) -> u64 {
+        self.corrupt
+    }
+
+    /// Messages published that this subscriber has not read yet.
+    pub fn backlog(&self) -> u64 {
+        let claim = self.ring.storage.control().claim.load(Ordering::Relaxed);
+        claim.saturating_sub(self.next)
+    }
+
+    fn entry(&self) -> &SubscriberEntry {
+        match self.ring.storage.subscriber(self.index) {
+            Some(e) => e,
+            None => unreachable!("subscriber index checked in SubscriberPort::new"),
+        }
+    }
+
+    fn held(&self) -> bool {
+        self.entry().state.load(Ordering::Acquire)
+            == entry_state::pack(self.generation, entry_state::ACTIVE)
+    }
+
+    /// Move the cursor to `next`, releasing every slot below it.
+    fn advance(&mut self, next: u64) {
+        self.next = next;
+        // Release: our reads of the slots below `next` happen before a publisher's writes.
+        self.entry().cursor.store(next, Ordering::Release);
+        if self.ring.mode == Mode::Lossless {
+            self.ring.ring_bell(&self.ring.storage.control().space);
+        }
+    }
+
+    /// We fell behind at `s`: skip to the oldest message that may still be present.
+    fn lag(&mut self, s: u64) -> RecvError {
+        let claim = self.ring.storage.control().claim.load(Ordering::Acquire);
+        let next = claim.saturating_sub(self.ring.capacity).max(s + 1);
+        let n = next - s;
+        self.lagged = self.lagged.saturating_add(n);
+        self.entry().lagged.store(self.lagged, Ordering::Relaxed);
+        self.advance(next);
+        RecvError::Lagged(n)
+    }
+
+    /// Find the next readable message, skipping skipped and corrupted slots.
+    fn poll(&mut self) -> Result<Ready, RecvError> {
+        loop {
+            if !self.held() {
+                return Err(RecvError::Evicted);
+            }
+            let ring = &*self.ring;
+            let s = self.next;
+            let slot_index = ring.slot_index(s);
+            let slot = ring.storage.slot(slot_index);
+            // Acquire: the payload and length written before the commit are visible.
+            let st = slot.stamp.load(Ordering::Acquire);
+            if st == stamp::pack(s, stamp::COMMITTED) {
+                let len = slot.len.load(Ordering::Relaxed) as usize;
+                let publisher = slot.publisher.load(Ordering::Relaxed);
+                if len > ring.slot_size {
+                    if slot.stamp.load(Ordering::Acquire) != st {
+                        return Err(self.lag(s));
+                    }
+                    self.corrupt = self.corrupt.saturating_add(1);
+                    self.advance(s + 1);
+                    continue;
+                }
+                return Ok(Ready {
+                    seq: s,
+                    slot: slot_index,
+                    len,
+                    publisher,
+                });
+            }
+            if st == stamp::pack(s, stamp::SKIPPED) {
+                self.advance(s + 1);
+                continue;
+            }
+            if stamp::seq(st) > s {
+                return Err(self.lag(s));
+            }
+            if ring.is_closed() {
+                // Re-check once: a commit may have landed just before the close.
+                if slot.stamp.load(Ordering::Acquire) == st {
+                    return Err(RecvError::Closed);
+                }
+                continue;
+            }
+            return Err(RecvError::Empty);
+        }
+    }
+
+    /// Whether `s` has moved on (committed, skipped, lapped) or waiting is pointless.
+    fn can_proceed(&self) -> bool {
+        let ring = &*self.ring;
+        let s = self.next;
+        let st = ring
+            .storage
+            .slot(ring.slot_index(s))
+            .stamp
+            .load(Ordering::Acquire);
+        stamp::seq(st) > s
+            || st == stamp::pack(s, stamp::COMMITTED)
+            || st == stamp::pack(s, stamp::SKIPPED)
+            || ring.is_closed()
+            || !self.held()
+    }
+
+    /// Wait with `waiter` until the next message may be ready; `false` on timeout.
+    fn wait(&mut self, waiter: &mut Waiter) -> bool {
+        match waiter.step() {
+            None => false,
+            Some(Step::Spin) => {
+                crate::sync::spin_hint();
+                true
+            }
+            Some(Step::Yield) => {
+                crate::sync::yield_now();
+                true
+            }
+            Some(Step::Park) => {
+                let timeout = waiter.park_timeout(Duration::from_millis(100));
+                let ring = &*self.ring;
+                ring.sleep_on(&ring.storage.control().data, Some(timeout), || {
+                    self.can_proceed()
+                });
+                true
+            }
+        }
+    }
+
+    /// Receive the next message in place, without waiting (lossless topics).
+    pub fn try_recv(&mut self) -> Result<Sample<'_, S, D>, RecvError> {
+        if self.ring.mode != Mode::Lossless {
+            return Err(RecvError::WrongMode);
+        }
+        let r = self.poll()?;
+        Ok(Sample {
+            port: self,
+            ready: r,
+        })
+    }
+
+    /// Receive the next message in place, waiting as `strategy` says for at most `timeout`
+    /// (lossless topics).
+    pub fn recv(
+        &mut self,
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+    ) -> Result<Sample<'_, S, D>, RecvError> {
+        if self.ring.mode != Mode::Lossless {
+            return Err(RecvError::WrongMode);
+        }
+        let mut waiter = Waiter::new(strategy, timeout);
+        loop {
+            match self.poll() {
+                Ok(r) => {
+                    return Ok(Sample {
+                        port: self,
+                        ready: r,
+                    })
+                }
+                Err(RecvError::Empty) => {
+                    if !self.wait(&mut waiter) {
+                        return Err(RecvError::Timeout);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Copy the next message into `buf` without waiting (both modes); returns its
+    /// `(sequence, length)`.
+    pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<(u64, usize), RecvError> {
+        let r = self.poll()?;
+        self.copy_out(r, buf)
+    }
+
+    /// Copy the next message into `buf`, waiting as `strategy` says (both modes).
+    pub fn recv_into(
+        &mut self,
+        buf: &mut [u8],
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+    ) -> Result<(u64, usize), RecvError> {
+        let mut waiter = Waiter::new(strategy, timeout);
+        loop {
+            match self.poll() {
+                Ok(r) => return self.copy_out(r, buf),
+                Err(RecvError::Empty) => {
+                    if !self.wait(&mut waiter) {
+                        return Err(RecvError::Timeout);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn copy_out(&mut self, r: Ready, buf: &mut [u8]) -> Result<(u64, usize), RecvError> {
+        if buf.len() < r.len {
+            return Err(RecvError::BufferTooSmall { needed: r.len });
+        }
+        let ring = &*self.ring;
+        let first = ring.first_sequence();
+        match ring.mode {
+            Mode::Lossless => {
+                // SAFETY: lossless mode; message `r.seq` is committed (acquire in `poll`) and
+                // our cursor, still at `r.seq`, keeps every publisher off the slot until
+                // `advance` below.
+                let payload = unsafe { ring.storage.payload(r.slot, r.len) };
+                buf[..r.len].copy_from_slice(&payload);
+                drop(payload);
+            }
+            Mode::Lossy => {
+                let words = ring.storage.payload_words(r.slot);
+                load_words(words, &mut buf[..r.len]);
+                // Seqlock reader: our payload loads happen before the re-check below; if any of
+                // them saw a newer writer's store, the re-check sees its WRITING stamp.
+                fence(Ordering::Acquire);
+                let now = ring.storage.slot(r.slot).stamp.load(Ordering::Relaxed);
+                if now != stamp::pack(r.seq, stamp::COMMITTED) {
+                    return Err(self.lag(r.seq));
+                }
+            }
+        }
+        self.advance(r.seq + 1);
+        Ok((r.seq - first, r.len))
+    }
+
+    /// Release the entry: the cursor stops protecting slots.
+    pub fn detach(self) -> Result<(), AttachError> {
+        self.ring.release_subscriber(self.index, self.generation)
+    }
+}
+
+/// A message read in place, straight from the slot (lossless topics). The publishers cannot
+/// overwrite the slot while the sample lives; dropping it releases the slot.
+pub struct Sample<'a, S: Storage, D: Doorbell> {
+    port: &'a mut SubscriberPort<S, D>,
+    ready: Ready,
+}
+
+impl<S: Storage, D: Doorbell> Sample<'_, S, D> {
+    /// The message's sequence (counted from 0 for the topic's first message).
+    pub fn sequence(&self) -> u64 {
+        self.ready.seq - self.port.ring.first_sequence()
+    }
+
+    /// The message length in bytes.
+    pub fn len(&self) -> usize {
+        self.ready.len
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ready.len == 0
+    }
+
+    /// The publisher entry that wrote the message.
+    pub fn publisher(&self) -> u32 {
+        self.ready.publisher
+    }
+
+    /// The payload, in place.
+    pub fn bytes(&self) -> S::Payload<'_> {
+        let ring = &*self.port.ring;
+        // SAFETY: lossless mode (checked when the sample was made); the message is committed
+        // (acquire in `poll`) and our cursor stays at its sequence until the sample drops, so
+        // no publisher writes the slot while this view (tied to `&self`) lives.
+        unsafe { ring.storage.payload(self.ready.slot, self.ready.len) }
+    }
+}
+
+impl<S: Storage, D: Doorbell> Drop for Sample<'_, S, D> {
+    fn drop(&mut self) {
+        let next = self.ready.seq + 1;
+        self.port.advance(next);
+    }
+}
+
+/// Load `buf.len()` bytes from `words` with relaxed atomic loads (the lossy reader's copy).
+fn load_words(words: &[AtomicU64], buf: &mut [u8]) {
+    let len = buf.len();
+    let mut chunks = buf.chunks_exact_mut(8);
+    for (w, chunk) in words.iter().zip(&mut chunks) {
+        chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        if let Some(w) = words.get(len / 8) {
+            let b = w.load(Ordering::Relaxed).to_ne_bytes();
+            let n = rest.len();
+            rest.copy_from_slice(&b[..n]);
+        }
+    }
+}

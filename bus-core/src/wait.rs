@@ -1,0 +1,113 @@
+//! How a port waits: busy-poll, block, or spin-then-park.
+
+use std::time::{Duration, Instant};
+
+/// How `recv` and a blocking `send` wait for their condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Spin on the shared memory: the lowest latency, a whole core while waiting.
+    BusyPoll,
+    /// Sleep on the futex at once: the lowest CPU, a wake-up costs a system call.
+    Block,
+    /// Spin `spins` times, then yield `yields` times, then sleep on the futex.
+    Adaptive {
+        /// Busy iterations before yielding.
+        spins: u32,
+        /// Yields before sleeping.
+        yields: u32,
+    },
+}
+
+impl Default for WaitStrategy {
+    /// Spin for a few microseconds, yield a little, then park.
+    fn default() -> Self {
+        WaitStrategy::Adaptive {
+            spins: 2_000,
+            yields: 20,
+        }
+    }
+}
+
+/// What a waiter does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Spin,
+    Yield,
+    Park,
+}
+
+/// The state of one wait.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    strategy: WaitStrategy,
+    rounds: u32,
+    deadline: Option<Instant>,
+}
+
+impl Waiter {
+    pub(crate) fn new(strategy: WaitStrategy, timeout: Option<Duration>) -> Waiter {
+        Waiter {
+            strategy,
+            rounds: 0,
+            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
+        }
+    }
+
+    /// The next step, or `None` once the deadline has passed.
+    pub(crate) fn step(&mut self) -> Option<Step> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+        self.rounds = self.rounds.saturating_add(1);
+        Some(match self.strategy {
+            WaitStrategy::BusyPoll => Step::Spin,
+            WaitStrategy::Block => Step::Park,
+            WaitStrategy::Adaptive { spins, yields } => {
+                if self.rounds <= spins {
+                    Step::Spin
+                } else if self.rounds <= spins.saturating_add(yields) {
+                    Step::Yield
+                } else {
+                    Step::Park
+                }
+            }
+        })
+    }
+
+    /// How long a park may last: until the deadline, and never unbounded, so that a sleeper
+    /// re-checks for eviction or a dead peer at least every `cap`.
+    pub(crate) fn park_timeout(&self, cap: Duration) -> Duration {
+        match self.deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(cap),
+            None => cap,
+        }
+    }
+}
+
+/// A short wait for another publisher to finish writing a slot: spin, then yield, then sleep
+/// briefly. Used only where the wait is bounded by someone else's copy (or a repair).
+pub(crate) struct Backoff {
+    n: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Backoff {
+        Backoff { n: 0 }
+    }
+
+    pub(crate) fn snooze(&mut self) {
+        self.n = self.n.saturating_add(1);
+        #[cfg(loom)]
+        crate::sync::yield_now();
+        #[cfg(not(loom))]
+        {
+            if self.n < 64 {
+                crate::sync::spin_hint();
+            } else if self.n < 128 {
+                crate::sync::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+}

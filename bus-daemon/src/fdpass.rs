@@ -1,0 +1,471 @@
+//! Passing file descriptors over the control socket (`SCM_RIGHTS`), and peer credentials.
+//!
+//! The daemon hands each client its topic segment as a file descriptor sent
+//! beside a protocol frame. The descriptors ride on the first byte of the
+//! frame: on a Unix stream socket the kernel delivers them with the first
+//! `recvmsg` that reads any byte of that send, so [`read_frame_with_fds`]
+//! collects them while reading the frame's length prefix.
+//!
+//! Receiving never leaks a descriptor: everything the kernel installs is
+//! wrapped in an [`OwnedFd`] at once; descriptors beyond the caller's limit are
+//! closed, and a truncated control message (`MSG_CTRUNC`) is an error after the
+//! descriptors that did arrive have been closed. Received descriptors are
+//! close-on-exec (`MSG_CMSG_CLOEXEC`).
+//!
+//! The sockets should be blocking (optionally with timeouts); a `WouldBlock`
+//! in the middle of a frame is returned as an error and leaves the stream
+//! unusable.
+
+use std::io::{self, IoSlice};
+use std::mem;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, sockopt, ControlMessage, MsgFlags};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::protocol::{self, ProtocolError, FRAME_HEADER_LEN};
+
+/// The most descriptors Linux passes in one message (`SCM_MAX_FD`).
+pub const SCM_MAX_FD: usize = 253;
+
+/// Credentials of the process at the other end of a Unix socket, as the kernel
+/// recorded them at `connect` time (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerCred {
+    /// Process id (0 if the peer is in a pid namespace we cannot see).
+    pub pid: u32,
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+}
+
+/// The peer's credentials via `SO_PEERCRED`.
+pub fn peer_credentials(sock: &UnixStream) -> io::Result<PeerCred> {
+    let c = socket::getsockopt(sock, sockopt::PeerCredentials)?;
+    Ok(PeerCred {
+        pid: u32::try_from(c.pid()).unwrap_or(0),
+        uid: c.uid(),
+        gid: c.gid(),
+    })
+}
+
+/// Sends `bytes` with `fds` attached to the first byte (`SCM_RIGHTS`).
+///
+/// Uses `MSG_NOSIGNAL`, so a closed peer is an `EPIPE` error, not a signal. If
+/// the kernel takes only part of `bytes`, the rest follows in plain sends.
+/// `bytes` must not be empty when `fds` is not (a stream socket cannot carry
+/// descriptors without data), and at most [`SCM_MAX_FD`] descriptors fit.
+pub fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if bytes.is_empty() {
+        if fds.is_empty() {
+            return Ok(());
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "file descriptors need at least one byte of data to travel with",
+        ));
+    }
+    if fds.len() > SCM_MAX_FD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} file descriptors exceed the {SCM_MAX_FD} that one message can carry",
+                fds.len()
+            ),
+        ));
+    }
+    let fd = sock.as_raw_fd();
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    let first = loop {
+        match socket::sendmsg::<()>(
+            fd,
+            &[IoSlice::new(bytes)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => break n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if first == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    let mut rest = bytes.get(first..).unwrap_or_default();
+    while !rest.is_empty() {
+        match socket::send(fd, rest, MsgFlags::MSG_NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Space for one `SCM_RIGHTS` message of [`SCM_MAX_FD`] descriptors, in `u64`
+/// words so the buffer is aligned for `cmsghdr`.
+const CMSG_BUF_WORDS: usize = 1 + cmsg_space_bytes() / mem::size_of::<u64>();
+
+const fn cmsg_space_bytes() -> usize {
+    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+    unsafe { libc::CMSG_SPACE((SCM_MAX_FD * mem::size_of::<RawFd>()) as libc::c_uint) as usize }
+}
+
+/// Receives up to `buf.len()` bytes and any descriptors sent with them.
+///
+/// Returns `(0, [])` at end of stream. At most `max_fds` descriptors are kept;
+/// the rest are closed. A truncated control message is an error (the
+/// descriptors that did arrive are closed). Retries on `EINTR`.
+pub fn recv_with_fds(
+    sock: &UnixStream,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    if buf.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "recv_with_fds needs a non-empty buffer",
+        ));
+    }
+    let mut cmsg_buf = [0u64; CMSG_BUF_WORDS];
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is a plain C struct for which all-zero bytes are a
+        // valid value (null pointers, zero lengths).
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+        msg.msg_controllen = mem::size_of_val(&cmsg_buf) as _;
+        // SAFETY: `msg` points at one iovec covering exactly `buf` and at
+        // `cmsg_buf` with its true length; both outlive the call, and the
+        // kernel writes only within those lengths.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        // SAFETY: the kernel filled `msg` (control length updated to what it
+        // wrote inside `cmsg_buf`) by the successful recvmsg above.
+        let mut fds = unsafe { take_rights(&msg) };
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            drop(fds);
+            return Err(io::Error::other(
+                "file descriptors were cut off (MSG_CTRUNC): the peer sent more than one message can carry",
+            ));
+        }
+        fds.truncate(max_fds);
+        let n =
+            usize::try_from(n).map_err(|_| io::Error::other("recvmsg returned a bad length"))?;
+        return Ok((n, fds));
+    }
+}
+
+/// Wraps every descriptor of every `SCM_RIGHTS` message in `msg` in an [`OwnedFd`].
+///
+/// # Safety
+/// `msg` must have been filled by a successful `recvmsg`, with `msg_control`
+/// pointing at a live, `cmsghdr`-aligned buffer of at least `msg_controllen` bytes.
+// `msg_controllen` and `cmsg_len` are `usize` on glibc but `socklen_t` on musl.
+#[allow(clippy::unnecessary_cast)]
+unsafe fn take_rights(msg: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut fds = Vec::new();
+    if msg.msg_control.is_null() {
+        return fds;
+    }
+    let start = msg.msg_control as usize;
+    let end = start.saturating_add(msg.msg_controllen as usize);
+    // SAFETY: per this function's contract `msg` describes a valid control buffer.
+    let mut hdr = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !hdr.is_null() {
+        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR return either null or a pointer to
+        // a header lying wholly inside the control buffer, which is aligned.
+        let h = unsafe { &*hdr };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: `hdr` is a valid header inside the buffer (see above).
+            let data = unsafe { libc::CMSG_DATA(hdr) } as usize;
+            let msg_end = (hdr as usize).saturating_add(h.cmsg_len as usize).min(end);
+            let count = msg_end.saturating_sub(data) / mem::size_of::<RawFd>();
+            for i in 0..count {
+                let p = (data + i * mem::size_of::<RawFd>()) as *const RawFd;
+                // SAFETY: `p` lies inside the header's data, which lies inside
+                // the control buffer (bounded by `end` above); the read is unaligned-safe.
+                let raw = unsafe { p.read_unaligned() };
+                if raw >= 0 {
+                    // SAFETY: the kernel just installed `raw` in our table for
+                    // this message; nothing else owns it, so we take ownership once.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                }
+            }
+        }
+        // SAFETY: `msg` and `hdr` are valid as above; CMSG_NXTHDR bounds-checks
+        // against `msg_controllen` and returns null past the end.
+        hdr = unsafe { libc::CMSG_NXTHDR(msg, hdr) };
+    }
+    fds
+}
+
+/// Writes one protocol frame with `fds` attached to its first byte.
+pub fn write_frame_with_fds<T: Serialize>(
+    sock: &UnixStream,
+    msg: &T,
+    fds: &[RawFd],
+) -> Result<(), ProtocolError> {
+    let frame = protocol::encode_frame(msg)?;
+    send_with_fds(sock, &frame, fds)?;
+    Ok(())
+}
+
+/// Reads one protocol frame and the descriptors that came with it.
+///
+/// Reads exactly one frame (never into the next). Keeps at most `max_fds`
+/// descriptors in total and closes any others. Error semantics match
+/// [`protocol::read_frame`]: `Closed` at EOF before the first byte,
+/// `Truncated` at EOF later, `FrameTooLarge`/`EmptyFrame` for a bad length
+/// (checked before the body is allocated), `Malformed` for a bad body.
+pub fn read_frame_with_fds<T: DeserializeOwned>(
+    sock: &UnixStream,
+    max_fds: usize,
+) -> Result<(T, Vec<OwnedFd>), ProtocolError> {
+    let mut fds = Vec::new();
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    let got = recv_full(sock, &mut header, max_fds, &mut fds)?;
+    if got == 0 {
+        return Err(ProtocolError::Closed);
+    }
+    if got < FRAME_HEADER_LEN {
+        return Err(ProtocolError::Truncated {
+            got,
+            expected: FRAME_HEADER_LEN,
+        });
+    }
+    let len = protocol::parse_frame_len(header)?;
+    let mut body = vec![0u8; len];
+    let got = recv_full(sock, &mut body, max_fds, &mut fds)?;
+    if got < len {
+        return Err(ProtocolError::Truncated { got, expected: len });
+    }
+    let msg = protocol::decode(&body)?;
+    Ok((msg, fds))
+}
+
+/// Fills `buf` or stops at EOF; returns bytes read. Collects descriptors into
+/// `fds` up to `max_fds` in total; extra ones are dropped (closed).
+fn recv_full(
+    sock: &UnixStream,
+    buf: &mut [u8],
+    max_fds: usize,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        let room = max_fds.saturating_sub(fds.len());
+        let (n, got) = recv_with_fds(sock, rest, room)?;
+        fds.extend(got);
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{DeliveryMode, Request, Response, TopicSpec};
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    use std::fs::File;
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::fd::AsFd;
+
+    fn memfd(name: &str) -> File {
+        File::from(memfd_create(name, MFdFlags::MFD_CLOEXEC).unwrap())
+    }
+
+    /// How many of our descriptors refer to memfds named `name` (robust to
+    /// other tests opening descriptors in parallel).
+    fn open_memfds_named(name: &str) -> usize {
+        let needle = format!("memfd:{name} ");
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|t| t.to_string_lossy().contains(&needle))
+            .count()
+    }
+
+    #[test]
+    fn fds_pass_between_socketpair_ends() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut seg = memfd("shmbus-test-fdpass");
+        send_with_fds(&a, b"hello", &[seg.as_raw_fd()]).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, fds) = recv_with_fds(&b, &mut buf, 4).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(fds.len(), 1);
+        let mut received = File::from(fds.into_iter().next().unwrap());
+        // Write through the original, read through the received one: same file.
+        seg.write_all(b"shared bytes").unwrap();
+        let mut text = String::new();
+        received.seek(SeekFrom::Start(0)).unwrap();
+        received.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "shared bytes");
+        // And the other way round.
+        received.write_all(b"!").unwrap();
+        let mut all = String::new();
+        seg.seek(SeekFrom::Start(0)).unwrap();
+        seg.read_to_string(&mut all).unwrap();
+        assert_eq!(all, "shared bytes!");
+        let flags = nix::fcntl::fcntl(received.as_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert!(
+            flags & libc::FD_CLOEXEC != 0,
+            "received fd is close-on-exec"
+        );
+    }
+
+    #[test]
+    fn fds_beyond_max_are_closed_not_leaked() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let name = "shmbus-test-extra";
+        let files: Vec<File> = (0..5).map(|_| memfd(name)).collect();
+        let raws: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+        assert_eq!(open_memfds_named(name), 5);
+        send_with_fds(&a, b"x", &raws).unwrap();
+        let mut buf = [0u8; 1];
+        let (n, fds) = recv_with_fds(&b, &mut buf, 2).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(fds.len(), 2);
+        assert_eq!(open_memfds_named(name), 7, "the 3 extra fds were closed");
+        drop(fds);
+        assert_eq!(open_memfds_named(name), 5);
+    }
+
+    #[test]
+    fn zero_max_fds_closes_every_received_fd() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let name = "shmbus-test-zero";
+        let f = memfd(name);
+        write_frame_with_fds(&a, &Request::List, &[f.as_raw_fd()]).unwrap();
+        let (req, fds) = read_frame_with_fds::<Request>(&b, 0).unwrap();
+        assert_eq!(req, Request::List);
+        assert!(fds.is_empty());
+        assert_eq!(open_memfds_named(name), 1, "only the sender's fd is open");
+    }
+
+    #[test]
+    fn frame_with_fd_round_trips_and_next_frame_is_intact() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let f = memfd("shmbus-test-frame");
+        f.set_len(4096).unwrap();
+        let spec = TopicSpec {
+            capacity: 8,
+            slot_size: 64,
+            mode: DeliveryMode::Lossy,
+            max_publishers: 1,
+            max_subscribers: 1,
+            type_name: String::new(),
+            type_size: 0,
+            type_align: 1,
+        };
+        let attached = Response::Attached {
+            topic: "robot/odom".into(),
+            spec,
+            index: 0,
+            generation: 1,
+            segment_len: 4096,
+        };
+        write_frame_with_fds(&a, &attached, &[f.as_raw_fd()]).unwrap();
+        write_frame_with_fds(&a, &Response::Detached, &[]).unwrap();
+        let (got, fds) = read_frame_with_fds::<Response>(&b, 1).unwrap();
+        assert_eq!(got, attached);
+        assert_eq!(fds.len(), 1);
+        let received = File::from(fds.into_iter().next().unwrap());
+        assert_eq!(received.metadata().unwrap().len(), 4096);
+        let (got, fds) = read_frame_with_fds::<Response>(&b, 1).unwrap();
+        assert_eq!(got, Response::Detached);
+        assert!(fds.is_empty());
+        drop(a);
+        assert!(matches!(
+            read_frame_with_fds::<Response>(&b, 1),
+            Err(ProtocolError::Closed)
+        ));
+    }
+
+    #[test]
+    fn frame_reader_rejects_oversize_length_and_truncation() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        assert!(matches!(
+            read_frame_with_fds::<Request>(&b, 1),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(&10u32.to_le_bytes()).unwrap();
+        a.write_all(b"{\"op").unwrap();
+        drop(a);
+        assert!(matches!(
+            read_frame_with_fds::<Request>(&b, 1),
+            Err(ProtocolError::Truncated {
+                got: 4,
+                expected: 10
+            })
+        ));
+    }
+
+    #[test]
+    fn large_frame_with_fd_arrives_whole() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let f = memfd("shmbus-test-large");
+        let req = Request::Hello {
+            version: 1,
+            client_name: "n".repeat(protocol::MAX_FRAME - 100),
+        };
+        let t = std::thread::spawn(move || {
+            write_frame_with_fds(&a, &req, &[f.as_raw_fd()]).unwrap();
+            req
+        });
+        let (got, fds) = read_frame_with_fds::<Request>(&b, 1).unwrap();
+        let req = t.join().unwrap();
+        assert_eq!(got, req);
+        assert_eq!(fds.len(), 1);
+    }
+
+    #[test]
+    fn sending_to_closed_peer_is_an_error_not_sigpipe() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let err = send_with_fds(&a, b"x", &[]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn fds_without_data_are_refused() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let f = memfd("shmbus-test-empty");
+        assert!(send_with_fds(&a, b"", &[f.as_raw_fd()]).is_err());
+        let too_many = vec![f.as_raw_fd(); SCM_MAX_FD + 1];
+        assert!(send_with_fds(&a, b"x", &too_many).is_err());
+    }
+
+    #[test]
+    fn peer_credentials_name_this_process() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let c = peer_credentials(&a).unwrap();
+        assert_eq!(c.pid, std::process::id());
+        assert_eq!(c.uid, nix::unistd::geteuid().as_raw());
+        assert_eq!(c.gid, nix::unistd::getegid().as_raw());
+    }
+}
