@@ -352,6 +352,13 @@ mod model {
         }
     }
 
+    // SAFETY: the atomics are loom atomics and every payload access goes through loom's
+    // `UnsafeCell`, which checks that no two threads access a payload in conflict: that check is
+    // what the models are for.
+    unsafe impl Send for ModelStorage {}
+    // SAFETY: as above.
+    unsafe impl Sync for ModelStorage {}
+
     // SAFETY: every vector has exactly the lengths the trait promises.
     unsafe impl Storage for ModelStorage {
         type Payload<'a> = ModelRef;
