@@ -8,12 +8,19 @@
 //! * [`names`]: topic name rules and segment file names.
 //! * [`paths`]: the socket path and the one-daemon-per-socket lock.
 //! * [`acl`]: access rules and limits from TOML.
+//! * [`segment`]: topic segments in /dev/shm: create, map, unlink.
+//! * [`server`]: the daemon itself, standalone ([`run`]) or embedded ([`spawn`]).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod acl;
+pub mod cli;
 pub mod fdpass;
 pub mod names;
 pub mod paths;
 pub mod protocol;
+pub mod segment;
+pub mod server;
+
+pub use server::{run, spawn, Config, DaemonHandle, StartError};

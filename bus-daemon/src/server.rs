@@ -1,0 +1,818 @@
+//! The daemon: accepts clients on the Unix socket, serves the control protocol, owns the topic
+//! registry and the segments, and cleans up after clients that go away.
+//!
+//! One thread accepts connections and does housekeeping every few milliseconds (pending
+//! repairs, eviction of stuck subscribers, signals); each client connection has a thread that
+//! reads its requests. A connection that closes (the process exited or was killed) releases
+//! that client's subscribers and repairs its publishers' unfinished claims at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bus_core::layout::{Layout, Mode};
+use bus_core::ring::{RepairOutcome, StartAt as CoreStart};
+
+use crate::acl::{AccessConfig, Action};
+use crate::fdpass::{self, PeerCred};
+use crate::names;
+use crate::paths::{self, DaemonLock, LockError};
+use crate::protocol::{
+    self, ErrorCode, ProtocolError, PublisherStat, Request, Response, Role, StartAt,
+    SubscriberStat, TopicInfo, TopicSpec, TopicStats,
+};
+use crate::segment::{self, geometry_of, ShmRing};
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Unix socket to listen on.
+    pub socket: PathBuf,
+    /// Access rules (TOML); `None`: only the daemon's own uid may use the bus.
+    pub acl_path: Option<PathBuf>,
+    /// A live subscriber that holds back a full lossless topic for this long is evicted.
+    pub stuck_timeout: Duration,
+    /// Install SIGTERM/SIGINT/SIGHUP handlers (the `shmbusd` binary; not an embedded daemon).
+    pub handle_signals: bool,
+}
+
+impl Config {
+    /// The defaults: the default socket path, no rules file, a 5 s stuck timeout.
+    pub fn new(socket: PathBuf) -> Config {
+        Config {
+            socket,
+            acl_path: None,
+            stuck_timeout: Duration::from_secs(5),
+            handle_signals: false,
+        }
+    }
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Another daemon serves this socket.
+    #[error("another shmbusd (pid {}) already serves {socket}; stop it first, or pass another --socket", pid.map_or("unknown".to_string(), |p| p.to_string()))]
+    AlreadyRunning {
+        /// Its pid, if known.
+        pid: Option<u32>,
+        /// The socket.
+        socket: PathBuf,
+    },
+    /// The socket directory, lock or socket could not be set up.
+    #[error("cannot set up {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The access rules file is invalid.
+    #[error("access rules: {0}")]
+    Acl(#[from] crate::acl::AclError),
+}
+
+struct Attachment {
+    client: u64,
+    role: Role,
+    index: u32,
+    generation: u64,
+}
+
+struct Topic {
+    spec: TopicSpec,
+    ring: Arc<ShmRing>,
+    segment_name: String,
+    fd: OwnedFd,
+    len: u64,
+    owner_uid: u32,
+    attachments: Vec<Attachment>,
+    /// Subscriber (index, generation) → (cursor, since when it has not moved while blocking).
+    stuck: HashMap<(usize, u64), (u64, Instant)>,
+}
+
+struct Client {
+    cred: PeerCred,
+    name: String,
+    hello: bool,
+    stream: UnixStream,
+}
+
+struct PendingRepair {
+    topic: String,
+    index: usize,
+    generation: u64,
+    since: Instant,
+}
+
+struct State {
+    topics: BTreeMap<String, Topic>,
+    clients: HashMap<u64, Client>,
+    repairs: Vec<PendingRepair>,
+    acl: AccessConfig,
+    next_instance: u64,
+    stopping: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    stop: AtomicBool,
+    config: Config,
+    uid: u32,
+    /// Segment instance numbers carry this tag in their top 32 bits, so that stale-file
+    /// clean-up removes only segments of a daemon on this very socket.
+    socket_tag: u32,
+    next_client: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in a request handler must not take the whole bus down with a poisoned lock.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running daemon inside this process (the embedded daemon). Dropping it stops the daemon
+/// gracefully: topics are closed, segments unlinked, the socket removed.
+pub struct DaemonHandle {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DaemonHandle {
+    /// The socket clients connect to.
+    pub fn socket_path(&self) -> &Path {
+        &self.shared.config.socket
+    }
+
+    /// Stop the daemon and wait for it.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for DaemonHandle {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+static SIGNAL_STOP: AtomicBool = AtomicBool::new(false);
+static SIGNAL_RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    SIGNAL_STOP.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_reload_signal(_: libc::c_int) {
+    SIGNAL_RELOAD.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    let stop = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    let reload = on_reload_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handlers only store to static atomics, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, stop);
+        libc::signal(libc::SIGINT, stop);
+        libc::signal(libc::SIGHUP, reload);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+fn socket_tag(socket: &Path) -> u32 {
+    // FNV-1a over the socket path: stable across restarts of a daemon on the same socket.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in socket.as_os_str().as_encoded_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// Prepare everything that can fail (lock, socket, rules) and return the listener.
+fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), StartError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StartError::Io { path, source }
+    };
+    paths::ensure_socket_dir(&config.socket).map_err(io_err(&config.socket))?;
+    let lock = DaemonLock::acquire(&config.socket).map_err(|e| match e {
+        LockError::AlreadyRunning { pid } => {
+            StartError::AlreadyRunning { pid, socket: config.socket.clone() }
+        }
+        LockError::Io { path, source } => StartError::Io { path, source },
+    })?;
+    let acl = match &config.acl_path {
+        Some(p) => AccessConfig::load(p)?,
+        None => AccessConfig::default(),
+    };
+    lock.remove_stale_socket().map_err(io_err(&config.socket))?;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let tag = socket_tag(&config.socket);
+    remove_stale_segments(uid, tag);
+    let listener = UnixListener::bind(&config.socket).map_err(io_err(&config.socket))?;
+    std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err(&config.socket))?;
+    listener.set_nonblocking(true).map_err(io_err(&config.socket))?;
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            topics: BTreeMap::new(),
+            clients: HashMap::new(),
+            repairs: Vec::new(),
+            acl,
+            next_instance: 1,
+            stopping: false,
+        }),
+        stop: AtomicBool::new(false),
+        config: config.clone(),
+        uid,
+        socket_tag: tag,
+        next_client: AtomicU64::new(1),
+    });
+    Ok((shared, listener, lock))
+}
+
+/// Remove segments a previous daemon on this socket left behind (it died without a clean stop).
+fn remove_stale_segments(uid: u32, tag: u32) {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else { return };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !names::is_shmbus_segment_for_uid(name, uid) {
+            continue;
+        }
+        let instance = name.rsplit('-').next().and_then(|h| u64::from_str_radix(h, 16).ok());
+        if instance.is_some_and(|i| (i >> 32) as u32 == tag) {
+            tracing::warn!(segment = name, "removing a stale segment left by a daemon that died");
+            segment::unlink_segment(name);
+        }
+    }
+}
+
+/// Run the daemon in this thread until SIGTERM/SIGINT (with `handle_signals`) or a `Shutdown`
+/// request; then stop gracefully.
+pub fn run(config: Config) -> Result<(), StartError> {
+    if config.handle_signals {
+        install_signal_handlers();
+    }
+    let (shared, listener, lock) = prepare(&config)?;
+    tracing::info!(socket = %config.socket.display(), pid = std::process::id(), "shmbusd serving");
+    serve(shared, listener, lock);
+    Ok(())
+}
+
+/// Start an embedded daemon on `config.socket` in a background thread of this process.
+pub fn spawn(config: Config) -> Result<DaemonHandle, StartError> {
+    let (shared, listener, lock) = prepare(&config)?;
+    let s = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("shmbusd".into())
+        .spawn(move || serve(s, listener, lock))
+        .map_err(|source| StartError::Io { path: config.socket.clone(), source })?;
+    Ok(DaemonHandle { shared, thread: Some(thread) })
+}
+
+fn serve(shared: Arc<Shared>, listener: UnixListener, lock: DaemonLock) {
+    let mut connections: Vec<JoinHandle<()>> = Vec::new();
+    let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    loop {
+        if shared.stop.load(Ordering::SeqCst)
+            || (shared.config.handle_signals && SIGNAL_STOP.load(Ordering::SeqCst))
+        {
+            break;
+        }
+        if shared.config.handle_signals && SIGNAL_RELOAD.swap(false, Ordering::SeqCst) {
+            reload_rules(&shared);
+        }
+        // SAFETY: one valid pollfd for the listener, which outlives the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, 10) };
+        if n > 0 {
+            loop {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Some(t) = start_connection(&shared, stream) {
+                            connections.push(t);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        break;
+                    }
+                }
+            }
+        }
+        housekeeping(&shared);
+        connections.retain(|t| !t.is_finished());
+    }
+    shutdown(&shared, connections);
+    let _ = std::fs::remove_file(&shared.config.socket);
+    drop(listener);
+    drop(lock);
+    tracing::info!("shmbusd stopped; segments and socket removed");
+}
+
+fn reload_rules(shared: &Shared) {
+    let Some(path) = &shared.config.acl_path else {
+        tracing::info!("SIGHUP: no rules file configured; nothing to reload");
+        return;
+    };
+    match AccessConfig::load(path) {
+        Ok(acl) => {
+            shared.lock().acl = acl;
+            tracing::info!(path = %path.display(), "access rules reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "access rules NOT reloaded; keeping the old rules"),
+    }
+}
+
+fn shutdown(shared: &Shared, connections: Vec<JoinHandle<()>>) {
+    let mut state = shared.lock();
+    state.stopping = true;
+    for (name, topic) in &state.topics {
+        topic.ring.close();
+        segment::unlink_segment(&topic.segment_name);
+        tracing::debug!(topic = name.as_str(), "closed and unlinked");
+    }
+    for client in state.clients.values() {
+        let _ = client.stream.shutdown(std::net::Shutdown::Both);
+    }
+    drop(state);
+    for t in connections {
+        let _ = t.join();
+    }
+    shared.lock().topics.clear();
+}
+
+fn start_connection(shared: &Arc<Shared>, stream: UnixStream) -> Option<JoinHandle<()>> {
+    if let Err(e) = stream.set_nonblocking(false) {
+        tracing::warn!(error = %e, "cannot configure a client connection");
+        return None;
+    }
+    let cred = match fdpass::peer_credentials(&stream) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no peer credentials; dropping the connection");
+            return None;
+        }
+    };
+    let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut state = shared.lock();
+        let per_uid = state.clients.values().filter(|c| c.cred.uid == cred.uid).count();
+        if per_uid >= state.acl.limits.max_clients_per_uid as usize {
+            let resp = Response::error(
+                ErrorCode::LimitReached,
+                format!(
+                    "uid {} already has {per_uid} connections open, the limit; close some or raise limits.max_clients_per_uid",
+                    cred.uid
+                ),
+            );
+            let _ = fdpass::write_frame_with_fds(&stream, &resp, &[]);
+            return None;
+        }
+        let Ok(clone) = stream.try_clone() else { return None };
+        state.clients.insert(
+            id,
+            Client { cred, name: String::new(), hello: false, stream: clone },
+        );
+    }
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name(format!("shmbusd-client-{id}"))
+        .spawn(move || connection(shared, id, stream, cred))
+        .map_err(|e| tracing::warn!(error = %e, "cannot start a connection thread"))
+        .ok()
+}
+
+fn connection(shared: Arc<Shared>, id: u64, mut stream: UnixStream, cred: PeerCred) {
+    tracing::debug!(client = id, pid = cred.pid, uid = cred.uid, "client connected");
+    loop {
+        let request: Request = match protocol::read_frame(&mut stream) {
+            Ok(r) => r,
+            Err(ProtocolError::Closed) => break,
+            Err(e @ (ProtocolError::Io(_) | ProtocolError::Truncated { .. })) => {
+                tracing::debug!(client = id, error = %e, "connection lost");
+                break;
+            }
+            Err(e) => {
+                // A malformed frame: answer with an error and drop the connection, since the
+                // stream may be out of step.
+                tracing::warn!(client = id, pid = cred.pid, error = %e, "malformed request");
+                let _ = fdpass::write_frame_with_fds(&stream, &e.to_response(), &[]);
+                break;
+            }
+        };
+        let stop_after = matches!(request, Request::Shutdown) && cred.uid == shared.uid;
+        let (response, fd) = handle(&shared, id, &cred, request);
+        let fds: Vec<i32> = fd.iter().copied().collect();
+        if let Err(e) = fdpass::write_frame_with_fds(&stream, &response, &fds) {
+            tracing::debug!(client = id, error = %e, "cannot answer; dropping the connection");
+            break;
+        }
+        if stop_after {
+            shared.stop.store(true, Ordering::SeqCst);
+        }
+    }
+    client_gone(&shared, id);
+}
+
+/// The client's connection closed: free its subscribers, repair its publishers.
+fn client_gone(shared: &Shared, id: u64) {
+    let mut state = shared.lock();
+    let Some(client) = state.clients.remove(&id) else { return };
+    if state.stopping {
+        return;
+    }
+    let mut repairs = Vec::new();
+    for (name, topic) in state.topics.iter_mut() {
+        let mine: Vec<Attachment> = {
+            let (mine, rest) = std::mem::take(&mut topic.attachments)
+                .into_iter()
+                .partition(|a| a.client == id);
+            topic.attachments = rest;
+            mine
+        };
+        for a in mine {
+            match a.role {
+                Role::Subscriber => {
+                    if topic.ring.release_subscriber(a.index as usize, a.generation).is_ok() {
+                        tracing::info!(topic = name.as_str(), pid = client.cred.pid, index = a.index, "released the subscriber of a client that went away");
+                    }
+                }
+                Role::Publisher => repairs.push(PendingRepair {
+                    topic: name.clone(),
+                    index: a.index as usize,
+                    generation: a.generation,
+                    since: Instant::now(),
+                }),
+            }
+        }
+    }
+    state.repairs.extend(repairs);
+    run_repairs(&mut state);
+    tracing::debug!(client = id, name = client.name.as_str(), "client gone");
+}
+
+fn run_repairs(state: &mut State) {
+    let repairs = std::mem::take(&mut state.repairs);
+    for r in repairs {
+        let Some(topic) = state.topics.get(&r.topic) else { continue };
+        let alive = |i: usize, g: u64| {
+            topic.attachments.iter().any(|a| {
+                a.role == Role::Publisher && a.index as usize == i && a.generation == g
+            })
+        };
+        match topic.ring.repair_publisher(r.index, r.generation, alive) {
+            Ok(RepairOutcome::Clean) => {}
+            Ok(RepairOutcome::Skipped { sequence }) => tracing::warn!(
+                topic = r.topic.as_str(),
+                sequence,
+                "a publisher died between claim and commit; its message was skipped"
+            ),
+            Ok(RepairOutcome::Pending) => {
+                if r.since.elapsed() > Duration::from_secs(60) {
+                    tracing::error!(topic = r.topic.as_str(), index = r.index, "repair still pending after 60 s");
+                }
+                state.repairs.push(r);
+            }
+            Err(e) => tracing::debug!(topic = r.topic.as_str(), error = %e, "repair not needed"),
+        }
+    }
+}
+
+fn housekeeping(shared: &Shared) {
+    let mut state = shared.lock();
+    if !state.repairs.is_empty() {
+        run_repairs(&mut state);
+    }
+    let timeout = shared.config.stuck_timeout;
+    for (name, topic) in state.topics.iter_mut() {
+        if topic.ring.geometry().mode != Mode::Lossless {
+            continue;
+        }
+        let stats = topic.ring.stats();
+        let capacity = u64::from(topic.spec.capacity);
+        let mut seen = HashMap::new();
+        for (index, pid, cursor, lag, _) in stats.subscribers {
+            let generation = topic
+                .attachments
+                .iter()
+                .find(|a| a.role == Role::Subscriber && a.index as usize == index)
+                .map(|a| a.generation);
+            let Some(generation) = generation else { continue };
+            let key = (index, generation);
+            if lag < capacity {
+                continue;
+            }
+            let (last, since) = topic.stuck.get(&key).copied().unwrap_or((cursor, Instant::now()));
+            let since = if last == cursor { since } else { Instant::now() };
+            if since.elapsed() >= timeout {
+                if topic.ring.release_subscriber(index, generation).is_ok() {
+                    tracing::warn!(topic = name.as_str(), pid, index, "evicted a subscriber that held back a full lossless topic for {timeout:?}");
+                }
+                topic.attachments.retain(|a| !(a.role == Role::Subscriber && a.index as usize == index && a.generation == generation));
+                continue;
+            }
+            seen.insert(key, (cursor, since));
+        }
+        topic.stuck = seen;
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> (Response, Option<i32>) {
+    (Response::error(code, message), None)
+}
+
+fn handle(shared: &Shared, id: u64, cred: &PeerCred, request: Request) -> (Response, Option<i32>) {
+    let mut state = shared.lock();
+    let state = &mut *state;
+    let hello = state.clients.get(&id).is_some_and(|c| c.hello);
+    if state.stopping {
+        return error(ErrorCode::ShuttingDown, "the daemon is stopping; reconnect to a new one");
+    }
+    match request {
+        Request::Hello { version, client_name } => {
+            if let Err(e) = protocol::check_version(version) {
+                return (e.to_response(), None);
+            }
+            if let Some(c) = state.clients.get_mut(&id) {
+                c.hello = true;
+                c.name = client_name.chars().take(64).collect();
+            }
+            (
+                Response::HelloOk {
+                    version: protocol::PROTOCOL_VERSION,
+                    daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+                    daemon_pid: std::process::id(),
+                },
+                None,
+            )
+        }
+        _ if !hello => error(ErrorCode::BadRequest, "send hello first"),
+        Request::AttachPublisher { topic, spec } => {
+            attach(shared, state, id, cred, &topic, spec, Role::Publisher, StartAt::Latest)
+        }
+        Request::AttachSubscriber { topic, spec, start } => {
+            attach(shared, state, id, cred, &topic, spec, Role::Subscriber, start)
+        }
+        Request::Detach { topic, role, index, generation } => {
+            let Some(t) = state.topics.get_mut(&topic) else {
+                return error(ErrorCode::NoSuchTopic, format!("no topic '{topic}'"));
+            };
+            let before = t.attachments.len();
+            t.attachments.retain(|a| {
+                !(a.client == id && a.role == role && a.index == index && a.generation == generation)
+            });
+            if t.attachments.len() == before {
+                return error(ErrorCode::BadRequest, "this connection holds no such port");
+            }
+            let _ = match role {
+                Role::Publisher => t.ring.release_publisher(index as usize, generation),
+                Role::Subscriber => t.ring.release_subscriber(index as usize, generation),
+            };
+            (Response::Detached, None)
+        }
+        Request::List => {
+            let topics = state
+                .topics
+                .iter()
+                .filter(|(name, _)| may_see(shared, &state.acl, cred, name))
+                .map(|(name, t)| {
+                    let s = t.ring.stats();
+                    TopicInfo {
+                        name: name.clone(),
+                        spec: t.spec.clone(),
+                        publishers: s.publishers.len() as u32,
+                        subscribers: s.subscribers.len() as u32,
+                        published: s.published,
+                    }
+                })
+                .collect();
+            (Response::Topics { topics }, None)
+        }
+        Request::Stats { topic } => {
+            if let Some(name) = &topic {
+                if !state.topics.contains_key(name) {
+                    return error(ErrorCode::NoSuchTopic, format!("no topic '{name}'"));
+                }
+            }
+            let topics = state
+                .topics
+                .iter()
+                .filter(|(name, _)| topic.as_ref().is_none_or(|t| t == *name))
+                .filter(|(name, _)| may_see(shared, &state.acl, cred, name))
+                .map(|(name, t)| topic_stats(name, t))
+                .collect();
+            (Response::Stats { topics }, None)
+        }
+        Request::Delete { topic } => {
+            let Some(t) = state.topics.get(&topic) else {
+                return error(ErrorCode::NoSuchTopic, format!("no topic '{topic}'"));
+            };
+            if cred.uid != shared.uid && cred.uid != t.owner_uid {
+                return error(
+                    ErrorCode::PermissionDenied,
+                    format!("only the topic's creator (uid {}) or the daemon's uid may delete '{topic}'", t.owner_uid),
+                );
+            }
+            if let Some(t) = state.topics.remove(&topic) {
+                t.ring.close();
+                segment::unlink_segment(&t.segment_name);
+                tracing::info!(topic = topic.as_str(), "deleted");
+            }
+            (Response::Deleted, None)
+        }
+        Request::Shutdown => {
+            if cred.uid != shared.uid {
+                return error(ErrorCode::PermissionDenied, "only the daemon's own uid may stop it");
+            }
+            (Response::Detached, None)
+        }
+    }
+}
+
+fn may_see(shared: &Shared, acl: &AccessConfig, cred: &PeerCred, topic: &str) -> bool {
+    acl.allows(shared.uid, cred, topic, Action::Subscribe)
+        || acl.allows(shared.uid, cred, topic, Action::Publish)
+}
+
+fn topic_stats(name: &str, t: &Topic) -> TopicStats {
+    let s = t.ring.stats();
+    TopicStats {
+        name: name.to_string(),
+        spec: t.spec.clone(),
+        published: s.published,
+        publishers: s
+            .publishers
+            .iter()
+            .map(|&(index, pid, published)| PublisherStat { index: index as u32, pid, published })
+            .collect(),
+        drops: s.subscribers.iter().map(|s| s.4).sum(),
+        subscribers: s
+            .subscribers
+            .iter()
+            .map(|&(index, pid, cursor, lag, lagged)| SubscriberStat {
+                index: index as u32,
+                pid,
+                cursor: cursor.saturating_sub(u64::from(t.spec.capacity)),
+                lag,
+                lagged,
+            })
+            .collect(),
+        stalls: s.stalls,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    shared: &Shared,
+    state: &mut State,
+    id: u64,
+    cred: &PeerCred,
+    name: &str,
+    spec: Option<TopicSpec>,
+    role: Role,
+    start: StartAt,
+) -> (Response, Option<i32>) {
+    if let Err(e) = names::validate_topic_name(name) {
+        return error(ErrorCode::InvalidTopicName, format!("invalid topic name '{name}': {e}"));
+    }
+    let action = match role {
+        Role::Publisher => Action::Publish,
+        Role::Subscriber => Action::Subscribe,
+    };
+    if !state.acl.allows(shared.uid, cred, name, action) {
+        return error(
+            ErrorCode::PermissionDenied,
+            format!(
+                "uid {} (gid {}) may not {} on '{name}': add a rule granting it to the daemon's rules file",
+                cred.uid,
+                cred.gid,
+                match role {
+                    Role::Publisher => "publish",
+                    Role::Subscriber => "subscribe",
+                }
+            ),
+        );
+    }
+    if !state.topics.contains_key(name) {
+        let Some(spec) = spec else {
+            return error(
+                ErrorCode::NoSuchTopic,
+                format!("no topic '{name}' yet: open it with options (a spec) to create it, or start its publisher first"),
+            );
+        };
+        if let Err((code, msg)) = create_topic(shared, state, cred, name, spec) {
+            return error(code, msg);
+        }
+    } else if let Some(spec) = &spec {
+        if let Some(m) = state.topics[name].spec.describe_mismatch(name, role, spec) {
+            return error(m.code, m.message);
+        }
+    }
+    let Some(topic) = state.topics.get_mut(name) else {
+        return error(ErrorCode::Internal, "topic vanished");
+    };
+    let attached = match role {
+        Role::Publisher => topic.ring.attach_any_publisher(cred.pid),
+        Role::Subscriber => topic.ring.attach_any_subscriber(
+            cred.pid,
+            match start {
+                StartAt::Latest => CoreStart::Latest,
+                StartAt::Oldest => CoreStart::Oldest,
+            },
+        ),
+    };
+    let (index, generation) = match attached {
+        Ok(x) => x,
+        Err(_) => {
+            let (what, max) = match role {
+                Role::Publisher => ("publishers", topic.spec.max_publishers),
+                Role::Subscriber => ("subscribers", topic.spec.max_subscribers),
+            };
+            return error(
+                ErrorCode::TableFull,
+                format!("topic '{name}' already has {max} {what}, its maximum; detach one or recreate the topic with a larger max_{what}"),
+            );
+        }
+    };
+    topic.attachments.push(Attachment { client: id, role, index: index as u32, generation });
+    tracing::debug!(topic = name, ?role, index, generation, pid = cred.pid, "attached");
+    (
+        Response::Attached {
+            topic: name.to_string(),
+            spec: topic.spec.clone(),
+            index: index as u32,
+            generation,
+            segment_len: topic.len,
+        },
+        Some(topic.fd.as_raw_fd()),
+    )
+}
+
+fn create_topic(
+    shared: &Shared,
+    state: &mut State,
+    cred: &PeerCred,
+    name: &str,
+    spec: TopicSpec,
+) -> Result<(), (ErrorCode, String)> {
+    spec.validate().map_err(|e| (ErrorCode::BadRequest, format!("invalid topic options: {e}")))?;
+    let layout = Layout::compute(&geometry_of(&spec))
+        .map_err(|e| (ErrorCode::BadRequest, format!("invalid topic options: {e}")))?;
+    let limits = &state.acl.limits;
+    let mine: Vec<&Topic> = state.topics.values().filter(|t| t.owner_uid == cred.uid).collect();
+    if mine.len() >= limits.max_topics as usize {
+        return Err((
+            ErrorCode::LimitReached,
+            format!("uid {} already owns {} topics, the limit; delete some or raise limits.max_topics", cred.uid, mine.len()),
+        ));
+    }
+    let bytes: u64 = mine.iter().map(|t| t.len).sum();
+    if bytes.saturating_add(layout.total_len) > limits.max_bytes_per_uid {
+        return Err((
+            ErrorCode::LimitReached,
+            format!(
+                "topic '{name}' needs {} bytes of shared memory; uid {} already uses {bytes} of its {} limit. Use a smaller capacity or slot size, or raise limits.max_bytes_per_uid",
+                layout.total_len, cred.uid, limits.max_bytes_per_uid
+            ),
+        ));
+    }
+    let instance = (u64::from(shared.socket_tag) << 32) | (state.next_instance & 0xffff_ffff);
+    state.next_instance += 1;
+    let file = names::segment_file_name(shared.uid, name, instance);
+    let seg = segment::create_segment(&file, &layout)
+        .map_err(|e| (ErrorCode::Internal, format!("cannot create the segment for '{name}': {e}")))?;
+    tracing::info!(topic = name, segment = file.as_str(), bytes = layout.total_len, "topic created");
+    state.topics.insert(
+        name.to_string(),
+        Topic {
+            spec,
+            ring: seg.ring,
+            segment_name: seg.name,
+            fd: seg.fd,
+            len: layout.total_len,
+            owner_uid: cred.uid,
+            attachments: Vec::new(),
+            stuck: HashMap::new(),
+        },
+    );
+    Ok(())
+}
