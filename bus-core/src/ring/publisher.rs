@@ -311,6 +311,36 @@ impl<S: Storage, D: Doorbell> Loan<'_, S, D> {
         Some(unsafe { ring.storage.payload_mut(ring.slot_index(self.seq)) })
     }
 
+    /// A shared view of the whole slot (lossless topics only), for reading back what was
+    /// written.
+    pub fn payload(&self) -> Option<S::Payload<'_>> {
+        if self.port.ring.mode != Mode::Lossless {
+            return None;
+        }
+        let ring = &*self.port.ring;
+        // SAFETY: as in `payload_mut`: we own the slot until commit; this view is tied to
+        // `&self`, so no exclusive view can coexist with it.
+        Some(unsafe {
+            ring.storage
+                .payload(ring.slot_index(self.seq), ring.slot_size)
+        })
+    }
+
+    /// The topic's slot size: the largest message.
+    pub fn slot_size(&self) -> usize {
+        self.port.ring.slot_size
+    }
+
+    /// The message length that `commit` will publish.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the message length is zero.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Set the length of the message to commit (after writing through `payload_mut`).
     pub fn set_len(&mut self, len: usize) -> Result<(), SendError> {
         if len > self.port.ring.slot_size {

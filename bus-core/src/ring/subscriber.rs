@@ -279,6 +279,36 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
         }
     }
 
+    /// Wait as `recv` does (or not at all, with `wait == false`) until a message is ready,
+    /// without consuming it; returns its length. Lets a caller check a message before taking
+    /// it (see [`SubscriberPort::skip`]).
+    pub fn peek(
+        &mut self,
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+        wait: bool,
+    ) -> Result<usize, RecvError> {
+        let mut waiter = Waiter::new(strategy, timeout);
+        loop {
+            match self.poll() {
+                Ok(r) => return Ok(r.len),
+                Err(RecvError::Empty) if wait => {
+                    if !self.wait(&mut waiter) {
+                        return Err(RecvError::Timeout);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Consume the next ready message without reading it (after [`SubscriberPort::peek`]).
+    pub fn skip(&mut self) -> Result<(), RecvError> {
+        let r = self.poll()?;
+        self.advance(r.seq + 1);
+        Ok(())
+    }
+
     /// Copy the next message into `buf` without waiting (both modes); returns its
     /// `(sequence, length)`.
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<(u64, usize), RecvError> {

@@ -1,0 +1,134 @@
+//! Topic options: every QoS default in one place.
+
+use bus_daemon::protocol::{DeliveryMode, TopicSpec};
+
+use crate::Payload;
+
+/// How a topic treats slow subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Nothing is lost: a publisher waits (or gets `Full`) while a subscriber holds the oldest
+    /// slot; subscribers read in place, zero copy. The default.
+    #[default]
+    Lossless,
+    /// A publisher never waits; a subscriber that falls behind gets `Lagged(n)` and resumes at
+    /// the oldest message still present. Reads are validated copies.
+    Lossy,
+}
+
+/// The shape of a topic. The first opener creates the topic with these; later openers that
+/// set any of them explicitly must match, and otherwise take the topic's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicOptions {
+    /// Slots in the ring, a power of two. Default: as many as fit in 16 MiB, between 2 and 1024.
+    pub capacity: Option<u32>,
+    /// Largest message in bytes. Default: `size_of::<T>()`, or 4096 for byte topics.
+    pub slot_size: Option<u32>,
+    /// Delivery mode. Default: lossless.
+    pub mode: Mode,
+    /// Publishers the topic can hold. Default: 8.
+    pub max_publishers: u32,
+    /// Subscribers the topic can hold. Default: 16.
+    pub max_subscribers: u32,
+    /// Whether any geometry option was set explicitly (then it must match an existing topic).
+    pub(crate) explicit: bool,
+}
+
+impl Default for TopicOptions {
+    fn default() -> Self {
+        TopicOptions {
+            capacity: None,
+            slot_size: None,
+            mode: Mode::Lossless,
+            max_publishers: 8,
+            max_subscribers: 16,
+            explicit: false,
+        }
+    }
+}
+
+/// Budget for a default-sized ring.
+const DEFAULT_RING_BYTES: u64 = 16 << 20;
+
+impl TopicOptions {
+    pub(crate) fn spec<T: Payload + ?Sized>(&self) -> TopicSpec {
+        let slot_size = self.slot_size.unwrap_or_else(T::default_slot_size);
+        let capacity = self.capacity.unwrap_or_else(|| {
+            let fit = (DEFAULT_RING_BYTES / u64::from(slot_size.max(1))).clamp(2, 1024);
+            1 << (63 - fit.leading_zeros())
+        });
+        TopicSpec {
+            capacity,
+            slot_size,
+            mode: match self.mode {
+                Mode::Lossless => DeliveryMode::Lossless,
+                Mode::Lossy => DeliveryMode::Lossy,
+            },
+            max_publishers: self.max_publishers,
+            max_subscribers: self.max_subscribers,
+            type_name: T::type_name(),
+            type_size: T::type_size(),
+            type_align: T::type_align(),
+        }
+    }
+}
+
+/// Builder methods shared by publisher and subscriber builders.
+macro_rules! topic_option_methods {
+    () => {
+        /// Slots in the ring (a power of two).
+        pub fn capacity(mut self, capacity: u32) -> Self {
+            self.options.capacity = Some(capacity);
+            self.options.explicit = true;
+            self
+        }
+        /// Largest message in bytes (byte topics; typed topics default to the type's size).
+        pub fn slot_size(mut self, bytes: u32) -> Self {
+            self.options.slot_size = Some(bytes);
+            self.options.explicit = true;
+            self
+        }
+        /// Delivery mode.
+        pub fn mode(mut self, mode: $crate::Mode) -> Self {
+            self.options.mode = mode;
+            self.options.explicit = true;
+            self
+        }
+        /// Lossy delivery: publishers never wait, slow subscribers get `Lagged`.
+        pub fn lossy(self) -> Self {
+            self.mode($crate::Mode::Lossy)
+        }
+        /// Publishers the topic can hold.
+        pub fn max_publishers(mut self, n: u32) -> Self {
+            self.options.max_publishers = n;
+            self.options.explicit = true;
+            self
+        }
+        /// Subscribers the topic can hold.
+        pub fn max_subscribers(mut self, n: u32) -> Self {
+            self.options.max_subscribers = n;
+            self.options.explicit = true;
+            self
+        }
+        /// All options at once.
+        pub fn options(mut self, options: $crate::TopicOptions) -> Self {
+            self.options = options;
+            self.options.explicit = true;
+            self
+        }
+        /// How to wait (for space when publishing, for messages when receiving).
+        pub fn wait(mut self, strategy: $crate::WaitStrategy) -> Self {
+            self.wait = strategy;
+            self
+        }
+        /// Busy-poll: the lowest latency, a whole core while waiting.
+        pub fn busy_poll(self) -> Self {
+            self.wait($crate::WaitStrategy::BusyPoll)
+        }
+        /// Block on the futex at once: the lowest CPU.
+        pub fn blocking(self) -> Self {
+            self.wait($crate::WaitStrategy::Block)
+        }
+    };
+}
+pub(crate) use topic_option_methods;

@@ -1,0 +1,233 @@
+//! [`Publisher`]: loan a slot, write in place, send.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus_core::doorbell::Futex;
+use bus_core::layout::Mode as CoreMode;
+use bus_core::ring::{Loan, PublisherPort};
+use bus_core::storage::RawStorage;
+use bus_core::wait::WaitStrategy;
+use bus_daemon::protocol::{Request, Role, TopicSpec};
+use bus_daemon::segment::Mapping;
+
+use crate::bus::Attached;
+use crate::conn::Conn;
+use crate::payload::AlignedBuf;
+use crate::{Error, Payload, SendError};
+
+type Port = PublisherPort<RawStorage<Mapping>, Futex>;
+
+/// Publishes `T` on one topic. Move it to any thread; it has no background thread. Dropping it
+/// detaches it.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::Bus;
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<u64>("doc/publisher").open()?;
+/// let mut subscriber = bus.subscriber::<u64>("doc/publisher").open()?;
+///
+/// let mut sample = publisher.loan()?; // a slot in shared memory
+/// *sample = 42;                       // written in place
+/// sample.send();
+///
+/// publisher.publish(&43)?;            // or copy a value in
+/// assert_eq!(*subscriber.recv()?, 42);
+/// assert_eq!(*subscriber.recv()?, 43);
+/// # Ok(()) }
+/// ```
+pub struct Publisher<T: Payload + ?Sized> {
+    port: Port,
+    conn: Arc<Conn>,
+    topic: String,
+    spec: TopicSpec,
+    wait: WaitStrategy,
+    /// Lossy topics are written from here with atomic word stores.
+    scratch: Option<AlignedBuf>,
+    _t: PhantomData<fn(&T)>,
+}
+
+impl<T: Payload + ?Sized> std::fmt::Debug for Publisher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topic", &self.topic)
+            .field("index", &self.port.index())
+            .finish()
+    }
+}
+
+impl<T: Payload + ?Sized> Publisher<T> {
+    pub(crate) fn new(
+        conn: Arc<Conn>,
+        topic: String,
+        a: Attached,
+        wait: WaitStrategy,
+    ) -> Result<Self, Error> {
+        let port = PublisherPort::new(a.ring, a.index, a.generation).map_err(|e| {
+            Error::Invalid(format!("the daemon handed over an entry not held: {e}"))
+        })?;
+        let slot_size = a.spec.slot_size as usize;
+        let scratch =
+            (port.ring().geometry().mode == CoreMode::Lossy).then(|| AlignedBuf::new(slot_size));
+        Ok(Publisher {
+            port,
+            conn,
+            topic,
+            spec: a.spec,
+            wait,
+            scratch,
+            _t: PhantomData,
+        })
+    }
+
+    /// The topic name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The topic's options as the daemon holds them.
+    pub fn spec(&self) -> &TopicSpec {
+        &self.spec
+    }
+
+    /// Change how this publisher waits for space (lossless topics).
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+
+    /// Loan the next slot to write in place, waiting for space (lossless topics) as the wait
+    /// strategy says. Lossy topics never wait.
+    pub fn loan(&mut self) -> Result<SampleMut<'_, T>, SendError> {
+        let loan = self.port.loan(self.wait, None);
+        sample(loan, self.scratch.as_mut())
+    }
+
+    /// Loan the next slot without waiting: `Full` when a lossless topic has no free slot.
+    pub fn try_loan(&mut self) -> Result<SampleMut<'_, T>, SendError> {
+        let loan = self.port.try_loan();
+        sample(loan, self.scratch.as_mut())
+    }
+
+    /// Loan the next slot, waiting at most `timeout` for space.
+    pub fn loan_timeout(&mut self, timeout: Duration) -> Result<SampleMut<'_, T>, SendError> {
+        let loan = self.port.loan(self.wait, Some(timeout));
+        sample(loan, self.scratch.as_mut())
+    }
+
+    /// Copy `value` into the next slot and send it, waiting for space as `loan` does.
+    pub fn publish(&mut self, value: &T) -> Result<(), SendError> {
+        let bytes = value.as_bytes();
+        self.port.send(bytes, self.wait, None).map(drop)
+    }
+
+    /// Copy `value` into the next slot and send it without waiting: `Full` when a lossless
+    /// topic has no free slot.
+    pub fn try_send(&mut self, value: &T) -> Result<(), SendError> {
+        self.port.try_send(value.as_bytes()).map(drop)
+    }
+
+    /// Copy `value` in and send it, waiting at most `timeout` for space.
+    pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
+        self.port
+            .send(value.as_bytes(), self.wait, Some(timeout))
+            .map(drop)
+    }
+}
+
+impl<T: Payload + ?Sized> Drop for Publisher<T> {
+    fn drop(&mut self) {
+        let ring = self.port.ring();
+        let _ = ring.release_publisher(self.port.index(), self.port.generation());
+        let _ = self.conn.request(&Request::Detach {
+            topic: self.topic.clone(),
+            role: Role::Publisher,
+            index: self.port.index() as u32,
+            generation: self.port.generation(),
+        });
+    }
+}
+
+fn sample<'a, T: Payload + ?Sized>(
+    loan: Result<Loan<'a, RawStorage<Mapping>, Futex>, SendError>,
+    scratch: Option<&'a mut AlignedBuf>,
+) -> Result<SampleMut<'a, T>, SendError> {
+    let mut loan = loan?;
+    let slot_size = loan.slot_size();
+    loan.set_len(T::loan_len(slot_size))?;
+    Ok(SampleMut {
+        loan,
+        scratch,
+        _t: PhantomData,
+    })
+}
+
+/// A loaned slot: dereferences to the `T` in shared memory (lossless topics) or to a private
+/// buffer copied in atomically at send (lossy topics). [`SampleMut::send`] publishes it;
+/// dropping it unsent publishes nothing (subscribers skip it).
+pub struct SampleMut<'a, T: Payload + ?Sized> {
+    loan: Loan<'a, RawStorage<Mapping>, Futex>,
+    scratch: Option<&'a mut AlignedBuf>,
+    _t: PhantomData<fn(&T)>,
+}
+
+impl<T: Payload + ?Sized> SampleMut<'_, T> {
+    /// Publish the message; returns its sequence number (from 0).
+    pub fn send(mut self) -> u64 {
+        if let Some(buf) = self.scratch.take() {
+            let len = self.loan.len();
+            // The loan's length was checked against the slot size, which is the buffer's size.
+            if self.loan.write(&buf.bytes()[..len]).is_err() {
+                unreachable!("loan length exceeds the slot size");
+            }
+        }
+        self.loan.commit()
+    }
+
+    /// The sequence number this message will carry.
+    pub fn sequence(&self) -> u64 {
+        self.loan.sequence()
+    }
+}
+
+impl SampleMut<'_, [u8]> {
+    /// Set how many bytes of the slot to send (byte topics; the default is the whole slot).
+    pub fn set_len(&mut self, len: usize) -> Result<(), SendError> {
+        self.loan.set_len(len)
+    }
+}
+
+impl<T: Payload + ?Sized> Deref for SampleMut<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        let len = self.loan.len();
+        let bytes: &[u8] = match (&self.scratch, self.loan.payload()) {
+            (Some(buf), _) => buf.bytes(),
+            (None, Some(slot)) => slot,
+            (None, None) => unreachable!("a lossless loan always has a payload"),
+        };
+        match T::from_message(&bytes[..len]) {
+            Some(v) => v,
+            None => unreachable!("slot sized and aligned for T by the topic's validated layout"),
+        }
+    }
+}
+
+impl<T: Payload + ?Sized> DerefMut for SampleMut<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        let len = self.loan.len();
+        let bytes: &mut [u8] = match &mut self.scratch {
+            Some(buf) => buf.bytes_mut(),
+            None => match self.loan.payload_mut() {
+                Some(slot) => slot,
+                None => unreachable!("a lossless loan always has a payload"),
+            },
+        };
+        match T::from_slot_mut(&mut bytes[..len]) {
+            Some(v) => v,
+            None => unreachable!("slot sized and aligned for T by the topic's validated layout"),
+        }
+    }
+}
