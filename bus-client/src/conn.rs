@@ -31,7 +31,7 @@ impl Conn {
             version: protocol::PROTOCOL_VERSION,
             client_name: name.chars().take(64).collect(),
         };
-        protocol::write_frame(&mut &stream, &hello)?;
+        fdpass::write_frame_with_fds(&stream, &hello, &[])?;
         let (resp, _) = fdpass::read_frame_with_fds::<Response>(&stream, 0)?;
         let daemon_pid = match resp {
             Response::HelloOk { daemon_pid, .. } => daemon_pid,
@@ -57,7 +57,8 @@ impl Conn {
     /// One request, one response (and the descriptors that came with it).
     pub(crate) fn request(&self, req: &Request) -> Result<(Response, Vec<OwnedFd>), Error> {
         let stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-        protocol::write_frame(&mut &*stream, req)?;
+        // sendmsg with MSG_NOSIGNAL: a dead daemon is an error here, never a SIGPIPE.
+        fdpass::write_frame_with_fds(&stream, req, &[])?;
         let (resp, fds) = fdpass::read_frame_with_fds::<Response>(&stream, 1)?;
         if let Response::Error { code, message } = resp {
             return Err(Error::from_daemon(code, message));

@@ -56,3 +56,16 @@ pub use options::{Mode, TopicOptions};
 pub use payload::Payload;
 pub use publisher::{Publisher, SampleMut};
 pub use subscriber::{Iter, Sample, Subscriber};
+
+/// Ports and the bus move between threads.
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Bus>();
+    sync::<Bus>();
+    send::<Publisher<u64>>();
+    send::<Publisher<[u8]>>();
+    send::<Subscriber<u64>>();
+    send::<Subscriber<[u8]>>();
+}

@@ -47,7 +47,10 @@ pub fn main_with(args: DaemonArgs) -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .try_init();
-    let socket = args.socket.clone().unwrap_or_else(crate::paths::default_socket_path);
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(crate::paths::default_socket_path);
     let config = Config {
         socket,
         acl_path: args.rules.clone(),

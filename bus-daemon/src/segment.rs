@@ -14,7 +14,9 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use bus_core::doorbell::Futex;
-use bus_core::layout::{Geometry, Layout, Mode, SegmentError, SegmentHeader, TypeInfo, HEADER_REGION};
+use bus_core::layout::{
+    Geometry, Layout, Mode, SegmentError, SegmentHeader, TypeInfo, HEADER_REGION,
+};
 use bus_core::ring::Ring;
 use bus_core::storage::{RawStorage, Region};
 
@@ -91,14 +93,20 @@ impl Mapping {
         };
         // SAFETY: a fresh shared mapping of a file we hold open; the kernel picks the address.
         let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
         };
         if ptr == libc::MAP_FAILED {
             return Err(OpenError::Io(io::Error::last_os_error()));
         }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| {
-            OpenError::Io(io::Error::other("mmap returned a null mapping"))
-        })?;
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| OpenError::Io(io::Error::other("mmap returned a null mapping")))?;
         let mapping = Mapping { ptr, len };
         if access == Access::Subscriber {
             // SAFETY: the mapping is at least a header long and page aligned; the header is
@@ -203,14 +211,17 @@ pub fn create_segment(name: &str, layout: &Layout) -> Result<Segment, OpenError>
         Ok(Arc::new(Ring::new(storage, Futex)))
     })();
     match result {
-        Ok(ring) => Ok(Segment { name: name.to_string(), fd, ring }),
+        Ok(ring) => Ok(Segment {
+            name: name.to_string(),
+            fd,
+            ring,
+        }),
         Err(e) => {
             unlink_segment(name);
             Err(e)
         }
     }
 }
-
 
 /// Remove segment `name` from `/dev/shm` (mappings stay valid until unmapped).
 pub fn unlink_segment(name: &str) {
@@ -234,7 +245,11 @@ pub fn geometry_of(spec: &TopicSpec) -> Geometry {
         type_info: if spec.type_size == 0 && spec.type_name.is_empty() {
             TypeInfo::bytes()
         } else {
-            TypeInfo { name: spec.type_name.clone(), size: spec.type_size, align: spec.type_align }
+            TypeInfo {
+                name: spec.type_name.clone(),
+                size: spec.type_size,
+                align: spec.type_align,
+            }
         },
     }
 }

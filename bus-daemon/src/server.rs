@@ -212,9 +212,10 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
     };
     paths::ensure_socket_dir(&config.socket).map_err(io_err(&config.socket))?;
     let lock = DaemonLock::acquire(&config.socket).map_err(|e| match e {
-        LockError::AlreadyRunning { pid } => {
-            StartError::AlreadyRunning { pid, socket: config.socket.clone() }
-        }
+        LockError::AlreadyRunning { pid } => StartError::AlreadyRunning {
+            pid,
+            socket: config.socket.clone(),
+        },
         LockError::Io { path, source } => StartError::Io { path, source },
     })?;
     let acl = match &config.acl_path {
@@ -229,7 +230,9 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
     let listener = UnixListener::bind(&config.socket).map_err(io_err(&config.socket))?;
     std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o600))
         .map_err(io_err(&config.socket))?;
-    listener.set_nonblocking(true).map_err(io_err(&config.socket))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err(&config.socket))?;
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             topics: BTreeMap::new(),
@@ -250,16 +253,24 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
 
 /// Remove segments a previous daemon on this socket left behind (it died without a clean stop).
 fn remove_stale_segments(uid: u32, tag: u32) {
-    let Ok(dir) = std::fs::read_dir("/dev/shm") else { return };
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
     for entry in dir.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if !names::is_shmbus_segment_for_uid(name, uid) {
             continue;
         }
-        let instance = name.rsplit('-').next().and_then(|h| u64::from_str_radix(h, 16).ok());
+        let instance = name
+            .rsplit('-')
+            .next()
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
         if instance.is_some_and(|i| (i >> 32) as u32 == tag) {
-            tracing::warn!(segment = name, "removing a stale segment left by a daemon that died");
+            tracing::warn!(
+                segment = name,
+                "removing a stale segment left by a daemon that died"
+            );
             segment::unlink_segment(name);
         }
     }
@@ -284,13 +295,23 @@ pub fn spawn(config: Config) -> Result<DaemonHandle, StartError> {
     let thread = std::thread::Builder::new()
         .name("shmbusd".into())
         .spawn(move || serve(s, listener, lock))
-        .map_err(|source| StartError::Io { path: config.socket.clone(), source })?;
-    Ok(DaemonHandle { shared, thread: Some(thread) })
+        .map_err(|source| StartError::Io {
+            path: config.socket.clone(),
+            source,
+        })?;
+    Ok(DaemonHandle {
+        shared,
+        thread: Some(thread),
+    })
 }
 
 fn serve(shared: Arc<Shared>, listener: UnixListener, lock: DaemonLock) {
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
-    let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     loop {
         if shared.stop.load(Ordering::SeqCst)
             || (shared.config.handle_signals && SIGNAL_STOP.load(Ordering::SeqCst))
@@ -375,7 +396,11 @@ fn start_connection(shared: &Arc<Shared>, stream: UnixStream) -> Option<JoinHand
     let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
     {
         let mut state = shared.lock();
-        let per_uid = state.clients.values().filter(|c| c.cred.uid == cred.uid).count();
+        let per_uid = state
+            .clients
+            .values()
+            .filter(|c| c.cred.uid == cred.uid)
+            .count();
         if per_uid >= state.acl.limits.max_clients_per_uid as usize {
             let resp = Response::error(
                 ErrorCode::LimitReached,
@@ -387,10 +412,17 @@ fn start_connection(shared: &Arc<Shared>, stream: UnixStream) -> Option<JoinHand
             let _ = fdpass::write_frame_with_fds(&stream, &resp, &[]);
             return None;
         }
-        let Ok(clone) = stream.try_clone() else { return None };
+        let Ok(clone) = stream.try_clone() else {
+            return None;
+        };
         state.clients.insert(
             id,
-            Client { cred, name: String::new(), hello: false, stream: clone },
+            Client {
+                cred,
+                name: String::new(),
+                hello: false,
+                stream: clone,
+            },
         );
     }
     let shared = shared.clone();
@@ -402,7 +434,12 @@ fn start_connection(shared: &Arc<Shared>, stream: UnixStream) -> Option<JoinHand
 }
 
 fn connection(shared: Arc<Shared>, id: u64, mut stream: UnixStream, cred: PeerCred) {
-    tracing::debug!(client = id, pid = cred.pid, uid = cred.uid, "client connected");
+    tracing::debug!(
+        client = id,
+        pid = cred.pid,
+        uid = cred.uid,
+        "client connected"
+    );
     loop {
         let request: Request = match protocol::read_frame(&mut stream) {
             Ok(r) => r,
@@ -421,7 +458,7 @@ fn connection(shared: Arc<Shared>, id: u64, mut stream: UnixStream, cred: PeerCr
         };
         let stop_after = matches!(request, Request::Shutdown) && cred.uid == shared.uid;
         let (response, fd) = handle(&shared, id, &cred, request);
-        let fds: Vec<i32> = fd.iter().copied().collect();
+        let fds: Vec<i32> = fd.iter().map(|f| f.as_raw_fd()).collect();
         if let Err(e) = fdpass::write_frame_with_fds(&stream, &response, &fds) {
             tracing::debug!(client = id, error = %e, "cannot answer; dropping the connection");
             break;
@@ -436,7 +473,9 @@ fn connection(shared: Arc<Shared>, id: u64, mut stream: UnixStream, cred: PeerCr
 /// The client's connection closed: free its subscribers, repair its publishers.
 fn client_gone(shared: &Shared, id: u64) {
     let mut state = shared.lock();
-    let Some(client) = state.clients.remove(&id) else { return };
+    let Some(client) = state.clients.remove(&id) else {
+        return;
+    };
     if state.stopping {
         return;
     }
@@ -452,8 +491,17 @@ fn client_gone(shared: &Shared, id: u64) {
         for a in mine {
             match a.role {
                 Role::Subscriber => {
-                    if topic.ring.release_subscriber(a.index as usize, a.generation).is_ok() {
-                        tracing::info!(topic = name.as_str(), pid = client.cred.pid, index = a.index, "released the subscriber of a client that went away");
+                    if topic
+                        .ring
+                        .release_subscriber(a.index as usize, a.generation)
+                        .is_ok()
+                    {
+                        tracing::info!(
+                            topic = name.as_str(),
+                            pid = client.cred.pid,
+                            index = a.index,
+                            "released the subscriber of a client that went away"
+                        );
                     }
                 }
                 Role::Publisher => repairs.push(PendingRepair {
@@ -473,11 +521,14 @@ fn client_gone(shared: &Shared, id: u64) {
 fn run_repairs(state: &mut State) {
     let repairs = std::mem::take(&mut state.repairs);
     for r in repairs {
-        let Some(topic) = state.topics.get(&r.topic) else { continue };
+        let Some(topic) = state.topics.get(&r.topic) else {
+            continue;
+        };
         let alive = |i: usize, g: u64| {
-            topic.attachments.iter().any(|a| {
-                a.role == Role::Publisher && a.index as usize == i && a.generation == g
-            })
+            topic
+                .attachments
+                .iter()
+                .any(|a| a.role == Role::Publisher && a.index as usize == i && a.generation == g)
         };
         match topic.ring.repair_publisher(r.index, r.generation, alive) {
             Ok(RepairOutcome::Clean) => {}
@@ -488,7 +539,11 @@ fn run_repairs(state: &mut State) {
             ),
             Ok(RepairOutcome::Pending) => {
                 if r.since.elapsed() > Duration::from_secs(60) {
-                    tracing::error!(topic = r.topic.as_str(), index = r.index, "repair still pending after 60 s");
+                    tracing::error!(
+                        topic = r.topic.as_str(),
+                        index = r.index,
+                        "repair still pending after 60 s"
+                    );
                 }
                 state.repairs.push(r);
             }
@@ -516,18 +571,37 @@ fn housekeeping(shared: &Shared) {
                 .iter()
                 .find(|a| a.role == Role::Subscriber && a.index as usize == index)
                 .map(|a| a.generation);
-            let Some(generation) = generation else { continue };
+            let Some(generation) = generation else {
+                continue;
+            };
             let key = (index, generation);
             if lag < capacity {
                 continue;
             }
-            let (last, since) = topic.stuck.get(&key).copied().unwrap_or((cursor, Instant::now()));
-            let since = if last == cursor { since } else { Instant::now() };
+            let (last, since) = topic
+                .stuck
+                .get(&key)
+                .copied()
+                .unwrap_or((cursor, Instant::now()));
+            let since = if last == cursor {
+                since
+            } else {
+                Instant::now()
+            };
             if since.elapsed() >= timeout {
                 if topic.ring.release_subscriber(index, generation).is_ok() {
-                    tracing::warn!(topic = name.as_str(), pid, index, "evicted a subscriber that held back a full lossless topic for {timeout:?}");
+                    tracing::warn!(
+                        topic = name.as_str(),
+                        pid,
+                        index,
+                        "evicted a subscriber that held back a full lossless topic for {timeout:?}"
+                    );
                 }
-                topic.attachments.retain(|a| !(a.role == Role::Subscriber && a.index as usize == index && a.generation == generation));
+                topic.attachments.retain(|a| {
+                    !(a.role == Role::Subscriber
+                        && a.index as usize == index
+                        && a.generation == generation)
+                });
                 continue;
             }
             seen.insert(key, (cursor, since));
@@ -536,19 +610,30 @@ fn housekeeping(shared: &Shared) {
     }
 }
 
-fn error(code: ErrorCode, message: impl Into<String>) -> (Response, Option<i32>) {
+fn error(code: ErrorCode, message: impl Into<String>) -> (Response, Option<OwnedFd>) {
     (Response::error(code, message), None)
 }
 
-fn handle(shared: &Shared, id: u64, cred: &PeerCred, request: Request) -> (Response, Option<i32>) {
+fn handle(
+    shared: &Shared,
+    id: u64,
+    cred: &PeerCred,
+    request: Request,
+) -> (Response, Option<OwnedFd>) {
     let mut state = shared.lock();
     let state = &mut *state;
     let hello = state.clients.get(&id).is_some_and(|c| c.hello);
     if state.stopping {
-        return error(ErrorCode::ShuttingDown, "the daemon is stopping; reconnect to a new one");
+        return error(
+            ErrorCode::ShuttingDown,
+            "the daemon is stopping; reconnect to a new one",
+        );
     }
     match request {
-        Request::Hello { version, client_name } => {
+        Request::Hello {
+            version,
+            client_name,
+        } => {
             if let Err(e) = protocol::check_version(version) {
                 return (e.to_response(), None);
             }
@@ -566,19 +651,41 @@ fn handle(shared: &Shared, id: u64, cred: &PeerCred, request: Request) -> (Respo
             )
         }
         _ if !hello => error(ErrorCode::BadRequest, "send hello first"),
-        Request::AttachPublisher { topic, spec } => {
-            attach(shared, state, id, cred, &topic, spec, Role::Publisher, StartAt::Latest)
-        }
-        Request::AttachSubscriber { topic, spec, start } => {
-            attach(shared, state, id, cred, &topic, spec, Role::Subscriber, start)
-        }
-        Request::Detach { topic, role, index, generation } => {
+        Request::AttachPublisher { topic, spec } => attach(
+            shared,
+            state,
+            id,
+            cred,
+            &topic,
+            spec,
+            Role::Publisher,
+            StartAt::Latest,
+        ),
+        Request::AttachSubscriber { topic, spec, start } => attach(
+            shared,
+            state,
+            id,
+            cred,
+            &topic,
+            spec,
+            Role::Subscriber,
+            start,
+        ),
+        Request::Detach {
+            topic,
+            role,
+            index,
+            generation,
+        } => {
             let Some(t) = state.topics.get_mut(&topic) else {
                 return error(ErrorCode::NoSuchTopic, format!("no topic '{topic}'"));
             };
             let before = t.attachments.len();
             t.attachments.retain(|a| {
-                !(a.client == id && a.role == role && a.index == index && a.generation == generation)
+                !(a.client == id
+                    && a.role == role
+                    && a.index == index
+                    && a.generation == generation)
             });
             if t.attachments.len() == before {
                 return error(ErrorCode::BadRequest, "this connection holds no such port");
@@ -641,7 +748,10 @@ fn handle(shared: &Shared, id: u64, cred: &PeerCred, request: Request) -> (Respo
         }
         Request::Shutdown => {
             if cred.uid != shared.uid {
-                return error(ErrorCode::PermissionDenied, "only the daemon's own uid may stop it");
+                return error(
+                    ErrorCode::PermissionDenied,
+                    "only the daemon's own uid may stop it",
+                );
             }
             (Response::Detached, None)
         }
@@ -662,7 +772,11 @@ fn topic_stats(name: &str, t: &Topic) -> TopicStats {
         publishers: s
             .publishers
             .iter()
-            .map(|&(index, pid, published)| PublisherStat { index: index as u32, pid, published })
+            .map(|&(index, pid, published)| PublisherStat {
+                index: index as u32,
+                pid,
+                published,
+            })
             .collect(),
         drops: s.subscribers.iter().map(|s| s.4).sum(),
         subscribers: s
@@ -690,9 +804,12 @@ fn attach(
     spec: Option<TopicSpec>,
     role: Role,
     start: StartAt,
-) -> (Response, Option<i32>) {
+) -> (Response, Option<OwnedFd>) {
     if let Err(e) = names::validate_topic_name(name) {
-        return error(ErrorCode::InvalidTopicName, format!("invalid topic name '{name}': {e}"));
+        return error(
+            ErrorCode::InvalidTopicName,
+            format!("invalid topic name '{name}': {e}"),
+        );
     }
     let action = match role {
         Role::Publisher => Action::Publish,
@@ -753,8 +870,20 @@ fn attach(
             );
         }
     };
-    topic.attachments.push(Attachment { client: id, role, index: index as u32, generation });
-    tracing::debug!(topic = name, ?role, index, generation, pid = cred.pid, "attached");
+    topic.attachments.push(Attachment {
+        client: id,
+        role,
+        index: index as u32,
+        generation,
+    });
+    tracing::debug!(
+        topic = name,
+        ?role,
+        index,
+        generation,
+        pid = cred.pid,
+        "attached"
+    );
     (
         Response::Attached {
             topic: name.to_string(),
@@ -763,7 +892,9 @@ fn attach(
             generation,
             segment_len: topic.len,
         },
-        Some(topic.fd.as_raw_fd()),
+        // A duplicate, owned by the answer: the registry lock is released before the answer is
+        // written, and a concurrent delete must not close the descriptor under us.
+        topic.fd.try_clone().ok(),
     )
 }
 
@@ -774,15 +905,24 @@ fn create_topic(
     name: &str,
     spec: TopicSpec,
 ) -> Result<(), (ErrorCode, String)> {
-    spec.validate().map_err(|e| (ErrorCode::BadRequest, format!("invalid topic options: {e}")))?;
+    spec.validate()
+        .map_err(|e| (ErrorCode::BadRequest, format!("invalid topic options: {e}")))?;
     let layout = Layout::compute(&geometry_of(&spec))
         .map_err(|e| (ErrorCode::BadRequest, format!("invalid topic options: {e}")))?;
     let limits = &state.acl.limits;
-    let mine: Vec<&Topic> = state.topics.values().filter(|t| t.owner_uid == cred.uid).collect();
+    let mine: Vec<&Topic> = state
+        .topics
+        .values()
+        .filter(|t| t.owner_uid == cred.uid)
+        .collect();
     if mine.len() >= limits.max_topics as usize {
         return Err((
             ErrorCode::LimitReached,
-            format!("uid {} already owns {} topics, the limit; delete some or raise limits.max_topics", cred.uid, mine.len()),
+            format!(
+                "uid {} already owns {} topics, the limit; delete some or raise limits.max_topics",
+                cred.uid,
+                mine.len()
+            ),
         ));
     }
     let bytes: u64 = mine.iter().map(|t| t.len).sum();
@@ -798,9 +938,18 @@ fn create_topic(
     let instance = (u64::from(shared.socket_tag) << 32) | (state.next_instance & 0xffff_ffff);
     state.next_instance += 1;
     let file = names::segment_file_name(shared.uid, name, instance);
-    let seg = segment::create_segment(&file, &layout)
-        .map_err(|e| (ErrorCode::Internal, format!("cannot create the segment for '{name}': {e}")))?;
-    tracing::info!(topic = name, segment = file.as_str(), bytes = layout.total_len, "topic created");
+    let seg = segment::create_segment(&file, &layout).map_err(|e| {
+        (
+            ErrorCode::Internal,
+            format!("cannot create the segment for '{name}': {e}"),
+        )
+    })?;
+    tracing::info!(
+        topic = name,
+        segment = file.as_str(),
+        bytes = layout.total_len,
+        "topic created"
+    );
     state.topics.insert(
         name.to_string(),
         Topic {
