@@ -140,15 +140,17 @@ impl Bus {
     pub(crate) fn conn(&self) -> &Arc<Conn> {
         &self.conn
     }
+}
 
-    /// Attach a port: ask without a spec unless options were explicit; create on NoSuchTopic.
-    fn attach<T: Payload + ?Sized>(
-        &self,
-        topic: &str,
-        options: &TopicOptions,
-        role: Role,
-        start: StartAt,
-    ) -> Result<Attached, Error> {
+/// Attach a port: ask without a spec unless options were explicit; create on NoSuchTopic.
+pub(crate) fn attach_port<T: Payload + ?Sized>(
+    conn: &Conn,
+    topic: &str,
+    options: &TopicOptions,
+    role: Role,
+    start: StartAt,
+) -> Result<Attached, Error> {
+    {
         let spec = options.spec::<T>();
         let ask = |spec: Option<TopicSpec>| match role {
             Role::Publisher => Request::AttachPublisher {
@@ -165,10 +167,10 @@ impl Bus {
             },
         };
         let result = if options.explicit {
-            self.conn.request(&ask(Some(spec.clone())))
+            conn.request(&ask(Some(spec.clone())))
         } else {
-            match self.conn.request(&ask(None)) {
-                Err(Error::NoSuchTopic(_)) => self.conn.request(&ask(Some(spec.clone()))),
+            match conn.request(&ask(None)) {
+                Err(Error::NoSuchTopic(_)) => conn.request(&ask(Some(spec.clone()))),
                 other => other,
             }
         };
@@ -188,6 +190,8 @@ impl Bus {
                 Role::Subscriber => Access::Subscriber,
             };
             let ring = segment::open_ring(fd.as_fd(), access)?;
+            // The first segment tells the connection which daemon (epoch) it talks to.
+            conn.follow(ring.epoch())?;
             Ok(Attached {
                 ring,
                 index: index as usize,
@@ -196,7 +200,7 @@ impl Bus {
             })
         };
         let detach = || {
-            let _ = self.conn.request(&Request::Detach {
+            let _ = conn.request(&Request::Detach {
                 topic: topic.to_string(),
                 role,
                 index,
@@ -251,10 +255,15 @@ impl<T: Payload + ?Sized> PublisherBuilder<'_, T> {
 
     /// Attach the publisher, creating the topic if it does not exist.
     pub fn open(self) -> Result<Publisher<T>, Error> {
-        let a =
-            self.bus
-                .attach::<T>(&self.topic, &self.options, Role::Publisher, StartAt::Latest)?;
-        Publisher::new(self.bus.conn().clone(), self.topic, a, self.wait)
+        let conn = self.bus.conn();
+        let a = attach_port::<T>(
+            conn,
+            &self.topic,
+            &self.options,
+            Role::Publisher,
+            StartAt::Latest,
+        )?;
+        Publisher::new(conn.clone(), self.topic, self.options, a, self.wait)
     }
 }
 
@@ -285,9 +294,14 @@ impl<T: Payload + ?Sized> SubscriberBuilder<'_, T> {
 
     /// Attach the subscriber, creating the topic if it does not exist.
     pub fn open(self) -> Result<Subscriber<T>, Error> {
-        let a = self
-            .bus
-            .attach::<T>(&self.topic, &self.options, Role::Subscriber, self.start)?;
-        Subscriber::new(self.bus.conn().clone(), self.topic, a, self.wait)
+        let conn = self.bus.conn();
+        let a = attach_port::<T>(
+            conn,
+            &self.topic,
+            &self.options,
+            Role::Subscriber,
+            self.start,
+        )?;
+        Subscriber::new(conn.clone(), self.topic, self.options, a, self.wait)
     }
 }

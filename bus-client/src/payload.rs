@@ -28,11 +28,7 @@ pub trait Payload: FromBytes + IntoBytes + KnownLayout + Immutable {
 
 impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Payload for T {
     fn type_name() -> String {
-        std::any::type_name::<T>()
-            .chars()
-            .filter(|c| (' '..='~').contains(c))
-            .take(128)
-            .collect()
+        short_type_name(std::any::type_name::<T>())
     }
     fn type_size() -> u32 {
         std::mem::size_of::<T>() as u32
@@ -96,6 +92,48 @@ impl Payload for [u8] {
     }
     fn to_box(&self) -> Box<[u8]> {
         self.into()
+    }
+}
+
+/// A type's name as written in code, without module paths: `my_app::msgs::Pose<other::Id>`
+/// becomes `Pose<Id>`. Two programs that each define the same `Pose` agree on it; size and
+/// alignment are checked beside it. Printable ASCII, at most 128 bytes.
+pub(crate) fn short_type_name(full: &str) -> String {
+    let mut out = String::new();
+    let mut ident = String::new();
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            ident.push(c);
+        } else if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            ident.clear(); // a module path segment: drop it
+        } else {
+            out.push_str(&ident);
+            ident.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&ident);
+    out.chars()
+        .filter(|c| (' '..='~').contains(c))
+        .take(128)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_type_name;
+
+    #[test]
+    fn type_names_drop_module_paths_everywhere() {
+        assert_eq!(short_type_name("app::msgs::Pose"), "Pose");
+        assert_eq!(
+            short_type_name("a::Wrap<b::c::Inner, u64>"),
+            "Wrap<Inner, u64>"
+        );
+        assert_eq!(short_type_name("[u8; 16]"), "[u8; 16]");
+        assert_eq!(short_type_name("u64"), "u64");
     }
 }
 

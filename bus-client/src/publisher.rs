@@ -13,10 +13,10 @@ use bus_core::wait::WaitStrategy;
 use bus_daemon::protocol::{Request, Role, TopicSpec};
 use bus_daemon::segment::Mapping;
 
-use crate::bus::Attached;
+use crate::bus::{attach_port, Attached};
 use crate::conn::Conn;
 use crate::payload::AlignedBuf;
-use crate::{Error, Payload, SendError};
+use crate::{Error, Payload, SendError, StartAt, TopicOptions};
 
 type Port = PublisherPort<RawStorage<Mapping>, Futex>;
 
@@ -47,6 +47,12 @@ pub struct Publisher<T: Payload + ?Sized> {
     wait: WaitStrategy,
     /// Lossy topics are written from here with atomic word stores.
     scratch: Option<AlignedBuf>,
+    /// The options this publisher was opened with (to attach afresh after a daemon restart).
+    options: TopicOptions,
+    /// The epoch of the daemon this port is attached to.
+    epoch: u32,
+    /// Whether this port has followed a daemon restart (then a lost entry is re-taken).
+    followed: bool,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -63,6 +69,7 @@ impl<T: Payload + ?Sized> Publisher<T> {
     pub(crate) fn new(
         conn: Arc<Conn>,
         topic: String,
+        options: TopicOptions,
         a: Attached,
         wait: WaitStrategy,
     ) -> Result<Self, Error> {
@@ -72,6 +79,7 @@ impl<T: Payload + ?Sized> Publisher<T> {
         let slot_size = a.spec.slot_size as usize;
         let scratch =
             (port.ring().geometry().mode == CoreMode::Lossy).then(|| AlignedBuf::new(slot_size));
+        let epoch = port.ring().epoch();
         Ok(Publisher {
             port,
             conn,
@@ -79,6 +87,9 @@ impl<T: Payload + ?Sized> Publisher<T> {
             spec: a.spec,
             wait,
             scratch,
+            options,
+            epoch,
+            followed: false,
             _t: PhantomData,
         })
     }
@@ -98,39 +109,100 @@ impl<T: Payload + ?Sized> Publisher<T> {
         self.wait = strategy;
     }
 
+    /// Before each operation: follow a restarted daemon, and take a new entry if a restarted
+    /// daemon gave this one up. Two loads of lines this port touches anyway.
+    #[inline]
+    fn ensure_attached(&mut self) -> Result<(), SendError> {
+        let ring = self.port.ring();
+        if ring.epoch() != self.epoch {
+            self.follow_daemon();
+        }
+        if self.followed
+            && !self
+                .port
+                .ring()
+                .publisher_held(self.port.index(), self.port.generation())
+        {
+            self.attach_afresh()?;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn follow_daemon(&mut self) {
+        let epoch = self.port.ring().epoch();
+        self.epoch = epoch;
+        self.followed = true;
+        let reattach = Request::Reattach {
+            topic: self.topic.clone(),
+            role: Role::Publisher,
+            index: self.port.index() as u32,
+            generation: self.port.generation(),
+        };
+        if let Err(e) = self
+            .conn
+            .follow(epoch)
+            .and_then(|_| self.conn.request(&reattach))
+        {
+            tracing::warn!(topic = self.topic.as_str(), error = %e, "could not re-attach to the restarted daemon; publishing on, will attach anew if the port is given up");
+        }
+    }
+
+    #[cold]
+    fn attach_afresh(&mut self) -> Result<(), SendError> {
+        let a = attach_port::<T>(&self.conn, &self.topic, &self.options, Role::Publisher, StartAt::Latest)
+            .map_err(|e| {
+                tracing::warn!(topic = self.topic.as_str(), error = %e, "cannot attach anew after a daemon restart");
+                SendError::Evicted
+            })?;
+        self.port =
+            PublisherPort::new(a.ring, a.index, a.generation).map_err(|_| SendError::Evicted)?;
+        self.epoch = self.port.ring().epoch();
+        tracing::info!(
+            topic = self.topic.as_str(),
+            "attached anew after a daemon restart"
+        );
+        Ok(())
+    }
+
     /// Loan the next slot to write in place, waiting for space (lossless topics) as the wait
     /// strategy says. Lossy topics never wait.
     pub fn loan(&mut self) -> Result<SampleMut<'_, T>, SendError> {
+        self.ensure_attached()?;
         let loan = self.port.loan(self.wait, None);
         sample(loan, self.scratch.as_mut())
     }
 
     /// Loan the next slot without waiting: `Full` when a lossless topic has no free slot.
     pub fn try_loan(&mut self) -> Result<SampleMut<'_, T>, SendError> {
+        self.ensure_attached()?;
         let loan = self.port.try_loan();
         sample(loan, self.scratch.as_mut())
     }
 
     /// Loan the next slot, waiting at most `timeout` for space.
     pub fn loan_timeout(&mut self, timeout: Duration) -> Result<SampleMut<'_, T>, SendError> {
+        self.ensure_attached()?;
         let loan = self.port.loan(self.wait, Some(timeout));
         sample(loan, self.scratch.as_mut())
     }
 
     /// Copy `value` into the next slot and send it, waiting for space as `loan` does.
     pub fn publish(&mut self, value: &T) -> Result<(), SendError> {
-        let bytes = value.as_bytes();
-        self.port.send(bytes, self.wait, None).map(drop)
+        self.ensure_attached()?;
+        self.port.send(value.as_bytes(), self.wait, None).map(drop)
     }
 
     /// Copy `value` into the next slot and send it without waiting: `Full` when a lossless
     /// topic has no free slot.
     pub fn try_send(&mut self, value: &T) -> Result<(), SendError> {
+        self.ensure_attached()?;
         self.port.try_send(value.as_bytes()).map(drop)
     }
 
     /// Copy `value` in and send it, waiting at most `timeout` for space.
     pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
+        self.ensure_attached()?;
         self.port
             .send(value.as_bytes(), self.wait, Some(timeout))
             .map(drop)

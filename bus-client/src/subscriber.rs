@@ -13,10 +13,10 @@ use bus_core::wait::WaitStrategy;
 use bus_daemon::protocol::{Request, Role, TopicSpec};
 use bus_daemon::segment::Mapping;
 
-use crate::bus::Attached;
+use crate::bus::{attach_port, Attached};
 use crate::conn::Conn;
 use crate::payload::AlignedBuf;
-use crate::{Error, Payload, RecvError};
+use crate::{Error, Payload, RecvError, StartAt, TopicOptions};
 
 type Port = SubscriberPort<RawStorage<Mapping>, Futex>;
 
@@ -49,6 +49,12 @@ pub struct Subscriber<T: Payload + ?Sized> {
     buf: Option<AlignedBuf>,
     /// Messages skipped because they did not fit `T` (a publisher wrote a wrong length).
     malformed: u64,
+    /// The options this subscriber was opened with (to attach afresh after a daemon restart).
+    options: TopicOptions,
+    /// The epoch of the daemon this port is attached to.
+    epoch: u32,
+    /// Whether this port has followed a daemon restart (then a lost entry is re-taken).
+    followed: bool,
     _t: PhantomData<fn() -> Box<T>>,
 }
 
@@ -70,6 +76,7 @@ impl<T: Payload + ?Sized> Subscriber<T> {
     pub(crate) fn new(
         conn: Arc<Conn>,
         topic: String,
+        options: TopicOptions,
         a: Attached,
         wait: WaitStrategy,
     ) -> Result<Self, Error> {
@@ -79,13 +86,16 @@ impl<T: Payload + ?Sized> Subscriber<T> {
         let buf = (port.ring().geometry().mode == CoreMode::Lossy)
             .then(|| AlignedBuf::new(a.spec.slot_size as usize));
         Ok(Subscriber {
-            port,
             conn,
             topic,
             spec: a.spec,
             wait,
             buf,
             malformed: 0,
+            epoch: port.ring().epoch(),
+            port,
+            options,
+            followed: false,
             _t: PhantomData,
         })
     }
@@ -127,6 +137,17 @@ impl<T: Payload + ?Sized> Subscriber<T> {
         timeout: Option<Duration>,
         wait: bool,
     ) -> Result<Sample<'_, T>, RecvError> {
+        if self.port.ring().epoch() != self.epoch {
+            self.follow_daemon();
+        }
+        if self.followed
+            && !self
+                .port
+                .ring()
+                .subscriber_held(self.port.index(), self.port.generation())
+        {
+            self.attach_afresh()?;
+        }
         // A message whose length does not fit `T` (a misbehaving publisher) is skipped and
         // counted, never handed out.
         let got = match &mut self.buf {
@@ -159,6 +180,45 @@ impl<T: Payload + ?Sized> Subscriber<T> {
             got,
             _t: PhantomData,
         })
+    }
+
+    #[cold]
+    fn follow_daemon(&mut self) {
+        let epoch = self.port.ring().epoch();
+        self.epoch = epoch;
+        self.followed = true;
+        let reattach = Request::Reattach {
+            topic: self.topic.clone(),
+            role: Role::Subscriber,
+            index: self.port.index() as u32,
+            generation: self.port.generation(),
+        };
+        if let Err(e) = self
+            .conn
+            .follow(epoch)
+            .and_then(|_| self.conn.request(&reattach))
+        {
+            tracing::warn!(topic = self.topic.as_str(), error = %e, "could not re-attach to the restarted daemon; receiving on, will attach anew if the port is given up");
+        }
+    }
+
+    /// The restarted daemon gave this port up (it did not re-attach in time): take a new one,
+    /// starting with the next message.
+    #[cold]
+    fn attach_afresh(&mut self) -> Result<(), RecvError> {
+        let a = attach_port::<T>(&self.conn, &self.topic, &self.options, Role::Subscriber, StartAt::Latest)
+            .map_err(|e| {
+                tracing::warn!(topic = self.topic.as_str(), error = %e, "cannot attach anew after a daemon restart");
+                RecvError::Evicted
+            })?;
+        self.port =
+            SubscriberPort::new(a.ring, a.index, a.generation).map_err(|_| RecvError::Evicted)?;
+        self.epoch = self.port.ring().epoch();
+        tracing::warn!(
+            topic = self.topic.as_str(),
+            "attached anew after a daemon restart; messages published meanwhile were missed"
+        );
+        Ok(())
     }
 
     /// Receive the next message, waiting as the wait strategy says (default: spin, then park).

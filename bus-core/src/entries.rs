@@ -34,8 +34,10 @@ pub struct Bell {
 pub struct Flags {
     /// Non-zero once the topic is closed: subscribers drain, then see `Closed`.
     pub closed: AtomicU32,
-    /// Reserved.
-    pub reserved: AtomicU32,
+    /// The incarnation of the daemon that manages the segment. A restarted daemon that adopts
+    /// the segment writes its own; a client that sees it change re-attaches to the new daemon.
+    /// It shares a line with `closed`, which every publish reads anyway.
+    pub epoch: AtomicU32,
     /// Times a lossless publisher found the ring full (stalls).
     pub stalls: AtomicU64,
 }
@@ -46,7 +48,7 @@ pub struct Flags {
 ///  0    claim   u64   next sequence a publisher will claim (publishers write it on every send)
 ///  128  data    Bell  subscribers sleep here waiting for messages
 ///  256  space   Bell  lossless publishers sleep here waiting for free slots
-///  384  flags   Flags closed, stalls
+///  384  flags   Flags closed, daemon epoch, stalls
 /// ```
 #[derive(Debug, Default)]
 #[repr(C)]

@@ -30,6 +30,12 @@ pub struct DaemonArgs {
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     pub stuck_timeout_ms: u64,
 
+    /// After a restart, how long the topics of the daemon that died wait for their processes
+    /// to re-attach, in milliseconds; ports that do not come back are then released, and topics
+    /// nobody came back to are removed.
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    pub adopt_grace_ms: u64,
+
     /// Log filter (tracing's env-filter syntax), e.g. `info`, `debug`, `bus_daemon=trace`.
     /// The SHMBUS_LOG environment variable is used when this is not given.
     #[arg(long, value_name = "FILTER")]
@@ -56,6 +62,7 @@ pub fn main_with(args: DaemonArgs) -> ExitCode {
         acl_path: args.rules.clone(),
         stuck_timeout: Duration::from_millis(args.stuck_timeout_ms),
         handle_signals: true,
+        adopt_grace: Duration::from_millis(args.adopt_grace_ms),
     };
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,

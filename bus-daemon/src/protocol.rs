@@ -410,6 +410,18 @@ pub enum Request {
     },
     /// Stop the daemon (accepted only from the daemon's own uid).
     Shutdown,
+    /// Take back a port this process held under a previous daemon (which died); the restarted
+    /// daemon adopted the topic and waits a grace period for its ports to come back.
+    Reattach {
+        /// The topic name.
+        topic: String,
+        /// Publisher or subscriber.
+        role: Role,
+        /// The port's table index.
+        index: u32,
+        /// The port's generation.
+        generation: u64,
+    },
 }
 
 impl Request {
@@ -419,6 +431,7 @@ impl Request {
             Request::AttachPublisher { topic, .. }
             | Request::AttachSubscriber { topic, .. }
             | Request::Detach { topic, .. }
+            | Request::Reattach { topic, .. }
             | Request::Delete { topic } => Some(topic),
             Request::Stats { topic } => topic.as_deref(),
             Request::Hello { .. } | Request::List | Request::Shutdown => None,

@@ -223,6 +223,25 @@ pub fn create_segment(name: &str, layout: &Layout) -> Result<Segment, OpenError>
     }
 }
 
+/// Open an existing segment `name` read-write and validate it (a restarted daemon adopting the
+/// topics of the one before it).
+pub fn open_segment(name: &str) -> Result<Segment, OpenError> {
+    let path = shm_path(name)?;
+    // SAFETY: `path` is a valid C string; O_NOFOLLOW-free shm names cannot be links.
+    let raw = unsafe { libc::shm_open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(OpenError::Io(io::Error::last_os_error()));
+    }
+    // SAFETY: shm_open returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let ring = open_ring(fd.as_fd(), Access::ReadWrite)?;
+    Ok(Segment {
+        name: name.to_string(),
+        fd,
+        ring,
+    })
+}
+
 /// Remove segment `name` from `/dev/shm` (mappings stay valid until unmapped).
 pub fn unlink_segment(name: &str) {
     if let Ok(path) = shm_path(name) {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bus_core::layout::{Layout, Mode};
 use bus_core::ring::{RepairOutcome, StartAt as CoreStart};
+use bus_core::storage::Storage;
 
 use crate::acl::{AccessConfig, Action};
 use crate::fdpass::{self, PeerCred};
@@ -41,6 +42,10 @@ pub struct Config {
     pub stuck_timeout: Duration,
     /// Install SIGTERM/SIGINT/SIGHUP handlers (the `shmbusd` binary; not an embedded daemon).
     pub handle_signals: bool,
+    /// After a restart, how long adopted topics wait for their ports to re-attach before the
+    /// ports that did not come back are released (subscribers) or repaired (publishers), and
+    /// topics nobody came back to are removed.
+    pub adopt_grace: Duration,
 }
 
 impl Config {
@@ -51,6 +56,7 @@ impl Config {
             acl_path: None,
             stuck_timeout: Duration::from_secs(5),
             handle_signals: false,
+            adopt_grace: Duration::from_secs(3),
         }
     }
 }
@@ -84,6 +90,8 @@ struct Attachment {
     role: Role,
     index: u32,
     generation: u64,
+    /// The owning process (for orphans, whose liveness is checked by pid).
+    pid: u32,
 }
 
 struct Topic {
@@ -96,7 +104,12 @@ struct Topic {
     attachments: Vec<Attachment>,
     /// Subscriber (index, generation) → (cursor, since when it has not moved while blocking).
     stuck: HashMap<(usize, u64), (u64, Instant)>,
+    /// Adopted from a daemon that died: removed after the grace period if nobody came back.
+    adopted: bool,
 }
+
+/// The client id of ports adopted from a previous daemon that have not re-attached yet.
+const ORPHAN: u64 = 0;
 
 struct Client {
     cred: PeerCred,
@@ -119,6 +132,8 @@ struct State {
     acl: AccessConfig,
     next_instance: u64,
     stopping: bool,
+    /// When orphaned ports of adopted topics are given up on.
+    adopt_deadline: Option<Instant>,
 }
 
 struct Shared {
@@ -129,6 +144,8 @@ struct Shared {
     /// Segment instance numbers carry this tag in their top 32 bits, so that stale-file
     /// clean-up removes only segments of a daemon on this very socket.
     socket_tag: u32,
+    /// This daemon's incarnation, written into every segment it manages.
+    epoch: u32,
     next_client: AtomicU64,
 }
 
@@ -226,7 +243,8 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     let tag = socket_tag(&config.socket);
-    remove_stale_segments(uid, tag);
+    let epoch = new_epoch();
+    let (topics, next_instance) = adopt_segments(uid, tag, epoch);
     let listener = UnixListener::bind(&config.socket).map_err(io_err(&config.socket))?;
     std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o600))
         .map_err(io_err(&config.socket))?;
@@ -235,43 +253,180 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
         .map_err(io_err(&config.socket))?;
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            topics: BTreeMap::new(),
+            adopt_deadline: (!topics.is_empty()).then(|| Instant::now() + config.adopt_grace),
+            topics,
             clients: HashMap::new(),
             repairs: Vec::new(),
             acl,
-            next_instance: 1,
+            next_instance,
             stopping: false,
         }),
         stop: AtomicBool::new(false),
         config: config.clone(),
         uid,
         socket_tag: tag,
+        epoch,
         next_client: AtomicU64::new(1),
     });
     Ok((shared, listener, lock))
 }
 
-/// Remove segments a previous daemon on this socket left behind (it died without a clean stop).
-fn remove_stale_segments(uid: u32, tag: u32) {
+fn new_epoch() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (std::process::id().rotate_left(16) ^ nanos).max(1)
+}
+
+/// Take back the topics a previous daemon on this socket left behind when it died: every
+/// segment with our uid and socket tag that validates and is not closed. Their active ports
+/// become orphans, waiting `adopt_grace` for their processes to re-attach. A segment that fails
+/// validation, is closed, has an unparseable name or no active port is removed.
+fn adopt_segments(uid: u32, tag: u32, epoch: u32) -> (BTreeMap<String, Topic>, u64) {
+    let mut topics = BTreeMap::new();
+    let mut next_instance = 1u64;
     let Ok(dir) = std::fs::read_dir("/dev/shm") else {
-        return;
+        return (topics, next_instance);
     };
+    let prefix = format!("{}{uid}-", names::SEGMENT_PREFIX);
     for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !names::is_shmbus_segment_for_uid(name, uid) {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        if !names::is_shmbus_segment_for_uid(file, uid) {
             continue;
         }
-        let instance = name
-            .rsplit('-')
-            .next()
-            .and_then(|h| u64::from_str_radix(h, 16).ok());
-        if instance.is_some_and(|i| (i >> 32) as u32 == tag) {
-            tracing::warn!(
-                segment = name,
-                "removing a stale segment left by a daemon that died"
+        let Some((escaped, hex)) = file.strip_prefix(&prefix).and_then(|r| r.rsplit_once('-'))
+        else {
+            continue;
+        };
+        let Ok(instance) = u64::from_str_radix(hex, 16) else {
+            continue;
+        };
+        if (instance >> 32) as u32 != tag {
+            continue;
+        }
+        next_instance = next_instance.max((instance & 0xffff_ffff) + 1);
+        let name = escaped.replace('~', "/");
+        match adopt_one(&name, file, uid, epoch) {
+            Ok(topic) => {
+                tracing::info!(
+                    topic = name.as_str(),
+                    ports = topic.attachments.len(),
+                    "adopted a topic from a daemon that died; waiting for its ports to re-attach"
+                );
+                topics.insert(name, topic);
+            }
+            Err(why) => {
+                tracing::warn!(
+                    segment = file,
+                    why = why.as_str(),
+                    "removing a segment left by a daemon that died"
+                );
+                segment::unlink_segment(file);
+            }
+        }
+    }
+    (topics, next_instance)
+}
+
+fn adopt_one(name: &str, file: &str, uid: u32, epoch: u32) -> Result<Topic, String> {
+    names::validate_topic_name(name).map_err(|e| e.to_string())?;
+    let seg = segment::open_segment(file).map_err(|e| e.to_string())?;
+    if seg.ring.is_closed() {
+        return Err("it was closed".into());
+    }
+    let orphan = |role, (index, generation, pid): (usize, u64, u32)| Attachment {
+        client: ORPHAN,
+        role,
+        index: index as u32,
+        generation,
+        pid,
+    };
+    let mut attachments: Vec<Attachment> = seg
+        .ring
+        .active_publishers()
+        .into_iter()
+        .map(|e| orphan(Role::Publisher, e))
+        .collect();
+    attachments.extend(
+        seg.ring
+            .active_subscribers()
+            .into_iter()
+            .map(|e| orphan(Role::Subscriber, e)),
+    );
+    if attachments.is_empty() {
+        return Err("no process uses it any more".into());
+    }
+    seg.ring.set_epoch(epoch);
+    let len = seg.ring.storage().layout().total_len;
+    Ok(Topic {
+        spec: segment::spec_of(seg.ring.geometry()),
+        ring: seg.ring,
+        segment_name: seg.name,
+        fd: seg.fd,
+        len,
+        owner_uid: uid,
+        attachments,
+        stuck: HashMap::new(),
+        adopted: true,
+    })
+}
+
+/// Whether process `pid` exists (orphans have no connection to watch, so their liveness is
+/// checked by pid; a blocked subscriber that has not noticed the restart yet must keep its
+/// place, while a process that died meanwhile must not hold the ring).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// After the grace period for adopted topics: release the orphaned subscribers and repair the
+/// orphaned publishers whose processes are gone, and remove adopted topics nobody is left on.
+/// Orphans whose process lives on keep their place until it re-attaches or dies.
+fn give_up_orphans(state: &mut State) {
+    let mut repairs = Vec::new();
+    let mut empty = Vec::new();
+    for (name, topic) in state.topics.iter_mut() {
+        let (orphans, live): (Vec<_>, Vec<_>) = std::mem::take(&mut topic.attachments)
+            .into_iter()
+            .partition(|a| a.client == ORPHAN && !process_alive(a.pid));
+        topic.attachments = live;
+        for a in orphans {
+            match a.role {
+                Role::Subscriber => {
+                    let _ = topic
+                        .ring
+                        .release_subscriber(a.index as usize, a.generation);
+                }
+                Role::Publisher => repairs.push(PendingRepair {
+                    topic: name.clone(),
+                    index: a.index as usize,
+                    generation: a.generation,
+                    since: Instant::now(),
+                }),
+            }
+        }
+        if topic.adopted && topic.attachments.is_empty() {
+            empty.push(name.clone());
+        }
+    }
+    state.repairs.extend(repairs);
+    run_repairs(state);
+    for name in empty {
+        if let Some(t) = state.topics.remove(&name) {
+            t.ring.close();
+            segment::unlink_segment(&t.segment_name);
+            tracing::info!(
+                topic = name.as_str(),
+                "removed an adopted topic none of whose ports came back"
             );
-            segment::unlink_segment(name);
         }
     }
 }
@@ -554,6 +709,16 @@ fn run_repairs(state: &mut State) {
 
 fn housekeeping(shared: &Shared) {
     let mut state = shared.lock();
+    if state.adopt_deadline.is_some_and(|d| Instant::now() >= d) {
+        give_up_orphans(&mut state);
+        let orphans_left = state
+            .topics
+            .values()
+            .any(|t| t.attachments.iter().any(|a| a.client == ORPHAN));
+        if !orphans_left {
+            state.adopt_deadline = None;
+        }
+    }
     if !state.repairs.is_empty() {
         run_repairs(&mut state);
     }
@@ -746,6 +911,12 @@ fn handle(
             }
             (Response::Deleted, None)
         }
+        Request::Reattach {
+            topic,
+            role,
+            index,
+            generation,
+        } => reattach(state, id, cred, &topic, role, index, generation),
         Request::Shutdown => {
             if cred.uid != shared.uid {
                 return error(
@@ -871,6 +1042,7 @@ fn attach(
         }
     };
     topic.attachments.push(Attachment {
+        pid: cred.pid,
         client: id,
         role,
         index: index as u32,
@@ -944,6 +1116,7 @@ fn create_topic(
             format!("cannot create the segment for '{name}': {e}"),
         )
     })?;
+    seg.ring.set_epoch(shared.epoch);
     tracing::info!(
         topic = name,
         segment = file.as_str(),
@@ -961,7 +1134,58 @@ fn create_topic(
             owner_uid: cred.uid,
             attachments: Vec::new(),
             stuck: HashMap::new(),
+            adopted: false,
         },
     );
     Ok(())
+}
+
+/// A process that held a port under the previous daemon takes it back: the port must be an
+/// orphan of an adopted topic, active at that generation, and owned by the asking process.
+fn reattach(
+    state: &mut State,
+    id: u64,
+    cred: &PeerCred,
+    topic: &str,
+    role: Role,
+    index: u32,
+    generation: u64,
+) -> (Response, Option<OwnedFd>) {
+    let Some(t) = state.topics.get_mut(topic) else {
+        return error(
+            ErrorCode::NoSuchTopic,
+            format!("no topic '{topic}' to re-attach to; attach anew"),
+        );
+    };
+    let owner_pid = match role {
+        Role::Publisher => t.ring.active_publishers(),
+        Role::Subscriber => t.ring.active_subscribers(),
+    }
+    .into_iter()
+    .find(|&(i, g, _)| i == index as usize && g == generation)
+    .map(|(_, _, pid)| pid);
+    let orphan = t.attachments.iter_mut().find(|a| {
+        a.client == ORPHAN && a.role == role && a.index == index && a.generation == generation
+    });
+    match (orphan, owner_pid) {
+        (Some(a), Some(pid)) if pid == cred.pid => {
+            a.client = id;
+            tracing::info!(topic, ?role, index, pid, "port re-attached after a daemon restart");
+            let answer = Response::Attached {
+                topic: topic.to_string(),
+                spec: t.spec.clone(),
+                index,
+                generation,
+                segment_len: t.len,
+            };
+            (answer, t.fd.try_clone().ok())
+        }
+        _ => error(
+            ErrorCode::BadRequest,
+            format!(
+                "no orphaned {role} {index} (generation {generation}) of process {} on '{topic}'; attach anew",
+                cred.pid
+            ),
+        ),
+    }
 }

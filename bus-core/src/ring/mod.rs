@@ -216,6 +216,21 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         self.wake(&c.space);
     }
 
+    /// The epoch of the daemon that manages this segment (see `Flags::epoch`).
+    #[inline]
+    pub fn epoch(&self) -> u32 {
+        self.storage.control().flags.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Record the managing daemon's epoch (the daemon, at creation and at adoption).
+    pub fn set_epoch(&self, epoch: u32) {
+        self.storage
+            .control()
+            .flags
+            .epoch
+            .store(epoch, Ordering::Release);
+    }
+
     /// Whether the topic is closed.
     pub fn is_closed(&self) -> bool {
         self.storage.control().flags.closed.load(Ordering::Acquire) != 0
@@ -463,6 +478,40 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
             publishers,
             subscribers,
         }
+    }
+
+    /// Active publisher entries: `(index, generation, pid)`.
+    pub fn active_publishers(&self) -> Vec<(usize, u64, u32)> {
+        (0..self.geometry().max_publishers as usize)
+            .filter_map(|i| {
+                let e = self.storage.publisher(i)?;
+                let state = e.state.load(Ordering::Acquire);
+                (entry_state::tag(state) == entry_state::ACTIVE).then(|| {
+                    (
+                        i,
+                        entry_state::generation(state),
+                        e.pid.load(Ordering::Relaxed),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Active subscriber entries: `(index, generation, pid)`.
+    pub fn active_subscribers(&self) -> Vec<(usize, u64, u32)> {
+        (0..self.geometry().max_subscribers as usize)
+            .filter_map(|i| {
+                let e = self.storage.subscriber(i)?;
+                let state = e.state.load(Ordering::Acquire);
+                (entry_state::tag(state) == entry_state::ACTIVE).then(|| {
+                    (
+                        i,
+                        entry_state::generation(state),
+                        e.pid.load(Ordering::Relaxed),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Whether subscriber entry `index` is active at `generation`.
