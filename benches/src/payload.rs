@@ -127,7 +127,10 @@ pub fn check(buf: &[u8], expected_len: usize) -> io::Result<u64> {
         )));
     }
     if buf.len() < MIN_PAYLOAD {
-        return Err(invalid_data(format!("{}-byte message has no header", buf.len())));
+        return Err(invalid_data(format!(
+            "{}-byte message has no header",
+            buf.len()
+        )));
     }
     let first = get(buf, 0);
     let last = get(buf, buf.len() - 8);
@@ -146,9 +149,24 @@ mod tests {
     #[test]
     fn header_roundtrip() {
         for h in [
-            Header { seq: 1, sender: 0, warmup: true, stop: false },
-            Header { seq: SEQ_MASK, sender: 255, warmup: false, stop: true },
-            Header { seq: 12345, sender: 2, warmup: false, stop: false },
+            Header {
+                seq: 1,
+                sender: 0,
+                warmup: true,
+                stop: false,
+            },
+            Header {
+                seq: SEQ_MASK,
+                sender: 255,
+                warmup: false,
+                stop: true,
+            },
+            Header {
+                seq: 12345,
+                sender: 2,
+                warmup: false,
+                stop: false,
+            },
         ] {
             assert_eq!(Header::decode(h.encode()), h);
         }
@@ -158,7 +176,13 @@ mod tests {
     fn fill_then_check_for_all_sizes() {
         for len in [8usize, 16, 24, 64, 65, 100, 1024, 65536] {
             let mut buf = vec![0xaau8; len];
-            let word = Header { seq: 7, sender: 1, warmup: false, stop: false }.encode();
+            let word = Header {
+                seq: 7,
+                sender: 1,
+                warmup: false,
+                stop: false,
+            }
+            .encode();
             fill(&mut buf, word);
             assert_eq!(check(&buf, len).unwrap(), word);
             // Every line carries the word.

@@ -118,7 +118,8 @@ mod tests {
         let s = h.summary().unwrap();
         assert_eq!(s.samples, 1000);
         // 3 significant digits: within 0.1 %.
-        let near = |got: u64, want: u64| (got as f64 - want as f64).abs() <= want as f64 * 0.001 + 1.0;
+        let near =
+            |got: u64, want: u64| (got as f64 - want as f64).abs() <= want as f64 * 0.001 + 1.0;
         assert!(near(s.p50, 50_000), "{s:?}");
         assert!(near(s.p90, 90_000), "{s:?}");
         assert!(near(s.p99, 99_000), "{s:?}");

@@ -54,29 +54,58 @@
 //!    to change: the child processes look contenders up by name in the same
 //!    registry, and every report format picks the new rows up.
 //!
-//! A minimal skeleton:
+//! A skeleton (the shmbus calls are illustrative, after `bus-client`):
 //!
 //! ```ignore
 //! pub struct ShmbusBusy;
 //!
 //! impl Contender for ShmbusBusy {
 //!     fn name(&self) -> &'static str { "shmbus_busy" }
-//!     fn description(&self) -> &'static str { "shmbus ring, busy-polling subscriber" }
+//!     fn description(&self) -> &'static str { "shmbus ring, busy-polling subscriber, loan" }
 //!     fn supports(&self, spec: &RunSpec) -> Support {
 //!         match spec.scenario {
 //!             Scenario::Wakeup => Support::Skip("busy-poll receivers never sleep".into()),
 //!             _ => Support::Yes,
 //!         }
 //!     }
+//!     fn prepare(&self, spec: &RunSpec) -> io::Result<Prepared> {
+//!         // One daemon per run, inside the private rendezvous directory.
+//!         let mut prepared = Prepared::new();
+//!         let bus = Bus::embedded_at(spec.rendezvous.dir.join("bus.sock")).map_err(io::Error::other)?;
+//!         prepared.on_cleanup(move || drop(bus)); // stops the daemon after the run
+//!         Ok(prepared)
+//!     }
 //!     fn connect(&self, spec: &RunSpec, role: Role, _ctx: &mut ChildCtx)
 //!         -> io::Result<Box<dyn Endpoint>>
 //!     {
-//!         let name = format!("/{}", spec.rendezvous.tag);
-//!         // Ping and Pong both publish and subscribe; Sender publishes, Receiver subscribes.
-//!         Ok(Box::new(MyEndpoint::open(&name, role, spec.payload_bytes)?))
+//!         let bus = Bus::connect_to(spec.rendezvous.dir.join("bus.sock")).map_err(io::Error::other)?;
+//!         // Ping: publish "a", subscribe "b"; Pong: the reverse;
+//!         // Sender: publish "t"; Receiver: subscribe "t" (open subscribers here,
+//!         // in connect: the harness sends nothing before every connect returned).
+//!         Ok(Box::new(ShmbusEndpoint::open(bus, spec, role)?))
+//!     }
+//! }
+//!
+//! impl Endpoint for ShmbusEndpoint {
+//!     fn send(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> io::Result<()> {
+//!         let mut slot = self.publisher.loan().map_err(io::Error::other)?; // zero-copy
+//!         slot.set_len(len).map_err(io::Error::other)?;
+//!         fill(&mut slot);                                                  // written in place
+//!         slot.send();
+//!         Ok(())
+//!     }
+//!     fn recv(&mut self, inspect: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<usize> {
+//!         let sample = self.subscriber.recv().map_err(io::Error::other)?;  // spins or sleeps
+//!         inspect(sample.bytes())?;                                        // read in place
+//!         Ok(sample.bytes().len())
 //!     }
 //! }
 //! ```
+//!
+//! A copying variant fills a private `Vec` and `publish`es it; a blocking
+//! variant only differs in the subscriber's wait strategy (and does not skip
+//! `wakeup`). If a transport may drop messages (lossy ring), the receivers
+//! count the sequence gaps and the report notes them instead of failing.
 //!
 //! Roles per scenario (see [`RunSpec::roles`]):
 //!
@@ -101,7 +130,17 @@ use serde::{Deserialize, Serialize};
 
 /// What a run measures. See `busbench --help` for the exact metric of each.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Scenario {
@@ -296,7 +335,8 @@ impl Prepared {
     }
 
     /// Passes `fd` to every participant process of the run (under the same
-    /// descriptor number, without `FD_CLOEXEC`) and returns its index for
+    /// descriptor number; create it with `FD_CLOEXEC`, the harness clears
+    /// the flag only in the participants) and returns its index for
     /// [`ChildCtx::take_fd`]. The coordinator closes its copy once all
     /// participants have been started.
     pub fn add_fd(&mut self, fd: OwnedFd) -> usize {
@@ -319,11 +359,6 @@ impl Prepared {
     /// The descriptor numbers to hand to participants.
     pub(crate) fn raw_fds(&self) -> Vec<RawFd> {
         self.fds.iter().map(AsRawFd::as_raw_fd).collect()
-    }
-
-    /// The descriptors themselves (for clearing `FD_CLOEXEC`).
-    pub(crate) fn fds(&self) -> &[OwnedFd] {
-        &self.fds
     }
 
     /// Closes the coordinator's copies of the inherited descriptors.
@@ -385,20 +420,29 @@ impl ChildCtx {
     /// exactly the descriptors it cleared `FD_CLOEXEC` on).
     pub(crate) unsafe fn from_inherited(raw: &[RawFd], info: String) -> io::Result<Self> {
         let mut fds = Vec::with_capacity(raw.len());
-        for &fd in raw {
+        for (i, &fd) in raw.iter().enumerate() {
+            if raw[..i].contains(&fd) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("inherited descriptor {fd} is listed twice"),
+                ));
+            }
+            if fd <= 2 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("inherited descriptor {fd} would be a stdio descriptor"),
+                ));
+            }
             // Refuse numbers that are not open instead of adopting garbage.
-            nix::fcntl::fcntl(
-                // SAFETY: the borrow only lives for this F_GETFD call; an
-                // invalid number makes fcntl fail with EBADF, nothing more.
-                unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-                nix::fcntl::FcntlArg::F_GETFD,
-            )
-            .map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
+            // SAFETY: F_GETFD only reads the descriptor flags; on a number
+            // that is not open it fails with EBADF and has no other effect.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(
+                    e.kind(),
                     format!("inherited descriptor {fd} is not open: {e}"),
-                )
-            })?;
+                ));
+            }
             // SAFETY: the caller guarantees `fd` is open and unowned; it was
             // just checked to be open, and it is adopted exactly once.
             fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -448,7 +492,7 @@ pub trait Endpoint {
 
 /// A transport under test. See the [module documentation](self) for how to
 /// add one.
-pub trait Contender: Sync {
+pub trait Contender {
     /// Short unique identifier (`[a-z0-9_]`), used by `--filter`, in the
     /// table and as `transport` in JSON.
     fn name(&self) -> &'static str;
@@ -468,6 +512,10 @@ pub trait Contender: Sync {
     }
 
     /// Opens the transport for `role` inside a participant process.
-    fn connect(&self, spec: &RunSpec, role: Role, ctx: &mut ChildCtx)
-        -> io::Result<Box<dyn Endpoint>>;
+    fn connect(
+        &self,
+        spec: &RunSpec,
+        role: Role,
+        ctx: &mut ChildCtx,
+    ) -> io::Result<Box<dyn Endpoint>>;
 }

@@ -12,7 +12,8 @@ fn clock_ns(id: ClockId) -> u64 {
     // clock_gettime only fails for an unsupported clock id or a bad pointer;
     // both clocks used here exist on every Linux since 2.6.12 and nix passes
     // a valid pointer, so a failure is a broken system, not an ordinary error.
-    let ts = clock_gettime(id).expect("CLOCK_MONOTONIC/CLOCK_PROCESS_CPUTIME_ID are always available");
+    let ts =
+        clock_gettime(id).expect("CLOCK_MONOTONIC/CLOCK_PROCESS_CPUTIME_ID are always available");
     // tv_sec and tv_nsec are non-negative for these clocks.
     (ts.tv_sec() as u64) * 1_000_000_000 + ts.tv_nsec() as u64
 }
@@ -40,7 +41,8 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
 /// Restricts the calling process to `cpu`.
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     let mut set = CpuSet::new();
-    set.set(cpu).with_context(|| format!("CPU {cpu} is out of range"))?;
+    set.set(cpu)
+        .with_context(|| format!("CPU {cpu} is out of range"))?;
     sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pinning to CPU {cpu}"))
 }
 
@@ -70,7 +72,10 @@ mod tests {
     #[test]
     fn cpu_plan_puts_hub_alone_on_first_cpu() {
         assert_eq!(cpu_plan(&[0, 1], 3), vec![Some(0), Some(1), Some(1)]);
-        assert_eq!(cpu_plan(&[2, 5, 7], 4), vec![Some(2), Some(5), Some(7), Some(5)]);
+        assert_eq!(
+            cpu_plan(&[2, 5, 7], 4),
+            vec![Some(2), Some(5), Some(7), Some(5)]
+        );
         assert_eq!(cpu_plan(&[0], 2), vec![None, None]);
     }
 

@@ -40,8 +40,8 @@ fn open_write(path: &Path) -> io::Result<Box<dyn Tx>> {
 
 fn open_read(path: &Path, len: usize) -> io::Result<Box<dyn Rx>> {
     // Blocks until a writer has opened its end.
-    let f: File = File::open(path)
-        .with_context(|| format!("opening FIFO {} for reading", path.display()))?;
+    let f: File =
+        File::open(path).with_context(|| format!("opening FIFO {} for reading", path.display()))?;
     Ok(Box::new(StreamRx::new(f, len)))
 }
 

@@ -10,15 +10,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
 use nix::mqueue::{
-    mq_attr_member_t, mq_close, mq_open, mq_receive, mq_send, mq_unlink, MqAttr, MqdT, MQ_OFlag,
+    mq_attr_member_t, mq_close, mq_open, mq_receive, mq_send, mq_unlink, MQ_OFlag, MqAttr, MqdT,
 };
 use nix::sys::stat::Mode;
 
 use super::wire::{role_mismatch, Rx, Tx, WireEndpoint};
 use crate::error::{other, Context};
-use crate::transport::{
-    ChildCtx, Contender, Endpoint, Prepared, Role, RunSpec, Support, Topology,
-};
+use crate::transport::{ChildCtx, Contender, Endpoint, Prepared, Role, RunSpec, Support, Topology};
 
 /// The `mqueue` baseline.
 pub struct MessageQueue;
@@ -125,7 +123,9 @@ impl Contender for MessageQueue {
 
     fn prepare(&self, spec: &RunSpec) -> io::Result<Prepared> {
         let mut prepared = Prepared::new();
-        let depth = WANTED_DEPTH.min(read_limit(MSG_MAX_PATH, DEFAULT_MSG_MAX)).max(1);
+        let depth = WANTED_DEPTH
+            .min(read_limit(MSG_MAX_PATH, DEFAULT_MSG_MAX))
+            .max(1);
         let to_attr = |v: usize| {
             mq_attr_member_t::try_from(v).map_err(|_| other(format!("{v} does not fit mq_attr")))
         };
@@ -176,7 +176,9 @@ impl Contender for MessageQueue {
                 (0..receivers).map(tx).collect::<io::Result<Vec<_>>>()?,
                 Vec::new(),
             ),
-            (Topology::OneToMany { .. }, Role::Receiver { index }) => (Vec::new(), vec![rx(index)?]),
+            (Topology::OneToMany { .. }, Role::Receiver { index }) => {
+                (Vec::new(), vec![rx(index)?])
+            }
             (Topology::ManyToOne { .. }, Role::Sender { .. }) => (vec![tx(0)?], Vec::new()),
             (Topology::ManyToOne { .. }, Role::Receiver { .. }) => (Vec::new(), vec![rx(0)?]),
             (topology, role) => return Err(role_mismatch(topology, role)),

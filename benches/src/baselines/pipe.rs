@@ -10,9 +10,7 @@ use nix::unistd::pipe2;
 
 use super::wire::{role_mismatch, StreamRx, StreamTx, Tx, WireEndpoint};
 use crate::error::Context;
-use crate::transport::{
-    ChildCtx, Contender, Endpoint, Prepared, Role, RunSpec, Support, Topology,
-};
+use crate::transport::{ChildCtx, Contender, Endpoint, Prepared, Role, RunSpec, Support, Topology};
 
 /// The `pipe` baseline.
 pub struct Pipe;
@@ -71,11 +69,14 @@ impl Contender for Pipe {
         ctx: &mut ChildCtx,
     ) -> io::Result<Box<dyn Endpoint>> {
         let len = spec.payload_bytes;
-        let mut tx = |ctx: &mut ChildCtx, k: usize| -> io::Result<Box<dyn Tx>> {
+        let tx = |ctx: &mut ChildCtx, k: usize| -> io::Result<Box<dyn Tx>> {
             Ok(Box::new(StreamTx(File::from(ctx.take_fd(write_end(k))?))))
         };
         let rx = |ctx: &mut ChildCtx, k: usize| -> io::Result<Box<dyn super::wire::Rx>> {
-            Ok(Box::new(StreamRx::new(File::from(ctx.take_fd(read_end(k))?), len)))
+            Ok(Box::new(StreamRx::new(
+                File::from(ctx.take_fd(read_end(k))?),
+                len,
+            )))
         };
         let (txs, rxs) = match (spec.topology(), role) {
             (Topology::Pair, Role::Ping) => (vec![tx(ctx, 0)?], vec![rx(ctx, 1)?]),
@@ -90,9 +91,7 @@ impl Contender for Pipe {
                 (Vec::new(), vec![rx(ctx, index)?])
             }
             (Topology::ManyToOne { .. }, Role::Sender { .. }) => (vec![tx(ctx, 0)?], Vec::new()),
-            (Topology::ManyToOne { .. }, Role::Receiver { .. }) => {
-                (Vec::new(), vec![rx(ctx, 0)?])
-            }
+            (Topology::ManyToOne { .. }, Role::Receiver { .. }) => (Vec::new(), vec![rx(ctx, 0)?]),
             (topology, role) => return Err(role_mismatch(topology, role)),
         };
         Ok(Box::new(WireEndpoint::new(len, txs, rxs)))

@@ -126,9 +126,11 @@ impl Contender for RawFloor {
 
     fn prepare(&self, _spec: &RunSpec) -> io::Result<Prepared> {
         let mut prepared = Prepared::new();
-        let fd = memfd_create("shmbus-bench-floor", MFdFlags::MFD_CLOEXEC).context("memfd_create")?;
+        let fd =
+            memfd_create("shmbus-bench-floor", MFdFlags::MFD_CLOEXEC).context("memfd_create")?;
         let file = std::fs::File::from(fd);
-        file.set_len(MAP_LEN as u64).context("sizing the floor memfd")?;
+        file.set_len(MAP_LEN as u64)
+            .context("sizing the floor memfd")?;
         prepared.add_fd(file.into());
         Ok(prepared)
     }
@@ -145,7 +147,8 @@ impl Contender for RawFloor {
             (topology, role) => return Err(role_mismatch(topology, role)),
         };
         let fd = ctx.take_fd(MEMFD_FD)?;
-        let len = NonZeroUsize::new(MAP_LEN).ok_or_else(|| crate::error::other("zero map length"))?;
+        let len =
+            NonZeroUsize::new(MAP_LEN).ok_or_else(|| crate::error::other("zero map length"))?;
         // SAFETY: a fresh mapping chosen by the kernel (addr = None) of a
         // memfd sized to MAP_LEN; it aliases no Rust object. The only other
         // accessor is the peer process, through atomics (see Mapping::slot).

@@ -35,7 +35,8 @@ impl Contender for TcpLoopback {
 
     fn prepare(&self, _spec: &RunSpec) -> io::Result<Prepared> {
         let mut prepared = Prepared::new();
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
         let port = listener.local_addr().context("getsockname")?.port();
         prepared.set_info(port.to_string());
         prepared.add_fd(listener.into());
@@ -58,10 +59,12 @@ impl Contender for TcpLoopback {
                 })
                 .collect::<io::Result<Vec<_>>>()?
         } else {
-            let port: u16 = ctx
-                .info()
-                .parse()
-                .map_err(|_| other(format!("bad TCP port {:?} from the coordinator", ctx.info())))?;
+            let port: u16 = ctx.info().parse().map_err(|_| {
+                other(format!(
+                    "bad TCP port {:?} from the coordinator",
+                    ctx.info()
+                ))
+            })?;
             let s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
                 .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
             vec![conn(s, len)?]

@@ -123,7 +123,8 @@ impl Contender for UnixSeqpacket {
         let mut prepared = Prepared::new();
         let path = socket_path(spec);
         let fd = new_socket()?;
-        let addr = UnixAddr::new(&path).with_context(|| format!("socket path {}", path.display()))?;
+        let addr =
+            UnixAddr::new(&path).with_context(|| format!("socket path {}", path.display()))?;
         bind(fd.as_raw_fd(), &addr).with_context(|| format!("binding {}", path.display()))?;
         prepared.on_cleanup(move || {
             let _ = std::fs::remove_file(&path);

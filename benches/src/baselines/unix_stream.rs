@@ -20,7 +20,9 @@ fn socket_path(spec: &RunSpec) -> PathBuf {
 }
 
 fn conn(stream: UnixStream, len: usize) -> io::Result<Conn> {
-    let tx = stream.try_clone().context("duplicating a Unix stream socket")?;
+    let tx = stream
+        .try_clone()
+        .context("duplicating a Unix stream socket")?;
     Ok((Box::new(StreamTx(tx)), Box::new(StreamRx::new(stream, len))))
 }
 

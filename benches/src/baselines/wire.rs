@@ -94,8 +94,16 @@ pub(crate) struct WireEndpoint {
 impl WireEndpoint {
     pub(crate) fn new(payload: usize, txs: Vec<Box<dyn Tx>>, rxs: Vec<Box<dyn Rx>>) -> Self {
         Self {
-            tx_buf: if txs.is_empty() { Vec::new() } else { vec![0; payload] },
-            rx_buf: if rxs.is_empty() { Vec::new() } else { vec![0; payload + 1] },
+            tx_buf: if txs.is_empty() {
+                Vec::new()
+            } else {
+                vec![0; payload]
+            },
+            rx_buf: if rxs.is_empty() {
+                Vec::new()
+            } else {
+                vec![0; payload + 1]
+            },
             txs,
             rxs,
             next_rx: 0,
@@ -148,7 +156,9 @@ impl WireEndpoint {
 
 /// The error for a role that does not exist in a topology.
 pub(crate) fn role_mismatch(topology: Topology, role: Role) -> io::Error {
-    other(format!("role {role} does not exist in topology {topology:?}"))
+    other(format!(
+        "role {role} does not exist in topology {topology:?}"
+    ))
 }
 
 impl Endpoint for WireEndpoint {
