@@ -19,6 +19,7 @@ pub mod payload;
 pub mod protocol;
 pub mod report;
 pub mod roles;
+pub mod shmbus;
 pub mod stats;
 pub mod suite;
 pub mod svg;
