@@ -36,6 +36,12 @@ pub struct DaemonArgs {
     #[arg(long, default_value_t = 3000, value_name = "MS")]
     pub adopt_grace_ms: u64,
 
+    /// Let members of this group (a numeric gid) connect: the socket becomes 0660 and its
+    /// directory 0710, owned by the group. Rules still decide what each uid and gid may do.
+    /// Without it only the daemon's own uid can reach the socket.
+    #[arg(long, value_name = "GID")]
+    pub socket_group: Option<u32>,
+
     /// Log filter (tracing's env-filter syntax), e.g. `info`, `debug`, `bus_daemon=trace`.
     /// The SHMBUS_LOG environment variable is used when this is not given.
     #[arg(long, value_name = "FILTER")]
@@ -63,6 +69,7 @@ pub fn main_with(args: DaemonArgs) -> ExitCode {
         stuck_timeout: Duration::from_millis(args.stuck_timeout_ms),
         handle_signals: true,
         adopt_grace: Duration::from_millis(args.adopt_grace_ms),
+        socket_group: args.socket_group,
     };
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,

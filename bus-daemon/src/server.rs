@@ -46,6 +46,10 @@ pub struct Config {
     /// ports that did not come back are released (subscribers) or repaired (publishers), and
     /// topics nobody came back to are removed.
     pub adopt_grace: Duration,
+    /// A group whose members may connect: the socket becomes 0660 and its directory 0710, both
+    /// owned by this group. Without it only the daemon's uid can reach the socket (0600 in a
+    /// 0700 directory), whatever the rules say. Never world-accessible either way.
+    pub socket_group: Option<u32>,
 }
 
 impl Config {
@@ -57,6 +61,7 @@ impl Config {
             stuck_timeout: Duration::from_secs(5),
             handle_signals: false,
             adopt_grace: Duration::from_secs(3),
+            socket_group: None,
         }
     }
 }
@@ -246,8 +251,11 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
     let epoch = new_epoch();
     let (topics, next_instance) = adopt_segments(uid, tag, epoch);
     let listener = UnixListener::bind(&config.socket).map_err(io_err(&config.socket))?;
-    std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(io_err(&config.socket))?;
+    match config.socket_group {
+        None => std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(&config.socket))?,
+        Some(gid) => open_to_group(&config.socket, gid).map_err(io_err(&config.socket))?,
+    }
     listener
         .set_nonblocking(true)
         .map_err(io_err(&config.socket))?;
@@ -269,6 +277,20 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
         next_client: AtomicU64::new(1),
     });
     Ok((shared, listener, lock))
+}
+
+/// Let members of group `gid` reach the socket: socket `0660`, its directory `0710`, both owned
+/// by the group (the directory was checked to be ours by `ensure_socket_dir`).
+fn open_to_group(socket: &Path, gid: u32) -> io::Result<()> {
+    let dir = socket
+        .parent()
+        .ok_or_else(|| io::Error::other("the socket path has no directory"))?;
+    std::os::unix::fs::chown(socket, None, Some(gid))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    std::os::unix::fs::chown(dir, None, Some(gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))?;
+    tracing::info!(gid, "socket open to group members (0660, directory 0710)");
+    Ok(())
 }
 
 fn new_epoch() -> u32 {
