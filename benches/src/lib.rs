@@ -15,6 +15,8 @@ pub mod child;
 pub mod contenders;
 pub mod coordinator;
 pub mod error;
+#[cfg(feature = "iceoryx2")]
+pub mod iceoryx2;
 pub mod payload;
 pub mod protocol;
 pub mod report;

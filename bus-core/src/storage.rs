@@ -133,7 +133,7 @@ mod raw {
         /// ring over it. A corrupted segment gives a typed error.
         pub fn open(region: R) -> Result<RawStorage<R>, SegmentError> {
             let len = region.len();
-            if (region.as_ptr() as usize) % SEGMENT_PAGE as usize != 0 {
+            if !(region.as_ptr() as usize).is_multiple_of(SEGMENT_PAGE as usize) {
                 return Err(SegmentError::Truncated(len as u64));
             }
             if len < std::mem::size_of::<SegmentHeader>() {
@@ -182,7 +182,7 @@ mod raw {
         #[inline]
         fn at<T>(&self, offset: u64) -> &T {
             debug_assert!(offset as usize + std::mem::size_of::<T>() <= self.region.len());
-            debug_assert!(offset as usize % std::mem::align_of::<T>() == 0);
+            debug_assert!((offset as usize).is_multiple_of(std::mem::align_of::<T>()));
             // SAFETY: callers pass offsets computed by the validated layout, which lie inside
             // the region (validated against its length) and are aligned for `T` (the layout
             // aligns control to a page, entries to 128 bytes, slots to 64 bytes). `T` is made

@@ -250,7 +250,7 @@ impl TopicSpec {
                 self.type_size, self.slot_size
             ));
         }
-        if self.type_size % self.type_align != 0 {
+        if !self.type_size.is_multiple_of(self.type_align) {
             return Err(format!(
                 "type_size {} is not a multiple of type_align {}: no Rust type has that layout",
                 self.type_size, self.type_align

@@ -78,7 +78,7 @@ impl Mapping {
     /// Map the whole of `fd` (its size from `fstat`) with `access`. For a subscriber the
     /// header is validated first to find where the slots start.
     pub fn map(fd: BorrowedFd<'_>, access: Access) -> Result<Mapping, OpenError> {
-        if HEADER_REGION as usize % page_size() != 0 {
+        if !(HEADER_REGION as usize).is_multiple_of(page_size()) {
             return Err(OpenError::Io(io::Error::other(
                 "the page size does not divide the segment layout's page; unsupported platform",
             )));
