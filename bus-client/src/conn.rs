@@ -75,17 +75,36 @@ impl Conn {
         }
     }
 
-    /// One request, one response (and the descriptors that came with it).
+    /// One request, one response (and the descriptors that came with it). If the daemon went
+    /// away (and perhaps a new one took its place), connect again and retry once.
     pub(crate) fn request(&self, req: &Request) -> Result<(Response, Vec<OwnedFd>), Error> {
-        let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        // sendmsg with MSG_NOSIGNAL: a dead daemon is an error here, never a SIGPIPE.
-        fdpass::write_frame_with_fds(&link.stream, req, &[])?;
-        let (resp, fds) = fdpass::read_frame_with_fds::<Response>(&link.stream, 1)?;
-        if let Response::Error { code, message } = resp {
-            return Err(Error::from_daemon(code, message));
+        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        match exchange(&link.stream, req) {
+            Err(Error::Protocol(
+                ProtocolError::Io(_) | ProtocolError::Closed | ProtocolError::Truncated { .. },
+            )) => {
+                let (stream, pid) = handshake(&self.socket)?;
+                tracing::info!(socket = %self.socket.display(), daemon_pid = pid, "reconnected to shmbusd");
+                // The new daemon's epoch is learnt from the next segment a port looks at.
+                *link = Link {
+                    stream,
+                    epoch: None,
+                };
+                exchange(&link.stream, req)
+            }
+            other => other,
         }
-        Ok((resp, fds))
     }
+}
+
+fn exchange(stream: &UnixStream, req: &Request) -> Result<(Response, Vec<OwnedFd>), Error> {
+    // sendmsg with MSG_NOSIGNAL: a dead daemon is an error here, never a SIGPIPE.
+    fdpass::write_frame_with_fds(stream, req, &[])?;
+    let (resp, fds) = fdpass::read_frame_with_fds::<Response>(stream, 1)?;
+    if let Response::Error { code, message } = resp {
+        return Err(Error::from_daemon(code, message));
+    }
+    Ok((resp, fds))
 }
 
 /// Connect and say hello; returns the stream and the daemon's pid.

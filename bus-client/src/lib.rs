@@ -42,6 +42,7 @@
 mod bus;
 mod conn;
 mod error;
+mod follow;
 mod options;
 mod payload;
 mod publisher;

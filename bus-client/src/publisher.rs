@@ -15,6 +15,7 @@ use bus_daemon::segment::Mapping;
 
 use crate::bus::{attach_port, Attached};
 use crate::conn::Conn;
+use crate::follow::{Follower, Next};
 use crate::payload::AlignedBuf;
 use crate::{Error, Payload, SendError, StartAt, TopicOptions};
 
@@ -49,10 +50,8 @@ pub struct Publisher<T: Payload + ?Sized> {
     scratch: Option<AlignedBuf>,
     /// The options this publisher was opened with (to attach afresh after a daemon restart).
     options: TopicOptions,
-    /// The epoch of the daemon this port is attached to.
-    epoch: u32,
-    /// Whether this port has followed a daemon restart (then a lost entry is re-taken).
-    followed: bool,
+    /// Follows a restarted daemon (see `follow`).
+    follower: Follower,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -79,7 +78,7 @@ impl<T: Payload + ?Sized> Publisher<T> {
         let slot_size = a.spec.slot_size as usize;
         let scratch =
             (port.ring().geometry().mode == CoreMode::Lossy).then(|| AlignedBuf::new(slot_size));
-        let epoch = port.ring().epoch();
+        let follower = Follower::new(port.ring().epoch());
         Ok(Publisher {
             port,
             conn,
@@ -88,8 +87,7 @@ impl<T: Payload + ?Sized> Publisher<T> {
             wait,
             scratch,
             options,
-            epoch,
-            followed: false,
+            follower,
             _t: PhantomData,
         })
     }
@@ -109,43 +107,25 @@ impl<T: Payload + ?Sized> Publisher<T> {
         self.wait = strategy;
     }
 
-    /// Before each operation: follow a restarted daemon, and take a new entry if a restarted
-    /// daemon gave this one up. Two loads of lines this port touches anyway.
+    /// Before each operation: follow a restarted daemon (one load of a line the operation reads
+    /// anyway, unless a restart happened).
     #[inline]
     fn ensure_attached(&mut self) -> Result<(), SendError> {
-        let ring = self.port.ring();
-        if ring.epoch() != self.epoch {
-            self.follow_daemon();
-        }
-        if self.followed
-            && !self
-                .port
-                .ring()
-                .publisher_held(self.port.index(), self.port.generation())
-        {
-            self.attach_afresh()?;
+        let epoch = self.port.ring().epoch();
+        if self.follower.stale(epoch) {
+            let (index, generation) = (self.port.index(), self.port.generation());
+            let held = self.port.ring().publisher_held(index, generation);
+            let reattach = Request::Reattach {
+                topic: self.topic.clone(),
+                role: Role::Publisher,
+                index: index as u32,
+                generation,
+            };
+            if self.follower.follow(&self.conn, epoch, held, &reattach) == Next::AttachAfresh {
+                self.attach_afresh()?;
+            }
         }
         Ok(())
-    }
-
-    #[cold]
-    fn follow_daemon(&mut self) {
-        let epoch = self.port.ring().epoch();
-        self.epoch = epoch;
-        self.followed = true;
-        let reattach = Request::Reattach {
-            topic: self.topic.clone(),
-            role: Role::Publisher,
-            index: self.port.index() as u32,
-            generation: self.port.generation(),
-        };
-        if let Err(e) = self
-            .conn
-            .follow(epoch)
-            .and_then(|_| self.conn.request(&reattach))
-        {
-            tracing::warn!(topic = self.topic.as_str(), error = %e, "could not re-attach to the restarted daemon; publishing on, will attach anew if the port is given up");
-        }
     }
 
     #[cold]
@@ -157,7 +137,7 @@ impl<T: Payload + ?Sized> Publisher<T> {
             })?;
         self.port =
             PublisherPort::new(a.ring, a.index, a.generation).map_err(|_| SendError::Evicted)?;
-        self.epoch = self.port.ring().epoch();
+        self.follower = Follower::new(self.port.ring().epoch());
         tracing::info!(
             topic = self.topic.as_str(),
             "attached anew after a daemon restart"

@@ -15,6 +15,7 @@ use bus_daemon::segment::Mapping;
 
 use crate::bus::{attach_port, Attached};
 use crate::conn::Conn;
+use crate::follow::{Follower, Next};
 use crate::payload::AlignedBuf;
 use crate::{Error, Payload, RecvError, StartAt, TopicOptions};
 
@@ -51,10 +52,8 @@ pub struct Subscriber<T: Payload + ?Sized> {
     malformed: u64,
     /// The options this subscriber was opened with (to attach afresh after a daemon restart).
     options: TopicOptions,
-    /// The epoch of the daemon this port is attached to.
-    epoch: u32,
-    /// Whether this port has followed a daemon restart (then a lost entry is re-taken).
-    followed: bool,
+    /// Follows a restarted daemon (see `follow`).
+    follower: Follower,
     _t: PhantomData<fn() -> Box<T>>,
 }
 
@@ -92,10 +91,9 @@ impl<T: Payload + ?Sized> Subscriber<T> {
             wait,
             buf,
             malformed: 0,
-            epoch: port.ring().epoch(),
+            follower: Follower::new(port.ring().epoch()),
             port,
             options,
-            followed: false,
             _t: PhantomData,
         })
     }
@@ -137,16 +135,19 @@ impl<T: Payload + ?Sized> Subscriber<T> {
         timeout: Option<Duration>,
         wait: bool,
     ) -> Result<Sample<'_, T>, RecvError> {
-        if self.port.ring().epoch() != self.epoch {
-            self.follow_daemon();
-        }
-        if self.followed
-            && !self
-                .port
-                .ring()
-                .subscriber_held(self.port.index(), self.port.generation())
-        {
-            self.attach_afresh()?;
+        let epoch = self.port.ring().epoch();
+        if self.follower.stale(epoch) {
+            let (index, generation) = (self.port.index(), self.port.generation());
+            let held = self.port.ring().subscriber_held(index, generation);
+            let reattach = Request::Reattach {
+                topic: self.topic.clone(),
+                role: Role::Subscriber,
+                index: index as u32,
+                generation,
+            };
+            if self.follower.follow(&self.conn, epoch, held, &reattach) == Next::AttachAfresh {
+                self.attach_afresh()?;
+            }
         }
         // A message whose length does not fit `T` (a misbehaving publisher) is skipped and
         // counted, never handed out.
@@ -182,26 +183,6 @@ impl<T: Payload + ?Sized> Subscriber<T> {
         })
     }
 
-    #[cold]
-    fn follow_daemon(&mut self) {
-        let epoch = self.port.ring().epoch();
-        self.epoch = epoch;
-        self.followed = true;
-        let reattach = Request::Reattach {
-            topic: self.topic.clone(),
-            role: Role::Subscriber,
-            index: self.port.index() as u32,
-            generation: self.port.generation(),
-        };
-        if let Err(e) = self
-            .conn
-            .follow(epoch)
-            .and_then(|_| self.conn.request(&reattach))
-        {
-            tracing::warn!(topic = self.topic.as_str(), error = %e, "could not re-attach to the restarted daemon; receiving on, will attach anew if the port is given up");
-        }
-    }
-
     /// The restarted daemon gave this port up (it did not re-attach in time): take a new one,
     /// starting with the next message.
     #[cold]
@@ -213,7 +194,7 @@ impl<T: Payload + ?Sized> Subscriber<T> {
             })?;
         self.port =
             SubscriberPort::new(a.ring, a.index, a.generation).map_err(|_| RecvError::Evicted)?;
-        self.epoch = self.port.ring().epoch();
+        self.follower = Follower::new(self.port.ring().epoch());
         tracing::warn!(
             topic = self.topic.as_str(),
             "attached anew after a daemon restart; messages published meanwhile were missed"

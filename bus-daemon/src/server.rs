@@ -248,8 +248,6 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     let tag = socket_tag(&config.socket);
-    let epoch = new_epoch();
-    let (topics, next_instance) = adopt_segments(uid, tag, epoch);
     let listener = UnixListener::bind(&config.socket).map_err(io_err(&config.socket))?;
     match config.socket_group {
         None => std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o600))
@@ -259,6 +257,10 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
     listener
         .set_nonblocking(true)
         .map_err(io_err(&config.socket))?;
+    // Adopt only once the socket listens: a client that sees the new epoch in a segment must
+    // find this daemon to re-attach to (connections wait in the backlog until `serve`).
+    let epoch = new_epoch();
+    let (topics, next_instance) = adopt_segments(uid, tag, epoch);
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             adopt_deadline: (!topics.is_empty()).then(|| Instant::now() + config.adopt_grace),

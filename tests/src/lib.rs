@@ -8,7 +8,6 @@
 //! [`Peer::spawn`].
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -271,6 +270,27 @@ pub struct Daemon {
     socket: PathBuf,
     log: PathBuf,
     dir: TempDir,
+    peer: String,
+}
+
+/// Spawn `peer daemon --socket <socket> <extra...>` with stderr appended to `log`.
+fn spawn_daemon(peer: &str, socket: &Path, log: &Path, extra: &[&str]) -> Child {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open the daemon log");
+    Command::new(peer)
+        .arg("daemon")
+        .arg("--socket")
+        .arg(socket)
+        .args(extra)
+        .env_remove("SHMBUS_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("spawn the daemon")
 }
 
 impl std::fmt::Debug for Daemon {
@@ -289,43 +309,84 @@ impl Daemon {
         let dir = TempDir::new("daemon");
         let socket = dir.path().join("shmbusd.sock");
         let log = dir.path().join("shmbusd.log");
-        let log_file = File::create(&log).expect("create the daemon log");
-        let child = Command::new(peer)
-            .arg("daemon")
-            .arg("--socket")
-            .arg(&socket)
-            .args(extra)
-            .env_remove("SHMBUS_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn the daemon");
+        let child = spawn_daemon(peer, &socket, &log, extra);
         let mut d = Daemon {
             child: Some(child),
             socket,
             log,
             dir,
+            peer: peer.to_string(),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        d.wait_ready(Duration::from_secs(10));
+        d
+    }
+
+    /// Wait (at most `timeout`) until a client can connect; panics if the daemon exits first
+    /// or does not accept connections in time.
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         loop {
-            if bus_client::Bus::connect_to(&d.socket).is_ok() {
-                return d;
+            if bus_client::Bus::connect_to(&self.socket).is_ok() {
+                return;
             }
-            if let Some(status) = d.child_mut().try_wait().ok().flatten() {
+            if let Some(status) = self.child_mut().try_wait().ok().flatten() {
                 panic!(
                     "the daemon exited at start-up with {status}; its log:\n{}",
-                    d.log()
+                    self.log()
                 );
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "the daemon did not accept connections within 10 s; its log:\n{}",
-                    d.log()
+                    "the daemon did not accept connections within {timeout:?}; its log:\n{}",
+                    self.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// SIGKILL the daemon and reap it (a crash: it cleans nothing up). Its segments, socket
+    /// file and lock file stay behind until [`Daemon::restart`] or drop.
+    pub fn kill(&mut self) {
+        kill_and_reap(self.child_mut());
+    }
+
+    /// Whether the current daemon process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child_mut().try_wait(), Ok(None))
+    }
+
+    /// Start a new daemon on the same socket (its stderr appended to the same log), after the
+    /// previous one was killed or stopped, and wait (at most 10 s) until it accepts
+    /// connections. Returns when a client can connect.
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.spawn_again(extra);
+        self.wait_ready(Duration::from_secs(10));
+    }
+
+    /// Start a new daemon on the same socket without waiting for it to accept connections.
+    /// Panics if the previous daemon process still runs.
+    pub fn spawn_again(&mut self, extra: &[&str]) {
+        assert!(
+            !self.is_running(),
+            "restart: the previous daemon (pid {}) still runs",
+            self.pid()
+        );
+        let child = spawn_daemon(&self.peer, &self.socket, &self.log, extra);
+        self.child = Some(child);
+    }
+
+    /// The lock file that makes one daemon per socket (`<socket>.lock`).
+    pub fn lock_path(&self) -> PathBuf {
+        let mut s = self.socket.as_os_str().to_os_string();
+        s.push(".lock");
+        PathBuf::from(s)
+    }
+
+    /// The /dev/shm segments of any daemon on this socket (matched by the socket tag in the
+    /// instance number, as the daemon's own stale-file clean-up does).
+    pub fn segments(&self) -> Vec<String> {
+        segments_of(&self.socket)
     }
 
     fn child_mut(&mut self) -> &mut Child {
@@ -388,20 +449,28 @@ fn socket_tag(socket: &Path) -> u32 {
     h
 }
 
-/// Remove the /dev/shm segments of a daemon on `socket` (after it had to be killed).
-fn remove_segments_of(socket: &Path) {
+/// The /dev/shm segments of a daemon on `socket` (any incarnation).
+fn segments_of(socket: &Path) -> Vec<String> {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     let prefix = format!("shmbus-{uid}-");
     let tag = socket_tag(socket);
-    for name in shm_entries_containing(&prefix) {
-        let instance = name
-            .rsplit('-')
-            .next()
-            .and_then(|h| u64::from_str_radix(h, 16).ok());
-        if name.starts_with(&prefix) && instance.is_some_and(|i| (i >> 32) as u32 == tag) {
-            let _ = std::fs::remove_file(Path::new("/dev/shm").join(&name));
-        }
+    shm_entries_containing(&prefix)
+        .into_iter()
+        .filter(|name| {
+            let instance = name
+                .rsplit('-')
+                .next()
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
+            name.starts_with(&prefix) && instance.is_some_and(|i| (i >> 32) as u32 == tag)
+        })
+        .collect()
+}
+
+/// Remove the /dev/shm segments of a daemon on `socket` (after it had to be killed).
+fn remove_segments_of(socket: &Path) {
+    for name in segments_of(socket) {
+        let _ = std::fs::remove_file(Path::new("/dev/shm").join(&name));
     }
 }
 
@@ -410,23 +479,25 @@ impl Drop for Daemon {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let mut killed = false;
         if let Ok(None) = child.try_wait() {
             signal_child(&child, Signal::SIGTERM);
             if wait_child(&mut child, Duration::from_secs(5)).is_none() {
-                killed = true;
                 kill_and_reap(&mut child);
             }
         }
         let _ = child.wait();
-        if killed {
-            remove_segments_of(&self.socket);
-        }
+        // Whatever a killed incarnation (or a failed test) left behind. A daemon that stopped
+        // cleanly left nothing, and tests check that before this runs.
+        remove_segments_of(&self.socket);
         if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines.len().saturating_sub(100);
             eprintln!(
-                "--- daemon log ({}) ---\n{}",
+                "--- daemon log ({}){} ---\n{}",
                 self.socket.display(),
-                self.log()
+                if tail > 0 { ", last 100 lines" } else { "" },
+                lines[tail..].join("\n")
             );
         }
     }
@@ -598,6 +669,46 @@ impl Peer {
     pub fn kill(&self) {
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
     }
+
+    /// SIGKILL it and reap it at once (so that nothing can mistake the zombie for a live
+    /// process: the daemon checks orphans' liveness by pid).
+    pub fn kill_and_reap(&mut self) {
+        kill_and_reap(&mut self.child);
+    }
+
+    /// Send SIGTERM (peers that run until told to stop finish cleanly on it).
+    pub fn terminate(&self) {
+        signal_child(&self.child, Signal::SIGTERM);
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The next line if one is already there.
+    pub fn try_line(&mut self) -> Option<String> {
+        self.lines.try_recv().ok()
+    }
+
+    /// Every line still to come until stdout closes (the process exited or was killed), waiting
+    /// at most `timeout` in all.
+    pub fn lines_until_eof(&mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut v = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => v.push(l),
+                Err(_) => return v,
+            }
+        }
+    }
+
+    /// The command line it was started with (for messages).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Drop for Peer {
@@ -606,6 +717,59 @@ impl Drop for Peer {
         if std::thread::panicking() {
             eprintln!("--- peer `{}` stderr ---\n{}", self.name, self.stderr());
         }
+    }
+}
+
+/// What a `shmbus-peer watch` process reported: the violations it found, its latest progress
+/// and its summary (absent if it was killed before it could print one).
+#[derive(Debug, Default, Clone)]
+pub struct WatchReport {
+    /// Every `{"violation": ...}` line, as text.
+    pub violations: Vec<String>,
+    /// The latest `progress` object.
+    pub progress: Option<serde_json::Value>,
+    /// The `summary` object.
+    pub summary: Option<serde_json::Value>,
+    /// Lines that were none of those.
+    pub other: Vec<String>,
+}
+
+impl WatchReport {
+    /// Take in one line of a watch peer's stdout.
+    pub fn absorb(&mut self, line: &str) {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) if v.get("violation").is_some() => self.violations.push(v.to_string()),
+            Ok(v) if v.get("progress").is_some() => self.progress = Some(v["progress"].clone()),
+            Ok(v) if v.get("summary").is_some() => self.summary = Some(v["summary"].clone()),
+            _ => self.other.push(line.to_string()),
+        }
+    }
+
+    /// Take in every line `peer` has written so far.
+    pub fn absorb_available(&mut self, peer: &mut Peer) {
+        while let Some(l) = peer.try_line() {
+            self.absorb(&l);
+        }
+    }
+
+    /// Messages checked: from the summary, else from the latest progress.
+    pub fn received(&self) -> u64 {
+        self.summary
+            .as_ref()
+            .or(self.progress.as_ref())
+            .and_then(|v| v["received"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// The longest stall: from the summary, else from the latest progress.
+    pub fn max_stall(&self) -> Duration {
+        Duration::from_micros(
+            self.summary
+                .as_ref()
+                .or(self.progress.as_ref())
+                .and_then(|v| v["max_stall_us"].as_u64())
+                .unwrap_or(0),
+        )
     }
 }
 

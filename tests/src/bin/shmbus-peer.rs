@@ -6,16 +6,29 @@
 //! * `sub`: prints `ready`, receives and validates, prints one JSON summary line.
 //! * `hold`: prints `ready`, receives one message and keeps it, prints `holding`, sleeps until
 //!   killed (or until its parent goes away).
+//! * `watch`: prints `ready`, then receives and validates until SIGTERM or its deadline. It
+//!   reports as it goes, one JSON object per line, so that what it checked is known even when it
+//!   is SIGKILLed: `{"violation": ...}` at once for every message that is torn, duplicated,
+//!   reordered, missing on a lossless topic, or any unexpected receive error; `{"progress": ...}`
+//!   every `--progress-ms`; `{"summary": ...}` when it stops. It also measures stalls: the
+//!   longest time between two consecutive messages.
+//!
+//! `pub --die-mid-send K` publishes K messages and then dies between claim and commit;
+//! `pub --die-on-usr1` does so when sent SIGUSR1. `pub` and `watch` stop cleanly on SIGTERM
+//! (`pub` then prints its `{"sent": N}`). Every client peer exits by itself when the test
+//! process that started it is gone (`hold`, `pub`, `watch`), and logs the bus client's
+//! warnings to stderr (`SHMBUS_LOG` sets the filter, default `warn`).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bus_client::{Bus, RecvError, SendError};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use shmbus_tests::{Checker, TestMsg};
+use shmbus_tests::{now_ns, Checker, TestMsg};
 
 #[derive(Parser)]
 #[command(name = "shmbus-peer", about = "shmbus integration test peer")]
@@ -42,6 +55,37 @@ struct TopicArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Security test: subscribe (lossless), receive one message, print `received`, then write
+    /// through the sample into the read-only slot mapping. The process must die by SIGSEGV;
+    /// printing `wrote` means the mapping was writable.
+    WriteThroughSample {
+        #[command(flatten)]
+        topic: TopicArgs,
+    },
+    /// Security test: drop to `--uid`/`--gid` (setgroups, setgid, setuid; needs root), connect,
+    /// try to subscribe to each `--try-topic` and print one JSON line: `{"connect": "ok"}` or
+    /// `{"connect_errno": N, ...}`, and `"topics": {name: "ok" | "<error code>: <message>"}`.
+    /// With `--recv`, then wait (10 s) for one message on the first topic that opened and
+    /// print `{"received_seq": N}` or `{"recv_error": "..."}`.
+    ProbeAs {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+        #[arg(long = "try-topic")]
+        topics: Vec<String>,
+        #[arg(long)]
+        recv: bool,
+        /// Also ask for each topic's stats and try to delete it; adds `"stats"` and `"delete"`
+        /// maps (`"ok..."`, or the error code).
+        #[arg(long)]
+        stats_delete: bool,
+        /// Supplementary groups to keep (default: none).
+        #[arg(long = "extra-gid")]
+        extra_gids: Vec<u32>,
+    },
     /// Run the daemon.
     Daemon {
         #[arg(long)]
@@ -72,6 +116,17 @@ enum Cmd {
         /// Pause between messages.
         #[arg(long)]
         interval_us: Option<u64>,
+        /// Print `ready` once the publisher is attached.
+        #[arg(long)]
+        ready: bool,
+        /// Publish K good messages, then loan a slot, write garbage into half of it, print
+        /// `{"sent": K, "dying_ns": <CLOCK_REALTIME>}` and SIGKILL itself without sending:
+        /// a publisher that dies between claim and commit. Overrides `--count`.
+        #[arg(long, value_name = "K")]
+        die_mid_send: Option<u64>,
+        /// On SIGUSR1, die like `--die-mid-send` at the next message.
+        #[arg(long)]
+        die_on_usr1: bool,
     },
     /// Receive and validate messages.
     Sub {
@@ -95,6 +150,73 @@ enum Cmd {
         #[command(flatten)]
         topic: TopicArgs,
     },
+    /// Receive and validate until SIGTERM or the deadline, reporting as it goes.
+    Watch {
+        #[command(flatten)]
+        topic: TopicArgs,
+        /// Stop by itself after this long.
+        #[arg(long, default_value_t = 120_000)]
+        deadline_ms: u64,
+        /// Print a progress line this often.
+        #[arg(long, default_value_t = 250)]
+        progress_ms: u64,
+        /// Stalls at least this long are listed in the summary.
+        #[arg(long, default_value_t = 100)]
+        report_stall_ms: u64,
+        /// Block on the futex at once while waiting.
+        #[arg(long)]
+        blocking: bool,
+    },
+}
+
+/// Set by SIGTERM (in `pub` and `watch`): stop cleanly.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Set by SIGUSR1 (in `pub --die-on-usr1`): die between claim and commit.
+static DIE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigusr1(_: libc::c_int) {
+    DIE.store(true, Ordering::SeqCst);
+}
+
+/// SIGUSR1 sets [`DIE`].
+fn die_on_sigusr1() {
+    let handler = on_sigusr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to a static atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGUSR1, handler);
+    }
+}
+
+/// SIGTERM sets [`STOP`] instead of killing the process.
+fn stop_on_sigterm() {
+    let handler = on_sigterm as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to a static atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// A safety net: when the test process that started us is gone, stop (SIGTERM ourselves;
+/// where SIGTERM is handled, the main loop then stops cleanly, and after 2 s we make sure).
+fn exit_with_parent() {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if orphaned(parent) {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+            std::thread::sleep(Duration::from_secs(2));
+            std::process::exit(1);
+        }
+    });
 }
 
 fn fail(what: &str, e: impl std::fmt::Display) -> ExitCode {
@@ -113,9 +235,39 @@ fn orphaned(parent: u32) -> bool {
     std::os::unix::process::parent_id() != parent
 }
 
+/// Client-side warnings (e.g. "could not re-attach to the restarted daemon") go to stderr,
+/// which the tests collect. `SHMBUS_LOG` sets the filter (default `warn`).
+fn client_log() {
+    let filter = std::env::var("SHMBUS_LOG").unwrap_or_else(|_| "warn".to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Daemon { .. }) {
+        client_log();
+    }
     match cli.cmd {
+        Cmd::WriteThroughSample { topic } => write_through_sample(&topic),
+        Cmd::ProbeAs {
+            socket,
+            uid,
+            gid,
+            topics,
+            recv,
+            stats_delete,
+            extra_gids,
+        } => probe_as(
+            &socket,
+            (uid, gid, &extra_gids),
+            &topics,
+            recv,
+            stats_delete,
+        ),
         Cmd::Daemon {
             socket,
             stuck_timeout_ms,
@@ -154,7 +306,26 @@ fn main() -> ExitCode {
             first_seq,
             try_send,
             interval_us,
-        } => publish(&topic, count, id, first_seq, try_send, interval_us),
+            ready,
+            die_mid_send,
+            die_on_usr1,
+        } => {
+            stop_on_sigterm();
+            if die_on_usr1 {
+                die_on_sigusr1();
+            }
+            exit_with_parent();
+            let opts = PubOpts {
+                count: die_mid_send.unwrap_or(count),
+                id,
+                first_seq,
+                try_send,
+                interval_us,
+                ready,
+                die_mid_send: die_mid_send.is_some(),
+            };
+            publish(&topic, &opts)
+        }
         Cmd::Sub {
             topic,
             count,
@@ -163,17 +334,38 @@ fn main() -> ExitCode {
             replay,
         } => subscribe(&topic, count, timeout_ms, blocking, replay),
         Cmd::Hold { topic } => hold(&topic),
+        Cmd::Watch {
+            topic,
+            deadline_ms,
+            progress_ms,
+            report_stall_ms,
+            blocking,
+        } => {
+            stop_on_sigterm();
+            exit_with_parent();
+            watch(
+                &topic,
+                Duration::from_millis(deadline_ms),
+                Duration::from_millis(progress_ms),
+                Duration::from_millis(report_stall_ms),
+                blocking,
+            )
+        }
     }
 }
 
-fn publish(
-    t: &TopicArgs,
+struct PubOpts {
     count: u64,
     id: u64,
     first_seq: u64,
     try_send: bool,
     interval_us: Option<u64>,
-) -> ExitCode {
+    ready: bool,
+    die_mid_send: bool,
+}
+
+fn publish(t: &TopicArgs, o: &PubOpts) -> ExitCode {
+    let (count, id, first_seq) = (o.count, o.id, o.first_seq);
     let bus = match Bus::connect_to(&t.socket) {
         Ok(b) => b,
         Err(e) => return fail("connect", e),
@@ -189,7 +381,10 @@ fn publish(
         Ok(p) => p,
         Err(e) => return fail("open publisher", e),
     };
-    if try_send {
+    if o.ready {
+        say("ready");
+    }
+    if o.try_send {
         let mut accepted = 0;
         let mut full = false;
         for seq in first_seq..first_seq + count {
@@ -207,23 +402,57 @@ fn publish(
     }
     let mut sent = 0u64;
     for seq in first_seq..first_seq + count {
+        if stopping() {
+            break;
+        }
+        if DIE.load(Ordering::SeqCst) {
+            die_mid_send(&mut publisher, id, seq, sent);
+        }
         let mut sample = match publisher.loan() {
             Ok(s) => s,
             Err(e) => return fail("loan", e),
         };
         sample.publisher = id;
         sample.seq = seq;
-        sample.stamp_ns = shmbus_tests::now_ns();
+        sample.stamp_ns = now_ns();
         sample.check = shmbus_tests::check_of(id, seq);
         sample.send();
         sent += 1;
-        if let Some(us) = interval_us {
+        if let Some(us) = o.interval_us {
             std::thread::sleep(Duration::from_micros(us));
         }
+    }
+    if o.die_mid_send {
+        die_mid_send(&mut publisher, id, first_seq + count, sent);
     }
     drop(publisher);
     say(&json!({ "sent": sent }).to_string());
     ExitCode::SUCCESS
+}
+
+/// Claim the next slot, write garbage into half of it (a torn message, if it were ever
+/// delivered), announce the moment, and die by SIGKILL without committing.
+fn die_mid_send(publisher: &mut bus_client::Publisher<TestMsg>, id: u64, seq: u64, sent: u64) -> ! {
+    use zerocopy::IntoBytes;
+    match publisher.loan() {
+        Ok(mut sample) => {
+            sample.publisher = id;
+            sample.seq = seq;
+            let bytes = sample.as_mut_bytes();
+            let half = bytes.len() / 2;
+            bytes[..half].fill(0xAB);
+            let sequence = sample.sequence();
+            say(&json!({ "sent": sent, "claimed": sequence, "dying_ns": now_ns() }).to_string());
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            // SIGKILL cannot be caught; never let the loan be dropped (that would skip it
+            // cleanly).
+            std::mem::forget(sample);
+        }
+        Err(e) => {
+            eprintln!("shmbus-peer: loan before dying: {e}");
+        }
+    }
+    std::process::abort()
 }
 
 fn subscribe(t: &TopicArgs, count: u64, timeout_ms: u64, blocking: bool, replay: bool) -> ExitCode {
@@ -354,4 +583,269 @@ fn hold(t: &TopicArgs) -> ExitCode {
     }
     drop(sample);
     ExitCode::from(1)
+}
+
+fn summary_maps(c: &Checker) -> serde_json::Value {
+    let map =
+        |m: &std::collections::BTreeMap<u64, u64>| -> serde_json::Map<String, serde_json::Value> {
+            m.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()
+        };
+    json!({
+        "received": c.received,
+        "per_publisher": map(&c.last),
+        "first_per_publisher": map(&c.first),
+        "count_per_publisher": map(&c.count),
+        "first_topic_seq": c.topic_seqs.map(|s| s.0),
+        "last_topic_seq": c.topic_seqs.map(|s| s.1),
+        "error_count": c.error_count,
+    })
+}
+
+/// Receive and validate until SIGTERM, the deadline, `Closed` or the parent's death; report
+/// violations at once, progress regularly, a summary at the end. Never panics on bad data.
+fn watch(
+    t: &TopicArgs,
+    deadline: Duration,
+    progress_every: Duration,
+    report_stall: Duration,
+    blocking: bool,
+) -> ExitCode {
+    let bus = match Bus::connect_to(&t.socket) {
+        Ok(b) => b,
+        Err(e) => return fail("connect", e),
+    };
+    let mut b = bus.subscriber::<TestMsg>(&t.topic);
+    if t.lossy {
+        b = b.lossy();
+    }
+    if let Some(c) = t.capacity {
+        b = b.capacity(c);
+    }
+    if blocking {
+        b = b.blocking();
+    }
+    let mut sub = match b.open() {
+        Ok(s) => s,
+        Err(e) => return fail("open subscriber", e),
+    };
+    say("ready");
+    let started = Instant::now();
+    let mut checker = Checker::new(!t.lossy);
+    let mut violations = 0u64;
+    let violation = |what: String, violations: &mut u64| {
+        *violations += 1;
+        say(&json!({ "violation": what, "at_ns": now_ns() }).to_string());
+    };
+    let mut last_msg: Option<(Instant, u64)> = None;
+    let mut max_stall = Duration::ZERO;
+    let mut max_stall_end_ns = 0u64;
+    let mut stalls: Vec<serde_json::Value> = Vec::new();
+    let mut lagged = 0u64;
+    let mut recv_errors: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut next_progress = Instant::now() + progress_every;
+    let mut outcome = "deadline";
+    let progress = |c: &Checker, max_stall: Duration, violations: u64| {
+        say(&json!({ "progress": {
+            "received": c.received,
+            "violations": violations,
+            "max_stall_us": max_stall.as_micros() as u64,
+        }})
+        .to_string());
+    };
+    loop {
+        if stopping() {
+            outcome = "sigterm";
+            break;
+        }
+        if started.elapsed() >= deadline {
+            break;
+        }
+        if Instant::now() >= next_progress {
+            progress(&checker, max_stall, violations);
+            next_progress = Instant::now() + progress_every;
+        }
+        match sub.recv_timeout(Duration::from_millis(20)) {
+            Ok(sample) => {
+                let now = Instant::now();
+                let seq = sample.sequence();
+                let msg: TestMsg = *sample;
+                drop(sample);
+                checker.check(&msg, seq);
+                if let Some((prev, prev_ns)) = last_msg {
+                    let gap = now - prev;
+                    if gap > max_stall {
+                        max_stall = gap;
+                        max_stall_end_ns = now_ns();
+                    }
+                    if gap >= report_stall && stalls.len() < 50 {
+                        stalls.push(json!({
+                            "from_ns": prev_ns,
+                            "ms": gap.as_secs_f64() * 1e3,
+                            "topic_seq": seq,
+                        }));
+                    }
+                }
+                last_msg = Some((now, now_ns()));
+            }
+            Err(RecvError::Timeout) | Err(RecvError::Empty) => {}
+            Err(RecvError::Closed) => {
+                outcome = "closed";
+                break;
+            }
+            Err(RecvError::Lagged(n)) => {
+                lagged += n;
+                if !t.lossy {
+                    violation(format!("Lagged({n}) on a lossless topic"), &mut violations);
+                }
+            }
+            Err(e) => {
+                *recv_errors.entry(format!("{e:?}")).or_insert(0) += 1;
+                violation(format!("recv: {e:?}"), &mut violations);
+                if matches!(e, RecvError::Evicted) {
+                    outcome = "evicted";
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // The checker lists at most a few errors: take each one out as it appears.
+        for e in std::mem::take(&mut checker.errors) {
+            violation(e, &mut violations);
+        }
+    }
+    let malformed = sub.malformed();
+    drop(sub);
+    let mut summary = summary_maps(&checker);
+    summary["violations"] = json!(violations);
+    summary["max_stall_us"] = json!(max_stall.as_micros() as u64);
+    summary["max_stall_end_ns"] = json!(max_stall_end_ns);
+    summary["stalls"] = json!(stalls);
+    summary["lagged"] = json!(lagged);
+    summary["recv_errors"] = json!(recv_errors);
+    summary["outcome"] = json!(outcome);
+    summary["last_recv_ns"] = json!(last_msg.map(|m| m.1));
+    summary["malformed"] = json!(malformed);
+    say(&json!({ "summary": summary }).to_string());
+    if violations == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `write-through-sample`: see [`Cmd::WriteThroughSample`].
+fn write_through_sample(t: &TopicArgs) -> ExitCode {
+    let bus = match Bus::connect_to(&t.socket) {
+        Ok(b) => b,
+        Err(e) => return fail("connect", e),
+    };
+    let mut sub = match bus.subscriber::<TestMsg>(&t.topic).open() {
+        Ok(s) => s,
+        Err(e) => return fail("open subscriber", e),
+    };
+    say("ready");
+    let sample = match sub.recv_timeout(Duration::from_secs(30)) {
+        Ok(s) => s,
+        Err(e) => return fail("recv", e),
+    };
+    say("received");
+    let target = sample.bytes().as_ptr() as *mut u8;
+    // SAFETY: none — this is deliberately unsound. `target` comes from a shared borrow of a
+    // message in the subscriber's read-only slot mapping, and writing through it violates both
+    // Rust's aliasing rules and the ring's protocol. The test runs this in a throw-away child
+    // process to prove that the kernel stops the write (SIGSEGV) before it can corrupt the slot.
+    unsafe { std::ptr::write_volatile(target, 0xEE) };
+    say("wrote");
+    drop(sample);
+    ExitCode::from(1)
+}
+
+/// `probe-as`: see [`Cmd::ProbeAs`].
+fn probe_as(
+    socket: &std::path::Path,
+    (uid, gid, extra_gids): (u32, u32, &[u32]),
+    topics: &[String],
+    recv: bool,
+    stats_delete: bool,
+) -> ExitCode {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    // Single-threaded here: nothing has been started yet.
+    let groups: Vec<Gid> = extra_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    if let Err(e) = setgroups(&groups)
+        .and_then(|_| setgid(Gid::from_raw(gid)))
+        .and_then(|_| setuid(Uid::from_raw(uid)))
+    {
+        return fail("drop privileges", e);
+    }
+    let bus = match Bus::connect_to(socket) {
+        Ok(b) => b,
+        Err(e) => {
+            let errno = match &e {
+                bus_client::Error::Connect { source, .. } => source.raw_os_error(),
+                _ => None,
+            };
+            say(
+                &json!({ "uid": uid, "connect_errno": errno, "connect_error": e.to_string() })
+                    .to_string(),
+            );
+            return ExitCode::SUCCESS;
+        }
+    };
+    let mut results = serde_json::Map::new();
+    let mut opened = None;
+    for topic in topics {
+        let r = match bus.subscriber::<TestMsg>(topic).open() {
+            Ok(s) => {
+                if opened.is_none() {
+                    opened = Some(s);
+                }
+                "ok".to_string()
+            }
+            Err(bus_client::Error::PermissionDenied(m)) => format!("permission_denied: {m}"),
+            Err(bus_client::Error::Refused { code, message }) => format!("{code:?}: {message}"),
+            Err(e) => format!("error: {e}"),
+        };
+        results.insert(topic.clone(), json!(r));
+    }
+    let code = |e: &bus_client::Error| match e {
+        bus_client::Error::PermissionDenied(_) => "permission_denied".to_string(),
+        bus_client::Error::NoSuchTopic(_) => "no_such_topic".to_string(),
+        bus_client::Error::Refused { code, .. } => format!("{code:?}"),
+        e => format!("error: {e}"),
+    };
+    let mut stats = serde_json::Map::new();
+    let mut deletes = serde_json::Map::new();
+    if stats_delete {
+        for topic in topics {
+            let st = match bus.stats(Some(topic)) {
+                Ok(v) => format!("ok: {} topics", v.len()),
+                Err(e) => code(&e),
+            };
+            stats.insert(topic.clone(), json!(st));
+            let del = match bus.delete(topic) {
+                Ok(()) => "ok".to_string(),
+                Err(e) => code(&e),
+            };
+            deletes.insert(topic.clone(), json!(del));
+        }
+    }
+    say(&json!({
+        "uid": uid,
+        "connect": "ok",
+        "topics": results,
+        "stats": stats,
+        "delete": deletes,
+    })
+    .to_string());
+    if recv {
+        match opened
+            .as_mut()
+            .map(|s| s.recv_timeout(Duration::from_secs(10)))
+        {
+            Some(Ok(sample)) => say(&json!({ "received_seq": sample.seq }).to_string()),
+            Some(Err(e)) => say(&json!({ "recv_error": e.to_string() }).to_string()),
+            None => say(&json!({ "recv_error": "no topic opened" }).to_string()),
+        }
+    }
+    ExitCode::SUCCESS
 }
