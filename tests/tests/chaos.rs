@@ -29,6 +29,7 @@
 //! left behind once everything was stopped with SIGTERM.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -474,7 +475,7 @@ fn chaos_kill_and_restart_publishers_subscribers_and_the_daemon() {
     for w in warnings.iter().take(20) {
         eprintln!("  client warning: {w}");
     }
-    eprintln!(
+    let summary = format!(
         "chaos summary: seed {seed}, {:.1} s; kills survived: {} publishers SIGKILLed, {} died mid-send, {} subscribers, {} daemons; {checked} messages checked by {} subscriber processes; longest stall {:.1} ms (subscriber #{}); dead claims skipped {skipped}; all ports re-attached within {reattach_max:.1} ms of a restart ({} restarts), ports that did not re-attach: {not_reattached} (client warnings \"not re-attached yet, retrying\": {failed_reattach}); {} failures",
         elapsed(t0),
         kills.get("publisher").copied().unwrap_or(0),
@@ -487,6 +488,12 @@ fn chaos_kill_and_restart_publishers_subscribers_and_the_daemon() {
         reattach_ms.len(),
         failures.len()
     );
+    eprintln!("{summary}");
+    // CI prints this file: a passing test's output is captured.
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    if std::fs::create_dir_all(&target).is_ok() {
+        let _ = std::fs::write(target.join("chaos-summary.txt"), format!("{summary}\n"));
+    }
     assert!(
         failures.is_empty(),
         "chaos failures (seed {seed}):\n{}",
