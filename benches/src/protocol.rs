@@ -46,7 +46,7 @@ impl Timing {
     /// The default, full run.
     pub const FULL: Timing = Timing {
         warmup_ms: 100,
-        measure_ms: 700,
+        measure_ms: 400,
         min_warmup: 20,
         min_iters: 20,
         max_iters: 2_000_000,

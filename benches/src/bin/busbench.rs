@@ -55,7 +55,7 @@ as skipped. Exit status: 0 all ran, 1 setup error, 2 some run failed,
 struct Cli {
     /// Short run (< 60 s on 2 cores for all contenders and scenarios): 3
     /// rounds of 100 ms per contender and scenario point, 15 ms warm-up.
-    /// Without it (full run, ~6-8 min): 5 rounds of 700 ms, 100 ms warm-up.
+    /// Without it (full run, under 15 min on 2 cores): 3 rounds of 400 ms, 100 ms warm-up.
     #[arg(long)]
     quick: bool,
 
@@ -204,7 +204,7 @@ fn coordinate(cli: &Cli) -> io::Result<ExitCode> {
     if let Some(ms) = cli.warmup_ms {
         timing.warmup_ms = ms;
     }
-    let rounds = cli.rounds.unwrap_or(if cli.quick { 3 } else { 5 });
+    let rounds = cli.rounds.unwrap_or(3);
 
     coordinator::install_interrupt_handler()?;
     let stale = coordinator::cleanup_stale();
