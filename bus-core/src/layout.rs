@@ -331,6 +331,9 @@ impl Geometry {
         if t.size > g.slot_size {
             return Err(bad("the type is larger than the slot size"));
         }
+        if !t.size.is_multiple_of(t.align) {
+            return Err(bad("the size is not a multiple of the alignment"));
+        }
         if t.name.is_empty() || t.name.len() > TYPE_NAME_MAX || !t.name.bytes().all(is_name_byte) {
             return Err(bad("the type name must be 1 to 128 printable ASCII bytes"));
         }

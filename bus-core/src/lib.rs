@@ -14,34 +14,20 @@
 //! imports its atomics from one switch point (`sync`), so the very same code runs under loom
 //! (`RUSTFLAGS="--cfg loom"`), under Miri over heap storage, and over shared memory.
 //!
-//! ```
-//! use std::sync::Arc;
-//! use bus_core::doorbell::Futex;
-//! use bus_core::layout::{Geometry, Layout, Mode, TypeInfo};
-//! use bus_core::ring::{PublisherPort, Ring, StartAt, SubscriberPort};
-//! use bus_core::storage::{HeapRegion, RawStorage};
-//! use bus_core::wait::WaitStrategy;
+//! A ring over heap memory, one publisher and one subscriber (the full example, which runs as
+//! a test, is `bus-core/tests/heap_ring_example.rs`; it is not a doctest because doctests
+//! cannot follow the `--cfg loom` build):
 //!
-//! let geometry = Geometry {
-//!     capacity: 8, slot_size: 64, mode: Mode::Lossless,
-//!     max_publishers: 1, max_subscribers: 1, type_info: TypeInfo::bytes(),
-//! };
-//! let layout = Layout::compute(&geometry)?;
-//! let storage = RawStorage::create(HeapRegion::zeroed(layout.total_len as usize), &layout)?;
-//! let ring = Arc::new(Ring::new(storage, Futex));
-//!
-//! let (pi, pg) = ring.attach_any_publisher(1)?;
-//! let (si, sg) = ring.attach_any_subscriber(1, StartAt::Latest)?;
+//! ```text
+//! let ring = Arc::new(Ring::new(RawStorage::create(HeapRegion::zeroed(len), &layout)?, Futex));
+//! let (pi, pg) = ring.attach_any_publisher(pid)?;
+//! let (si, sg) = ring.attach_any_subscriber(pid, StartAt::Latest)?;
 //! let mut publisher = PublisherPort::new(ring.clone(), pi, pg)?;
 //! let mut subscriber = SubscriberPort::new(ring.clone(), si, sg)?;
-//!
 //! let mut loan = publisher.try_loan()?;
 //! loan.write(b"hello")?;
 //! loan.commit();
-//!
-//! let sample = subscriber.recv(WaitStrategy::BusyPoll, None)?;
-//! assert_eq!(&*sample.bytes(), b"hello");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! assert_eq!(&*subscriber.recv(WaitStrategy::BusyPoll, None)?.bytes(), b"hello");
 //! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]

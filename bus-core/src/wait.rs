@@ -95,6 +95,13 @@ impl Backoff {
         Backoff { n: 0 }
     }
 
+    /// Whether the back-off has reached its sleeping stage (where checking a clock is cheap
+    /// next to the sleep).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn is_sleeping(&self) -> bool {
+        self.n >= 128
+    }
+
     pub(crate) fn snooze(&mut self) {
         self.n = self.n.saturating_add(1);
         #[cfg(loom)]

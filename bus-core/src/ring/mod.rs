@@ -35,9 +35,12 @@
 //!   slot. A publisher writes message `s` only after observing (acquire) every active cursor
 //!   above `s - capacity`.
 //! * **A joining subscriber is safe from stale limits.** It publishes a protective cursor, then
-//!   (after a SeqCst fence) reads `claim` and starts at or above it. A publisher whose scan missed
-//!   the joiner read `claim` before its own fence, so its limit is at most the joiner's start
-//!   plus the capacity (see [`Ring::attach_subscriber`]).
+//!   (after a SeqCst fence) reads `claim` and starts at or above it, or, for `StartAt::Oldest`
+//!   in lossless mode, at the lowest cursor of the other active subscribers (never below
+//!   `claim - capacity`). A publisher whose scan missed the joiner read `claim` and every cursor
+//!   its limit is made of before its own fence, so the joiner reads them at least as new, and
+//!   the publisher's limit is at most the joiner's start plus the capacity (see `Ring::gate`
+//!   and [`Ring::attach_subscriber`]).
 //! * **Per-slot writer exclusion.** The write step waits for the exact predecessor, so the
 //!   writers of one slot are serialised in sequence order.
 //! * **No lost wake-up.** Ringer: change the condition, SeqCst fence, read the waiter count.
@@ -61,7 +64,7 @@ use thiserror::Error;
 
 use crate::doorbell::Doorbell;
 use crate::entries::{entry_state, Bell, IDLE};
-use crate::layout::{Geometry, Mode};
+use crate::layout::{Geometry, Mode, MAX_TABLE};
 use crate::storage::Storage;
 use crate::sync::{fence, Ordering};
 
@@ -73,6 +76,10 @@ pub mod stamp {
     pub const COMMITTED: u64 = 2;
     /// The sequence carries no message.
     pub const SKIPPED: u64 = 3;
+
+    /// Sequences must stay below this (stamps hold `sequence << 2`); a claim or cursor at or
+    /// above it is corrupted shared state.
+    pub const MAX_SEQUENCE: u64 = 1 << 62;
 
     /// Pack a sequence and a state.
     #[inline]
@@ -267,27 +274,49 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
 
     /// The lossless gate: `min(claim, every active subscriber's cursor) + capacity`. A publisher
     /// may claim sequence `s` only if `s` is below it.
+    ///
+    /// Two passes around a SeqCst fence, which pairs with the fence in
+    /// [`Ring::attach_subscriber`]. The first pass reads `claim`, every entry's state and the
+    /// cursor of every active entry; the second re-reads the states after the fence, and the
+    /// scan starts over if any changed. So every value the limit is made of was read before our
+    /// fence, and every entry it ignores was still free after it. A joiner whose entry we saw
+    /// free activates it after our read, so its fence follows ours and its reads of `claim` and
+    /// of the other cursors return values at least as new as ours: the start it derives from
+    /// them is at least our limit minus the capacity. (A cursor read after the fence could be
+    /// newer than the one a concurrent `StartAt::Oldest` joiner read, and let us overwrite the
+    /// slot the joiner starts on.)
     fn gate(&self) -> u64 {
-        let claim = self.storage.control().claim.load(Ordering::Relaxed);
-        // Pairs with the fence in `attach_subscriber`: a joiner we do not see below has read a
-        // claim at least as new as `claim` above, and starts there.
-        fence(Ordering::SeqCst);
-        let mut low = claim;
-        let max = self.geometry().max_subscribers as usize;
-        for i in 0..max {
-            let Some(e) = self.storage.subscriber(i) else {
-                break;
-            };
-            if entry_state::tag(e.state.load(Ordering::Acquire)) == entry_state::ACTIVE {
-                // Acquire: the subscriber's reads of every slot below its cursor happen before
-                // our writes to them.
-                low = low.min(e.cursor.load(Ordering::Acquire));
+        let control = self.storage.control();
+        let max = (self.geometry().max_subscribers as usize).min(MAX_TABLE as usize);
+        let mut states = [0u64; MAX_TABLE as usize];
+        loop {
+            let claim = control.claim.load(Ordering::Relaxed);
+            let mut low = claim;
+            for (i, seen) in states.iter_mut().enumerate().take(max) {
+                let Some(e) = self.storage.subscriber(i) else {
+                    break;
+                };
+                *seen = e.state.load(Ordering::Acquire);
+                if entry_state::tag(*seen) == entry_state::ACTIVE {
+                    // Acquire: the subscriber's reads of every slot below its cursor happen
+                    // before our writes to them.
+                    low = low.min(e.cursor.load(Ordering::Acquire));
+                }
+            }
+            fence(Ordering::SeqCst);
+            let stable = states.iter().enumerate().take(max).all(|(i, &seen)| {
+                self.storage
+                    .subscriber(i)
+                    .is_none_or(|e| e.state.load(Ordering::Relaxed) == seen)
+            });
+            if stable {
+                return low.saturating_add(self.capacity);
             }
         }
-        low.saturating_add(self.capacity)
     }
 
     /// Take publisher entry `index` for a new publisher owned by `pid`; returns its generation.
+    /// Not concurrently with another attach to this ring (see [`Ring::attach_subscriber`]).
     pub fn attach_publisher(&self, index: usize, pid: u32) -> Result<u64, AttachError> {
         let e = self
             .storage
@@ -342,10 +371,17 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     /// returns its generation.
     ///
     /// The join protocol: publish a protective cursor no later than where we will start, mark
-    /// the entry active, SeqCst fence, then read `claim` and choose the start, which only moves
-    /// the cursor forward. A publisher whose [`Ring::gate`] scan missed this entry read `claim`
-    /// before its fence, which precedes ours, so its limit is at most our `claim` plus the
-    /// capacity: it cannot overwrite anything at or after where we start.
+    /// the entry active, SeqCst fence, then read `claim` (and, for `StartAt::Oldest` in lossless
+    /// mode, the other active cursors) and choose the start, which only moves the cursor
+    /// forward. A publisher whose [`Ring::gate`] scan missed this entry read `claim` and the
+    /// cursors it used before its fence, which precedes ours, so its limit is at most our
+    /// `claim`, and at most any cursor as we read it, plus the capacity: it cannot overwrite
+    /// anything at or after where we start.
+    ///
+    /// Attaches to one ring must not run concurrently with each other (the daemon makes them
+    /// all, one at a time): the entry's fields are written before the state CAS that decides
+    /// which attacher wins, and a lossless `StartAt::Oldest` joiner trusts the other active
+    /// cursors to be final, not another joiner's provisional one. Releases may run at any time.
     pub fn attach_subscriber(
         &self,
         index: usize,

@@ -40,10 +40,19 @@ pub enum SendError {
     /// message was dropped.
     #[error("this publisher's claim was repaired by the daemon; the message was dropped")]
     Repaired,
-    /// The shared state is corrupted (a sequence below the first one).
+    /// The shared state is corrupted (a claim counter outside the valid range).
     #[error("the topic's shared state is corrupted")]
     Corrupted,
+    /// The slot's previous message was never finished within a second (its publisher hung,
+    /// or died with no daemon to repair it, or the shared state is corrupted). This message
+    /// was dropped and its sequence skipped, so the topic moves on.
+    #[error("the slot's previous message was never finished; this message was dropped so the topic can move on")]
+    Stalled,
 }
+
+/// How long a writer waits for the slot's previous occupant to finish before it gives up.
+#[cfg(not(loom))]
+const PREDECESSOR_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A publisher's handle on a ring. Not `Clone`: one entry, one writer. It can move between
 /// threads.
@@ -104,7 +113,8 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         }
         loop {
             let s = control.claim.load(Ordering::Relaxed);
-            if s < ring.first_sequence() {
+            // Stamps hold `sequence << 2`: a claim outside [first, 2^62) is a corrupted counter.
+            if s < ring.first_sequence() || s >= stamp::MAX_SEQUENCE {
                 return Err(SendError::Corrupted);
             }
             if ring.mode == Mode::Lossless && s >= self.limit {
@@ -132,6 +142,8 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         let slot = ring.storage.slot(ring.slot_index(s));
         let previous = s - ring.capacity;
         let mut backoff = Backoff::new();
+        #[cfg(not(loom))]
+        let give_up = std::time::Instant::now() + PREDECESSOR_PATIENCE;
         loop {
             // Acquire: the previous writer's payload writes happen before ours.
             let st = slot.stamp.load(Ordering::Acquire);
@@ -142,6 +154,24 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
                 // A supervisor skipped our claim, believing us dead.
                 self.entry().inflight.store(IDLE, Ordering::Release);
                 return Err(SendError::Repaired);
+            }
+            // A live writer finishes within microseconds and a dead one is repaired by the
+            // daemon within milliseconds; a slot still unfinished after a second holds a
+            // corrupted stamp (or a writer that hangs, or died with no daemon). Skip our own
+            // sequence over it, so that neither we nor the subscribers wait forever.
+            #[cfg(not(loom))]
+            if backoff.is_sleeping() && std::time::Instant::now() >= give_up {
+                let skipped = stamp::pack(s, stamp::SKIPPED);
+                if slot
+                    .stamp
+                    .compare_exchange(st, skipped, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    self.entry().inflight.store(IDLE, Ordering::Release);
+                    ring.ring_bell(&ring.storage.control().data);
+                    return Err(SendError::Stalled);
+                }
+                continue;
             }
             backoff.snooze();
         }
@@ -289,7 +319,7 @@ pub struct Loan<'a, S: Storage, D: Doorbell> {
 impl<S: Storage, D: Doorbell> Loan<'_, S, D> {
     /// The sequence this loan will publish as (counted from 0 for the first message).
     pub fn sequence(&self) -> u64 {
-        self.seq - self.port.ring.first_sequence()
+        self.seq.saturating_sub(self.port.ring.first_sequence())
     }
 
     /// The topic's delivery mode.

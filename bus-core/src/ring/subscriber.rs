@@ -143,7 +143,9 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
     /// We fell behind at `s`: skip to the oldest message that may still be present.
     fn lag(&mut self, s: u64) -> RecvError {
         let claim = self.ring.storage.control().claim.load(Ordering::Acquire);
-        let next = claim.saturating_sub(self.ring.capacity).max(s + 1);
+        let next = claim
+            .saturating_sub(self.ring.capacity)
+            .max(s.saturating_add(1));
         let n = next - s;
         self.lagged = self.lagged.saturating_add(n);
         self.entry().lagged.store(self.lagged, Ordering::Relaxed);
@@ -159,6 +161,10 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
             }
             let ring = &*self.ring;
             let s = self.next;
+            if s >= stamp::MAX_SEQUENCE {
+                // Only a corrupted claim counter leads here; no message can carry `s`.
+                return Err(RecvError::Empty);
+            }
             let slot_index = ring.slot_index(s);
             let slot = ring.storage.slot(slot_index);
             // Acquire: the payload and length written before the commit are visible.
@@ -171,7 +177,7 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
                         return Err(self.lag(s));
                     }
                     self.corrupt = self.corrupt.saturating_add(1);
-                    self.advance(s + 1);
+                    self.advance(s.saturating_add(1));
                     continue;
                 }
                 return Ok(Ready {
@@ -182,7 +188,7 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
                 });
             }
             if st == stamp::pack(s, stamp::SKIPPED) {
-                self.advance(s + 1);
+                self.advance(s.saturating_add(1));
                 continue;
             }
             if stamp::seq(st) > s {
@@ -305,7 +311,7 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
     /// Consume the next ready message without reading it (after [`SubscriberPort::peek`]).
     pub fn skip(&mut self) -> Result<(), RecvError> {
         let r = self.poll()?;
-        self.advance(r.seq + 1);
+        self.advance(r.seq.saturating_add(1));
         Ok(())
     }
 
@@ -364,8 +370,9 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
                 }
             }
         }
-        self.advance(r.seq + 1);
-        Ok((r.seq - first, r.len))
+        self.advance(r.seq.saturating_add(1));
+        // A cursor below the first sequence comes only from a corrupted claim counter.
+        Ok((r.seq.saturating_sub(first), r.len))
     }
 
     /// Release the entry: the cursor stops protecting slots.
@@ -384,7 +391,9 @@ pub struct Sample<'a, S: Storage, D: Doorbell> {
 impl<S: Storage, D: Doorbell> Sample<'_, S, D> {
     /// The message's sequence (counted from 0 for the topic's first message).
     pub fn sequence(&self) -> u64 {
-        self.ready.seq - self.port.ring.first_sequence()
+        self.ready
+            .seq
+            .saturating_sub(self.port.ring.first_sequence())
     }
 
     /// The message length in bytes.
@@ -414,7 +423,7 @@ impl<S: Storage, D: Doorbell> Sample<'_, S, D> {
 
 impl<S: Storage, D: Doorbell> Drop for Sample<'_, S, D> {
     fn drop(&mut self) {
-        let next = self.ready.seq + 1;
+        let next = self.ready.seq.saturating_add(1);
         self.port.advance(next);
     }
 }
