@@ -190,6 +190,14 @@ pub(crate) fn attach_port<T: Payload + ?Sized>(
                 Role::Subscriber => Access::Subscriber,
             };
             let ring = segment::open_ring(fd.as_fd(), access)?;
+            // The header is only as trustworthy as whoever can write the segment: it must
+            // describe exactly the topic the daemon says it is.
+            let mapped = segment::spec_of(ring.geometry());
+            if mapped != actual {
+                return Err(Error::Invalid(format!(
+                    "the segment of topic '{topic}' describes {mapped:?}, but the daemon says {actual:?}: the segment was tampered with"
+                )));
+            }
             // The first segment tells the connection which daemon (epoch) it talks to.
             conn.follow(ring.epoch())?;
             Ok(Attached {

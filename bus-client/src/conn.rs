@@ -118,8 +118,14 @@ fn handshake(socket: &Path) -> Result<(UnixStream, u32), Error> {
         version: protocol::PROTOCOL_VERSION,
         client_name: name.chars().take(64).collect(),
     };
-    fdpass::write_frame_with_fds(&stream, &hello, &[])?;
-    let (resp, _) = fdpass::read_frame_with_fds::<Response>(&stream, 0)?;
+    let sent = fdpass::write_frame_with_fds(&stream, &hello, &[]);
+    // Read even if the write failed: a daemon that refuses the connection (a limit) answers
+    // and closes at once, and its answer says why, where the write error would not.
+    let (resp, _) = match (fdpass::read_frame_with_fds::<Response>(&stream, 0), sent) {
+        (Ok(answer), _) => answer,
+        (Err(_), Err(e)) => return Err(e.into()),
+        (Err(e), Ok(())) => return Err(e.into()),
+    };
     match resp {
         Response::HelloOk { daemon_pid, .. } => Ok((stream, daemon_pid)),
         Response::Error { code, message } => Err(Error::from_daemon(code, message)),

@@ -53,6 +53,37 @@ pub fn peer_credentials(sock: &UnixStream) -> io::Result<PeerCred> {
     })
 }
 
+/// The peer's supplementary groups (`SO_PEERGROUPS`), as the kernel recorded them when it
+/// connected. Rules that grant a gid admit members of that group by any of their groups.
+pub fn peer_groups(sock: &UnixStream) -> io::Result<Vec<u32>> {
+    let mut groups = vec![0u32; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<u32>()) as libc::socklen_t;
+        // SAFETY: `groups` is a live buffer of `len` bytes that the kernel fills with gid_t
+        // (u32) values; `len` is updated to the bytes written (or needed, with ERANGE).
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<u32>();
+        if rc == 0 {
+            groups.truncate(n);
+            return Ok(groups);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ERANGE) && n > groups.len() && n <= 65_536 {
+            groups.resize(n, 0);
+            continue;
+        }
+        return Err(err);
+    }
+}
+
 /// Sends `bytes` with `fds` attached to the first byte (`SCM_RIGHTS`).
 ///
 /// Uses `MSG_NOSIGNAL`, so a closed peer is an `EPIPE` error, not a signal. If

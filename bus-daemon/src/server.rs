@@ -118,6 +118,8 @@ const ORPHAN: u64 = 0;
 
 struct Client {
     cred: PeerCred,
+    /// Supplementary groups (`SO_PEERGROUPS`), for rules that grant a gid.
+    groups: Vec<u32>,
     name: String,
     hello: bool,
     stream: UnixStream,
@@ -572,6 +574,11 @@ fn start_connection(shared: &Arc<Shared>, stream: UnixStream) -> Option<JoinHand
             return None;
         }
     };
+    // Supplementary groups: rules that grant a gid admit members by any of their groups.
+    let groups = fdpass::peer_groups(&stream).unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "no supplementary groups for a client; using its primary gid only");
+        Vec::new()
+    });
     let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
     {
         let mut state = shared.lock();
@@ -598,6 +605,7 @@ fn start_connection(shared: &Arc<Shared>, stream: UnixStream) -> Option<JoinHand
             id,
             Client {
                 cred,
+                groups,
                 name: String::new(),
                 hello: false,
                 stream: clone,
@@ -635,7 +643,8 @@ fn connection(shared: Arc<Shared>, id: u64, mut stream: UnixStream, cred: PeerCr
                 break;
             }
         };
-        let stop_after = matches!(request, Request::Shutdown) && cred.uid == shared.uid;
+        let hello = shared.lock().clients.get(&id).is_some_and(|c| c.hello);
+        let stop_after = matches!(request, Request::Shutdown) && hello && cred.uid == shared.uid;
         let (response, fd) = handle(&shared, id, &cred, request);
         let fds: Vec<i32> = fd.iter().map(|f| f.as_raw_fd()).collect();
         if let Err(e) = fdpass::write_frame_with_fds(&stream, &response, &fds) {
@@ -812,6 +821,11 @@ fn handle(
     let mut state = shared.lock();
     let state = &mut *state;
     let hello = state.clients.get(&id).is_some_and(|c| c.hello);
+    let groups = state
+        .clients
+        .get(&id)
+        .map(|c| c.groups.clone())
+        .unwrap_or_default();
     if state.stopping {
         return error(
             ErrorCode::ShuttingDown,
@@ -889,7 +903,7 @@ fn handle(
             let topics = state
                 .topics
                 .iter()
-                .filter(|(name, _)| may_see(shared, &state.acl, cred, name))
+                .filter(|(name, _)| may_see(shared, &state.acl, cred, &groups, name))
                 .map(|(name, t)| {
                     let s = t.ring.stats();
                     TopicInfo {
@@ -905,7 +919,10 @@ fn handle(
         }
         Request::Stats { topic } => {
             if let Some(name) = &topic {
-                if !state.topics.contains_key(name) {
+                // A topic the caller may not see answers like a missing one: no existence leak.
+                if !state.topics.contains_key(name)
+                    || !may_see(shared, &state.acl, cred, &groups, name)
+                {
                     return error(ErrorCode::NoSuchTopic, format!("no topic '{name}'"));
                 }
             }
@@ -913,13 +930,14 @@ fn handle(
                 .topics
                 .iter()
                 .filter(|(name, _)| topic.as_ref().is_none_or(|t| t == *name))
-                .filter(|(name, _)| may_see(shared, &state.acl, cred, name))
+                .filter(|(name, _)| may_see(shared, &state.acl, cred, &groups, name))
                 .map(|(name, t)| topic_stats(name, t))
                 .collect();
             (Response::Stats { topics }, None)
         }
         Request::Delete { topic } => {
-            let Some(t) = state.topics.get(&topic) else {
+            let visible = may_see(shared, &state.acl, cred, &groups, &topic);
+            let Some(t) = state.topics.get(&topic).filter(|_| visible) else {
                 return error(ErrorCode::NoSuchTopic, format!("no topic '{topic}'"));
             };
             if cred.uid != shared.uid && cred.uid != t.owner_uid {
@@ -953,9 +971,15 @@ fn handle(
     }
 }
 
-fn may_see(shared: &Shared, acl: &AccessConfig, cred: &PeerCred, topic: &str) -> bool {
-    acl.allows(shared.uid, cred, topic, Action::Subscribe)
-        || acl.allows(shared.uid, cred, topic, Action::Publish)
+fn may_see(
+    shared: &Shared,
+    acl: &AccessConfig,
+    cred: &PeerCred,
+    groups: &[u32],
+    topic: &str,
+) -> bool {
+    acl.allows_with_groups(shared.uid, cred, groups, topic, Action::Subscribe)
+        || acl.allows_with_groups(shared.uid, cred, groups, topic, Action::Publish)
 }
 
 fn topic_stats(name: &str, t: &Topic) -> TopicStats {
@@ -1010,7 +1034,15 @@ fn attach(
         Role::Publisher => Action::Publish,
         Role::Subscriber => Action::Subscribe,
     };
-    if !state.acl.allows(shared.uid, cred, name, action) {
+    let groups = state
+        .clients
+        .get(&id)
+        .map(|c| c.groups.clone())
+        .unwrap_or_default();
+    if !state
+        .acl
+        .allows_with_groups(shared.uid, cred, &groups, name, action)
+    {
         return error(
             ErrorCode::PermissionDenied,
             format!(
