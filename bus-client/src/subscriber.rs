@@ -152,13 +152,7 @@ impl<T: Payload + ?Sized> Subscriber<T> {
         // A message whose length does not fit `T` (a misbehaving publisher) is skipped and
         // counted, never handed out.
         let got = match &mut self.buf {
-            None => {
-                while !T::fits(self.port.peek(strategy, timeout, wait)?) {
-                    self.port.skip()?;
-                    self.malformed += 1;
-                }
-                Got::InPlace(self.port.try_recv()?)
-            }
+            None => Got::InPlace(self.port.recv_where(strategy, timeout, wait, T::fits)?),
             Some(buf) => {
                 let (sequence, len) = loop {
                     let (sequence, len) = if wait {

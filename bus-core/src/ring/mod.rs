@@ -66,7 +66,7 @@ use crate::doorbell::Doorbell;
 use crate::entries::{entry_state, Bell, IDLE};
 use crate::layout::{Geometry, Mode, MAX_TABLE};
 use crate::storage::Storage;
-use crate::sync::{fence, Ordering};
+use crate::sync::{fence, AtomicU64, Ordering};
 
 /// The stamp encoding, see the module documentation.
 pub mod stamp {
@@ -155,6 +155,19 @@ pub struct Ring<S, D> {
     mask: u64,
     slot_size: usize,
     mode: Mode,
+}
+
+/// Free a table entry held at `generation`: `ACTIVE(generation)` becomes `FREE(generation)`.
+fn free_entry(state: &AtomicU64, index: usize, generation: u64) -> Result<(), AttachError> {
+    state
+        .compare_exchange(
+            entry_state::pack(generation, entry_state::ACTIVE),
+            entry_state::pack(generation, entry_state::FREE),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .map(drop)
+        .map_err(|_| AttachError::NotHeld(index))
 }
 
 /// Write the initial state into fresh, zeroed storage: `claim = capacity`, every slot
@@ -356,15 +369,7 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
             .storage
             .publisher(index)
             .ok_or(AttachError::NoSuchEntry(index))?;
-        e.state
-            .compare_exchange(
-                entry_state::pack(generation, entry_state::ACTIVE),
-                entry_state::pack(generation, entry_state::FREE),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .map(drop)
-            .map_err(|_| AttachError::NotHeld(index))
+        free_entry(&e.state, index, generation)
     }
 
     /// Take subscriber entry `index` for a new subscriber owned by `pid`, starting at `start`;
@@ -459,14 +464,7 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
             .storage
             .subscriber(index)
             .ok_or(AttachError::NoSuchEntry(index))?;
-        e.state
-            .compare_exchange(
-                entry_state::pack(generation, entry_state::ACTIVE),
-                entry_state::pack(generation, entry_state::FREE),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .map_err(|_| AttachError::NotHeld(index))?;
+        free_entry(&e.state, index, generation)?;
         self.ring_bell(&self.storage.control().space);
         Ok(())
     }

@@ -107,7 +107,8 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
         self.lagged
     }
 
-    /// Slots skipped because their length was corrupted.
+    /// Messages skipped because their length was corrupted or not accepted (see
+    /// [`SubscriberPort::recv_where`]).
     pub fn corrupt(&self) -> u64 {
         self.corrupt
     }
@@ -246,14 +247,7 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
 
     /// Receive the next message in place, without waiting (lossless topics).
     pub fn try_recv(&mut self) -> Result<Sample<'_, S, D>, RecvError> {
-        if self.ring.mode != Mode::Lossless {
-            return Err(RecvError::WrongMode);
-        }
-        let r = self.poll()?;
-        Ok(Sample {
-            port: self,
-            ready: r,
-        })
+        self.recv_where(WaitStrategy::BusyPoll, None, false, |_| true)
     }
 
     /// Receive the next message in place, waiting as `strategy` says for at most `timeout`
@@ -263,19 +257,37 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
         strategy: WaitStrategy,
         timeout: Option<Duration>,
     ) -> Result<Sample<'_, S, D>, RecvError> {
+        self.recv_where(strategy, timeout, true, |_| true)
+    }
+
+    /// Receive the next message in place whose length `accept`s (lossless topics), waiting as
+    /// `strategy` says when `wait` is true. A message of another length (a misbehaving
+    /// publisher, for a typed topic) is skipped and counted in [`SubscriberPort::corrupt`], in
+    /// the same pass over the ring.
+    pub fn recv_where(
+        &mut self,
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+        wait: bool,
+        accept: impl Fn(usize) -> bool,
+    ) -> Result<Sample<'_, S, D>, RecvError> {
         if self.ring.mode != Mode::Lossless {
             return Err(RecvError::WrongMode);
         }
         let mut waiter = Waiter::new(strategy, timeout);
         loop {
             match self.poll() {
-                Ok(r) => {
+                Ok(r) if accept(r.len) => {
                     return Ok(Sample {
                         port: self,
                         ready: r,
                     })
                 }
-                Err(RecvError::Empty) => {
+                Ok(r) => {
+                    self.corrupt = self.corrupt.saturating_add(1);
+                    self.advance(r.seq.saturating_add(1));
+                }
+                Err(RecvError::Empty) if wait => {
                     if !self.wait(&mut waiter) {
                         return Err(RecvError::Timeout);
                     }
@@ -286,8 +298,7 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
     }
 
     /// Wait as `recv` does (or not at all, with `wait == false`) until a message is ready,
-    /// without consuming it; returns its length. Lets a caller check a message before taking
-    /// it (see [`SubscriberPort::skip`]).
+    /// without consuming it; returns its length.
     pub fn peek(
         &mut self,
         strategy: WaitStrategy,
@@ -306,13 +317,6 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Consume the next ready message without reading it (after [`SubscriberPort::peek`]).
-    pub fn skip(&mut self) -> Result<(), RecvError> {
-        let r = self.poll()?;
-        self.advance(r.seq.saturating_add(1));
-        Ok(())
     }
 
     /// Copy the next message into `buf` without waiting (both modes); returns its
