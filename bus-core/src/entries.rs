@@ -69,6 +69,10 @@ pub mod entry_state {
     pub const FREE: u64 = 0;
     /// The entry is in use by a live publisher or subscriber.
     pub const ACTIVE: u64 = 1;
+    /// A subscriber entry a supervisor evicted while its port may still live: publishers ignore
+    /// it, and it is not reused until the supervisor reclaims it (once the port is gone), so a
+    /// late cursor store of the evicted port never lands in another subscriber's entry.
+    pub const EVICTED: u64 = 2;
     /// Mask of the tag bits.
     pub const TAG: u64 = 3;
 

@@ -36,11 +36,13 @@ pub(crate) enum Step {
     Park,
 }
 
-/// The state of one wait.
+/// The state of one wait. The clock is read only once the wait really waits (the first
+/// `step`), so a call that finds its condition at once costs no clock read.
 #[derive(Debug)]
 pub(crate) struct Waiter {
     strategy: WaitStrategy,
     rounds: u32,
+    timeout: Option<Duration>,
     deadline: Option<Instant>,
 }
 
@@ -49,12 +51,16 @@ impl Waiter {
         Waiter {
             strategy,
             rounds: 0,
-            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
+            timeout,
+            deadline: None,
         }
     }
 
     /// The next step, or `None` once the deadline has passed.
     pub(crate) fn step(&mut self) -> Option<Step> {
+        if self.rounds == 0 {
+            self.deadline = self.timeout.and_then(|t| Instant::now().checked_add(t));
+        }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             return None;
         }

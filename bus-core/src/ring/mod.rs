@@ -469,6 +469,47 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         Ok(())
     }
 
+    /// Evict subscriber `index` held at `generation` (a supervisor's decision: it held a
+    /// lossless ring back too long): `ACTIVE(generation)` becomes `EVICTED(generation)`.
+    /// Publishers stop waiting for it at once and its port's next call reports `Evicted`. The
+    /// entry is not reused until [`Ring::reclaim_subscriber`], which the supervisor calls once
+    /// the port can no longer touch it (it detached, or its process is gone).
+    pub fn evict_subscriber(&self, index: usize, generation: u64) -> Result<(), AttachError> {
+        let e = self
+            .storage
+            .subscriber(index)
+            .ok_or(AttachError::NoSuchEntry(index))?;
+        e.state
+            .compare_exchange(
+                entry_state::pack(generation, entry_state::ACTIVE),
+                entry_state::pack(generation, entry_state::EVICTED),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .map_err(|_| AttachError::NotHeld(index))?;
+        self.ring_bell(&self.storage.control().space);
+        Ok(())
+    }
+
+    /// Make an evicted subscriber entry free for reuse: `EVICTED(generation)` becomes
+    /// `FREE(generation)`. Only once the evicted port is gone (see
+    /// [`Ring::evict_subscriber`]).
+    pub fn reclaim_subscriber(&self, index: usize, generation: u64) -> Result<(), AttachError> {
+        let e = self
+            .storage
+            .subscriber(index)
+            .ok_or(AttachError::NoSuchEntry(index))?;
+        e.state
+            .compare_exchange(
+                entry_state::pack(generation, entry_state::EVICTED),
+                entry_state::pack(generation, entry_state::FREE),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .map(drop)
+            .map_err(|_| AttachError::NotHeld(index))
+    }
+
     /// A snapshot of the counters, for stats.
     pub fn stats(&self) -> RingStats {
         let c = self.storage.control();
@@ -533,11 +574,20 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
 
     /// Active subscriber entries: `(index, generation, pid)`.
     pub fn active_subscribers(&self) -> Vec<(usize, u64, u32)> {
+        self.subscribers_tagged(entry_state::ACTIVE)
+    }
+
+    /// `(index, generation, pid)` of every evicted subscriber entry not reclaimed yet.
+    pub fn evicted_subscribers(&self) -> Vec<(usize, u64, u32)> {
+        self.subscribers_tagged(entry_state::EVICTED)
+    }
+
+    fn subscribers_tagged(&self, tag: u64) -> Vec<(usize, u64, u32)> {
         (0..self.geometry().max_subscribers as usize)
             .filter_map(|i| {
                 let e = self.storage.subscriber(i)?;
                 let state = e.state.load(Ordering::Acquire);
-                (entry_state::tag(state) == entry_state::ACTIVE).then(|| {
+                (entry_state::tag(state) == tag).then(|| {
                     (
                         i,
                         entry_state::generation(state),

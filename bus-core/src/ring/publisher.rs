@@ -202,6 +202,53 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         })
     }
 
+    /// Wait with `strategy`, for at most `timeout`, until a lossless ring has room for a claim
+    /// (or the port can no longer claim: closed, evicted); `Ok` at once on a lossy ring. It
+    /// claims nothing: loan next. Lets a caller wait in slices and look at other things (a
+    /// restarted daemon) between them.
+    pub fn wait_space(
+        &mut self,
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+    ) -> Result<(), SendError> {
+        if self.ring.mode != Mode::Lossless {
+            return Ok(());
+        }
+        let mut waiter = Waiter::new(strategy, timeout);
+        let mut stalled = false;
+        loop {
+            let ring = &*self.ring;
+            let control = ring.storage.control();
+            let s = control.claim.load(Ordering::Relaxed);
+            if s < self.limit
+                || control.flags.closed.load(Ordering::Relaxed) != 0
+                || !ring.publisher_held(self.index, self.generation)
+            {
+                return Ok(());
+            }
+            self.limit = ring.gate();
+            if s < self.limit {
+                return Ok(());
+            }
+            if !stalled {
+                stalled = true;
+                control.flags.stalls.fetch_add(1, Ordering::Relaxed);
+            }
+            match waiter.step() {
+                None => return Err(SendError::Timeout),
+                Some(Step::Spin) => crate::sync::spin_hint(),
+                Some(Step::Yield) => crate::sync::yield_now(),
+                Some(Step::Park) => {
+                    let timeout = waiter.park_timeout(Duration::from_millis(100));
+                    ring.sleep_on(&control.space, Some(timeout), || {
+                        control.claim.load(Ordering::Relaxed) < ring.gate()
+                            || control.flags.closed.load(Ordering::Relaxed) != 0
+                    });
+                }
+            }
+        }
+    }
+
     /// Loan the next slot, waiting for space with `strategy` for at most `timeout`.
     pub fn loan(
         &mut self,

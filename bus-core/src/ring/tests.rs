@@ -182,6 +182,55 @@ fn released_subscriber_is_evicted_and_stops_holding_the_ring() {
 }
 
 #[test]
+fn evicted_subscriber_entry_is_not_reused_until_reclaimed() {
+    let ring = ring_with(Mode::Lossless, 4, 16, 1, 2);
+    let mut p = publisher(&ring);
+    let mut old = subscriber(&ring, StartAt::Latest);
+    for m in [b"a", b"b", b"c", b"d"] {
+        p.try_send(m).unwrap();
+    }
+    assert_eq!(p.try_send(b"e"), Err(SendError::Full));
+    let (oi, og) = (old.index(), old.generation());
+    // The evicted port still holds a sample when the supervisor evicts it.
+    let sample = old.try_recv().unwrap();
+    ring.evict_subscriber(oi, og).unwrap();
+    assert!(!ring.subscriber_held(oi, og));
+    assert_eq!(ring.evicted_subscribers().len(), 1);
+    // Publishers no longer wait for it.
+    assert_eq!(p.try_send(b"e"), Ok(4));
+    // Its entry is not reused: a new subscriber gets the other one, and a third finds none.
+    let new = subscriber(&ring, StartAt::Latest);
+    assert_ne!(new.index(), oi);
+    assert!(ring
+        .attach_any_subscriber(std::process::id(), StartAt::Latest)
+        .is_err());
+    let cursor_of = |index: usize| {
+        ring.stats()
+            .subscribers
+            .iter()
+            .find(|s| s.0 == index)
+            .map(|s| s.2)
+    };
+    let before = cursor_of(new.index());
+    // The evicted port's late release stores its cursor: into its own (evicted) entry only.
+    drop(sample);
+    assert_eq!(cursor_of(new.index()), before);
+    assert!(matches!(take(&mut old), Err(RecvError::Evicted)));
+    // Once the supervisor knows the port is gone, the entry is free again, once.
+    ring.reclaim_subscriber(oi, og).unwrap();
+    assert_eq!(
+        ring.reclaim_subscriber(oi, og),
+        Err(AttachError::NotHeld(oi))
+    );
+    assert!(ring.evicted_subscribers().is_empty());
+    let (i, _) = ring
+        .attach_any_subscriber(std::process::id(), StartAt::Latest)
+        .unwrap();
+    assert_eq!(i, oi);
+    assert!(matches!(take(&mut old), Err(RecvError::Evicted)));
+}
+
+#[test]
 fn released_publisher_is_evicted() {
     let ring = ring(Mode::Lossy, 2);
     let mut p = publisher(&ring);
