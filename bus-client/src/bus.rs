@@ -1,7 +1,7 @@
 //! [`Bus`]: a connection to the daemon, and the door to topics.
 
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use bus_core::wait::WaitStrategy;
 use bus_daemon::protocol::{
     ErrorCode, Request, Response, Role, StartAt as WireStart, TopicInfo, TopicSpec, TopicStats,
 };
-use bus_daemon::segment::{self, Access, ShmRing};
+use bus_daemon::segment::{self, Access, SegmentFds, ShmRing};
 
 use crate::conn::{unexpected, Conn};
 use crate::options::topic_option_methods;
@@ -174,7 +174,7 @@ pub(crate) fn attach_port<T: Payload + ?Sized>(
                 other => other,
             }
         };
-        let (resp, mut fds) = result?;
+        let (resp, fds) = result?;
         let Response::Attached {
             spec: actual,
             index,
@@ -184,12 +184,12 @@ pub(crate) fn attach_port<T: Payload + ?Sized>(
         else {
             return Err(unexpected(&resp));
         };
-        let attached = |fd: OwnedFd| -> Result<Attached, Error> {
+        let attached = |fds: SegmentFds| -> Result<Attached, Error> {
             let access = match role {
                 Role::Publisher => Access::ReadWrite,
                 Role::Subscriber => Access::Subscriber,
             };
-            let ring = segment::open_ring(fd.as_fd(), access)?;
+            let ring = segment::open_ring(fds.control.as_fd(), fds.data.as_fd(), access)?;
             // The header is only as trustworthy as whoever can write the segment: it must
             // describe exactly the topic the daemon says it is.
             let mapped = segment::spec_of(ring.geometry());
@@ -198,10 +198,9 @@ pub(crate) fn attach_port<T: Payload + ?Sized>(
                     "the segment of topic '{topic}' describes {mapped:?}, but the daemon says {actual:?}: the segment was tampered with"
                 )));
             }
-            // The first segment tells the connection which daemon (epoch) it talks to.
-            conn.follow(ring.epoch())?;
             Ok(Attached {
                 ring,
+                fds,
                 index: index as usize,
                 generation,
                 spec: actual.clone(),
@@ -220,14 +219,15 @@ pub(crate) fn attach_port<T: Payload + ?Sized>(
             detach();
             return Err(Error::from_daemon(m.code, m.message));
         }
-        let Some(fd) = fds.pop() else {
+        let mut fds = fds.into_iter();
+        let (Some(control), Some(data)) = (fds.next(), fds.next()) else {
             detach();
             return Err(Error::Refused {
                 code: ErrorCode::Internal,
-                message: "the daemon sent no segment descriptor".into(),
+                message: "the daemon did not send the segment's two descriptors".into(),
             });
         };
-        attached(fd).inspect_err(|_| detach())
+        attached(SegmentFds { control, data }).inspect_err(|_| detach())
     }
 }
 
@@ -244,6 +244,8 @@ fn spec_with_geometry(actual: &TopicSpec, requested: &TopicSpec) -> TopicSpec {
 
 pub(crate) struct Attached {
     pub(crate) ring: Arc<ShmRing>,
+    /// The segment's descriptors, kept to hand back to a restarted daemon.
+    pub(crate) fds: SegmentFds,
     pub(crate) index: usize,
     pub(crate) generation: u64,
     pub(crate) spec: TopicSpec,

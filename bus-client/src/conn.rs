@@ -2,18 +2,21 @@
 //! of the process's ports, so that the daemon learns at once when the process goes away.
 //!
 //! If the daemon dies, ports keep publishing and receiving on what they have mapped. A restarted
-//! daemon adopts the topics and writes its epoch into their segments; a port that sees the
-//! epoch change calls [`Conn::follow`], which reconnects (once for all ports of the connection),
-//! and then re-attaches itself.
+//! daemon writes its new epoch into the status page beside the socket (every client maps it,
+//! read-only, from the descriptor that comes with `HelloOk`); a port that sees the epoch change
+//! calls [`Conn::follow`], which reconnects (once for all ports of the connection), and then
+//! re-attaches itself, handing the topic's segment files back.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bus_daemon::fdpass;
 use bus_daemon::protocol::{self, ProtocolError, Request, Response};
+use bus_daemon::status::StatusPage;
 use bus_daemon::DaemonHandle;
+use std::sync::Arc;
 
 use crate::Error;
 
@@ -25,24 +28,32 @@ pub(crate) struct Conn {
     _embedded: Option<DaemonHandle>,
 }
 
-/// The live stream and the epoch of the daemon behind it (learnt from the first segment).
+/// The live stream, the epoch of the daemon behind it, and its status page.
 struct Link {
     stream: UnixStream,
-    epoch: Option<u32>,
+    epoch: u32,
+    status: Arc<StatusPage>,
 }
 
 impl Conn {
     pub(crate) fn connect(socket: &Path, embedded: Option<DaemonHandle>) -> Result<Conn, Error> {
-        let (stream, daemon_pid) = handshake(socket)?;
+        let (link, daemon_pid) = handshake(socket)?;
         Ok(Conn {
-            link: Mutex::new(Link {
-                stream,
-                epoch: None,
-            }),
+            link: Mutex::new(link),
             socket: socket.to_path_buf(),
             daemon_pid,
             _embedded: embedded,
         })
+    }
+
+    /// The status page of the daemon this connection talks to (ports keep a clone and read
+    /// the epoch from it before each call).
+    pub(crate) fn status(&self) -> Arc<StatusPage> {
+        self.link
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .status
+            .clone()
     }
 
     pub(crate) fn socket(&self) -> &Path {
@@ -53,62 +64,62 @@ impl Conn {
         self.daemon_pid
     }
 
-    /// Follow a restarted daemon: if `epoch` (read from a segment) is not the epoch of the
-    /// daemon this connection talks to, connect again. Returns whether it reconnected.
+    /// Follow a restarted daemon: if `epoch` (read from the status page) is not the epoch of
+    /// the daemon this connection talks to, connect again. Returns whether it reconnected.
     pub(crate) fn follow(&self, epoch: u32) -> Result<bool, Error> {
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        match link.epoch {
-            Some(e) if e == epoch => Ok(false),
-            None => {
-                link.epoch = Some(epoch);
-                Ok(false)
-            }
-            Some(_) => {
-                let (stream, pid) = handshake(&self.socket)?;
-                tracing::info!(socket = %self.socket.display(), daemon_pid = pid, "reconnected to a restarted shmbusd");
-                *link = Link {
-                    stream,
-                    epoch: Some(epoch),
-                };
-                Ok(true)
-            }
+        if link.epoch == epoch {
+            return Ok(false);
         }
+        let (new, pid) = handshake(&self.socket)?;
+        tracing::info!(socket = %self.socket.display(), daemon_pid = pid, "reconnected to a restarted shmbusd");
+        *link = new;
+        Ok(true)
     }
 
     /// One request, one response (and the descriptors that came with it). If the daemon went
     /// away (and perhaps a new one took its place), connect again and retry once.
     pub(crate) fn request(&self, req: &Request) -> Result<(Response, Vec<OwnedFd>), Error> {
+        self.request_with_fds(req, &[])
+    }
+
+    /// [`Conn::request`] with descriptors sent beside the request.
+    pub(crate) fn request_with_fds(
+        &self,
+        req: &Request,
+        fds: &[RawFd],
+    ) -> Result<(Response, Vec<OwnedFd>), Error> {
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        match exchange(&link.stream, req) {
+        match exchange(&link.stream, req, fds) {
             Err(Error::Protocol(
                 ProtocolError::Io(_) | ProtocolError::Closed | ProtocolError::Truncated { .. },
             )) => {
-                let (stream, pid) = handshake(&self.socket)?;
+                let (new, pid) = handshake(&self.socket)?;
                 tracing::info!(socket = %self.socket.display(), daemon_pid = pid, "reconnected to shmbusd");
-                // The new daemon's epoch is learnt from the next segment a port looks at.
-                *link = Link {
-                    stream,
-                    epoch: None,
-                };
-                exchange(&link.stream, req)
+                *link = new;
+                exchange(&link.stream, req, fds)
             }
             other => other,
         }
     }
 }
 
-fn exchange(stream: &UnixStream, req: &Request) -> Result<(Response, Vec<OwnedFd>), Error> {
+fn exchange(
+    stream: &UnixStream,
+    req: &Request,
+    fds: &[RawFd],
+) -> Result<(Response, Vec<OwnedFd>), Error> {
     // sendmsg with MSG_NOSIGNAL: a dead daemon is an error here, never a SIGPIPE.
-    fdpass::write_frame_with_fds(stream, req, &[])?;
-    let (resp, fds) = fdpass::read_frame_with_fds::<Response>(stream, 1)?;
+    fdpass::write_frame_with_fds(stream, req, fds)?;
+    let (resp, fds) = fdpass::read_frame_with_fds::<Response>(stream, 2)?;
     if let Response::Error { code, message } = resp {
         return Err(Error::from_daemon(code, message));
     }
     Ok((resp, fds))
 }
 
-/// Connect and say hello; returns the stream and the daemon's pid.
-fn handshake(socket: &Path) -> Result<(UnixStream, u32), Error> {
+/// Connect and say hello; returns the link (stream, epoch, status page) and the daemon's pid.
+fn handshake(socket: &Path) -> Result<(Link, u32), Error> {
     let stream = UnixStream::connect(socket).map_err(|source| Error::Connect {
         socket: socket.to_path_buf(),
         source,
@@ -121,13 +132,34 @@ fn handshake(socket: &Path) -> Result<(UnixStream, u32), Error> {
     let sent = fdpass::write_frame_with_fds(&stream, &hello, &[]);
     // Read even if the write failed: a daemon that refuses the connection (a limit) answers
     // and closes at once, and its answer says why, where the write error would not.
-    let (resp, _) = match (fdpass::read_frame_with_fds::<Response>(&stream, 0), sent) {
+    let (resp, mut fds) = match (fdpass::read_frame_with_fds::<Response>(&stream, 1), sent) {
         (Ok(answer), _) => answer,
         (Err(_), Err(e)) => return Err(e.into()),
         (Err(e), Ok(())) => return Err(e.into()),
     };
     match resp {
-        Response::HelloOk { daemon_pid, .. } => Ok((stream, daemon_pid)),
+        Response::HelloOk {
+            daemon_pid, epoch, ..
+        } => {
+            let fd = fds.pop().ok_or_else(|| {
+                Error::Protocol(ProtocolError::Malformed(
+                    "shmbusd sent no status page with its hello".into(),
+                ))
+            })?;
+            let status = StatusPage::map(fd.as_fd()).map_err(|e| {
+                Error::Protocol(ProtocolError::Malformed(format!(
+                    "shmbusd's status page: {e}"
+                )))
+            })?;
+            Ok((
+                Link {
+                    stream,
+                    epoch,
+                    status: Arc::new(status),
+                },
+                daemon_pid,
+            ))
+        }
         Response::Error { code, message } => Err(Error::from_daemon(code, message)),
         other => Err(unexpected(&other)),
     }

@@ -2,8 +2,9 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bus_core::doorbell::Futex;
 use bus_core::layout::Mode as CoreMode;
@@ -11,11 +12,12 @@ use bus_core::ring::{Loan, PublisherPort};
 use bus_core::storage::RawStorage;
 use bus_core::wait::WaitStrategy;
 use bus_daemon::protocol::{Request, Role, TopicSpec};
-use bus_daemon::segment::Mapping;
+use bus_daemon::segment::{Mapping, SegmentFds};
+use bus_daemon::status::StatusPage;
 
 use crate::bus::{attach_port, Attached};
 use crate::conn::Conn;
-use crate::follow::{Follower, Next};
+use crate::follow::{Follower, Next, CHECK_EVERY};
 use crate::payload::AlignedBuf;
 use crate::{Error, Payload, SendError, StartAt, TopicOptions};
 
@@ -52,6 +54,10 @@ pub struct Publisher<T: Payload + ?Sized> {
     options: TopicOptions,
     /// Follows a restarted daemon (see `follow`).
     follower: Follower,
+    /// The daemon's status page, where a restart shows.
+    status: Arc<StatusPage>,
+    /// The segment's descriptors, handed back to a restarted daemon.
+    fds: SegmentFds,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -78,7 +84,8 @@ impl<T: Payload + ?Sized> Publisher<T> {
         let slot_size = a.spec.slot_size as usize;
         let scratch =
             (port.ring().geometry().mode == CoreMode::Lossy).then(|| AlignedBuf::new(slot_size));
-        let follower = Follower::new(port.ring().epoch());
+        let status = conn.status();
+        let follower = Follower::new(status.epoch());
         Ok(Publisher {
             port,
             conn,
@@ -88,6 +95,8 @@ impl<T: Payload + ?Sized> Publisher<T> {
             scratch,
             options,
             follower,
+            status,
+            fds: a.fds,
             _t: PhantomData,
         })
     }
@@ -107,11 +116,11 @@ impl<T: Payload + ?Sized> Publisher<T> {
         self.wait = strategy;
     }
 
-    /// Before each operation: follow a restarted daemon (one load of a line the operation reads
-    /// anyway, unless a restart happened).
+    /// Before each operation: follow a restarted daemon (one load of a line nobody writes
+    /// while the daemon runs, unless a restart happened).
     #[inline]
     fn ensure_attached(&mut self) -> Result<(), SendError> {
-        let epoch = self.port.ring().epoch();
+        let epoch = self.status.epoch();
         if self.follower.stale(epoch) {
             let (index, generation) = (self.port.index(), self.port.generation());
             let held = self.port.ring().publisher_held(index, generation);
@@ -121,11 +130,33 @@ impl<T: Payload + ?Sized> Publisher<T> {
                 index: index as u32,
                 generation,
             };
-            if self.follower.follow(&self.conn, epoch, held, &reattach) == Next::AttachAfresh {
+            let fds = [self.fds.control.as_raw_fd(), self.fds.data.as_raw_fd()];
+            if self
+                .follower
+                .follow(&self.conn, epoch, held, &reattach, &fds)
+                == Next::AttachAfresh
+            {
                 self.attach_afresh()?;
             }
         }
         Ok(())
+    }
+
+    /// Wait for space as the wait strategy says, for at most `timeout`, in slices of
+    /// [`CHECK_EVERY`] with a look at the daemon's epoch between them (a port blocked on a full
+    /// topic follows a restarted daemon too). Returns the time left.
+    fn wait_space(&mut self, timeout: Option<Duration>) -> Result<Option<Duration>, SendError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            self.ensure_attached()?;
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let slice = left.map_or(CHECK_EVERY, |l| l.min(CHECK_EVERY));
+            match self.port.wait_space(self.wait, Some(slice)) {
+                Ok(()) => return Ok(left),
+                Err(SendError::Timeout) if left.is_none_or(|l| l > slice) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     #[cold]
@@ -137,7 +168,9 @@ impl<T: Payload + ?Sized> Publisher<T> {
             })?;
         self.port =
             PublisherPort::new(a.ring, a.index, a.generation).map_err(|_| SendError::Evicted)?;
-        self.follower = Follower::new(self.port.ring().epoch());
+        self.fds = a.fds;
+        self.status = self.conn.status();
+        self.follower = Follower::new(self.status.epoch());
         tracing::info!(
             topic = self.topic.as_str(),
             "attached anew after a daemon restart"
@@ -148,8 +181,8 @@ impl<T: Payload + ?Sized> Publisher<T> {
     /// Loan the next slot to write in place, waiting for space (lossless topics) as the wait
     /// strategy says. Lossy topics never wait.
     pub fn loan(&mut self) -> Result<SampleMut<'_, T>, SendError> {
-        self.ensure_attached()?;
-        let loan = self.port.loan(self.wait, None);
+        let left = self.wait_space(None)?;
+        let loan = self.port.loan(self.wait, left);
         sample(loan, self.scratch.as_mut())
     }
 
@@ -162,15 +195,15 @@ impl<T: Payload + ?Sized> Publisher<T> {
 
     /// Loan the next slot, waiting at most `timeout` for space.
     pub fn loan_timeout(&mut self, timeout: Duration) -> Result<SampleMut<'_, T>, SendError> {
-        self.ensure_attached()?;
-        let loan = self.port.loan(self.wait, Some(timeout));
+        let left = self.wait_space(Some(timeout))?;
+        let loan = self.port.loan(self.wait, left);
         sample(loan, self.scratch.as_mut())
     }
 
     /// Copy `value` into the next slot and send it, waiting for space as `loan` does.
     pub fn publish(&mut self, value: &T) -> Result<(), SendError> {
-        self.ensure_attached()?;
-        self.port.send(value.as_bytes(), self.wait, None).map(drop)
+        let left = self.wait_space(None)?;
+        self.port.send(value.as_bytes(), self.wait, left).map(drop)
     }
 
     /// Copy `value` into the next slot and send it without waiting: `Full` when a lossless
@@ -182,10 +215,8 @@ impl<T: Payload + ?Sized> Publisher<T> {
 
     /// Copy `value` in and send it, waiting at most `timeout` for space.
     pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
-        self.ensure_attached()?;
-        self.port
-            .send(value.as_bytes(), self.wait, Some(timeout))
-            .map(drop)
+        let left = self.wait_space(Some(timeout))?;
+        self.port.send(value.as_bytes(), self.wait, left).map(drop)
     }
 }
 

@@ -2,8 +2,9 @@
 
 use std::marker::PhantomData;
 use std::ops::Deref;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bus_core::doorbell::Futex;
 use bus_core::layout::Mode as CoreMode;
@@ -11,11 +12,12 @@ use bus_core::ring::{Sample as CoreSample, SubscriberPort};
 use bus_core::storage::RawStorage;
 use bus_core::wait::WaitStrategy;
 use bus_daemon::protocol::{Request, Role, TopicSpec};
-use bus_daemon::segment::Mapping;
+use bus_daemon::segment::{Mapping, SegmentFds};
+use bus_daemon::status::StatusPage;
 
 use crate::bus::{attach_port, Attached};
 use crate::conn::Conn;
-use crate::follow::{Follower, Next};
+use crate::follow::{Follower, Next, CHECK_EVERY};
 use crate::payload::AlignedBuf;
 use crate::{Error, Payload, RecvError, StartAt, TopicOptions};
 
@@ -54,6 +56,10 @@ pub struct Subscriber<T: Payload + ?Sized> {
     options: TopicOptions,
     /// Follows a restarted daemon (see `follow`).
     follower: Follower,
+    /// The daemon's status page, where a restart shows.
+    status: Arc<StatusPage>,
+    /// The segment's descriptors, handed back to a restarted daemon.
+    fds: SegmentFds,
     _t: PhantomData<fn() -> Box<T>>,
 }
 
@@ -84,6 +90,7 @@ impl<T: Payload + ?Sized> Subscriber<T> {
         })?;
         let buf = (port.ring().geometry().mode == CoreMode::Lossy)
             .then(|| AlignedBuf::new(a.spec.slot_size as usize));
+        let status = conn.status();
         Ok(Subscriber {
             conn,
             topic,
@@ -91,7 +98,9 @@ impl<T: Payload + ?Sized> Subscriber<T> {
             wait,
             buf,
             malformed: 0,
-            follower: Follower::new(port.ring().epoch()),
+            follower: Follower::new(status.epoch()),
+            status,
+            fds: a.fds,
             port,
             options,
             _t: PhantomData,
@@ -129,13 +138,11 @@ impl<T: Payload + ?Sized> Subscriber<T> {
         self.port.backlog()
     }
 
-    fn next(
-        &mut self,
-        strategy: WaitStrategy,
-        timeout: Option<Duration>,
-        wait: bool,
-    ) -> Result<Sample<'_, T>, RecvError> {
-        let epoch = self.port.ring().epoch();
+    /// Before each call, and between the slices of a wait: follow a restarted daemon (one load
+    /// of a line nobody writes while the daemon runs, unless a restart happened).
+    #[inline]
+    fn ensure_attached(&mut self) -> Result<(), RecvError> {
+        let epoch = self.status.epoch();
         if self.follower.stale(epoch) {
             let (index, generation) = (self.port.index(), self.port.generation());
             let held = self.port.ring().subscriber_held(index, generation);
@@ -145,25 +152,84 @@ impl<T: Payload + ?Sized> Subscriber<T> {
                 index: index as u32,
                 generation,
             };
-            if self.follower.follow(&self.conn, epoch, held, &reattach) == Next::AttachAfresh {
+            let fds = [self.fds.control.as_raw_fd(), self.fds.data.as_raw_fd()];
+            if self
+                .follower
+                .follow(&self.conn, epoch, held, &reattach, &fds)
+                == Next::AttachAfresh
+            {
                 self.attach_afresh()?;
             }
         }
-        // A message whose length does not fit `T` (a misbehaving publisher) is skipped and
-        // counted, never handed out.
-        let got = match &mut self.buf {
-            None => Got::InPlace(self.port.recv_where(strategy, timeout, wait, T::fits)?),
-            Some(buf) => {
+        Ok(())
+    }
+
+    /// Wait (when `wait`) until a message that fits `T` is ready, in slices of [`CHECK_EVERY`]
+    /// with a look at the daemon's epoch between them, so that a port blocked on a quiet topic
+    /// follows a restarted daemon too. Messages of a wrong length are skipped and counted.
+    fn wait_ready(
+        &mut self,
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+        wait: bool,
+    ) -> Result<(), RecvError> {
+        let deadline = if wait {
+            timeout.and_then(|t| Instant::now().checked_add(t))
+        } else {
+            None
+        };
+        loop {
+            self.ensure_attached()?;
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let slice = left.map_or(CHECK_EVERY, |l| l.min(CHECK_EVERY));
+            match self.port.peek(strategy, Some(slice), wait) {
+                Ok(len) if T::fits(len) => return Ok(()),
+                Ok(_) => self.skip_malformed()?,
+                Err(RecvError::Timeout) if left.is_none_or(|l| l > slice) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Skip the ready message, whose length does not fit `T` (a misbehaving publisher).
+    fn skip_malformed(&mut self) -> Result<(), RecvError> {
+        self.malformed += 1;
+        match &mut self.buf {
+            None => drop(self.port.try_recv()?),
+            Some(buf) => drop(self.port.try_recv_into(buf.bytes_mut())?),
+        }
+        Ok(())
+    }
+
+    fn next(
+        &mut self,
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+        wait: bool,
+    ) -> Result<Sample<'_, T>, RecvError> {
+        let got = match self.buf {
+            None => {
+                self.wait_ready(strategy, timeout, wait)?;
+                // Ready and of the right length: take it without waiting (only this port
+                // moves its cursor, and a lossless slot stays put until it does).
+                Got::InPlace(self.port.recv_where(strategy, None, false, T::fits)?)
+            }
+            Some(_) => {
+                // A lossy slot can be overwritten between the wait and the copy: copy, check,
+                // and wait again if what was copied does not fit.
                 let (sequence, len) = loop {
-                    let (sequence, len) = if wait {
-                        self.port.recv_into(buf.bytes_mut(), strategy, timeout)?
-                    } else {
-                        self.port.try_recv_into(buf.bytes_mut())?
+                    self.wait_ready(strategy, timeout, wait)?;
+                    let Some(buf) = self.buf.as_mut() else {
+                        return Err(RecvError::WrongMode);
                     };
+                    let (sequence, len) = self.port.try_recv_into(buf.bytes_mut())?;
                     if T::fits(len) {
                         break (sequence, len);
                     }
                     self.malformed += 1;
+                };
+                let Some(buf) = self.buf.as_ref() else {
+                    return Err(RecvError::WrongMode);
                 };
                 Got::Copied {
                     bytes: &buf.bytes()[..len],
@@ -181,6 +247,13 @@ impl<T: Payload + ?Sized> Subscriber<T> {
     /// starting with the next message.
     #[cold]
     fn attach_afresh(&mut self) -> Result<(), RecvError> {
+        // If the old entry was evicted, the daemon reuses it only once we let go of it.
+        let _ = self.conn.request(&Request::Detach {
+            topic: self.topic.clone(),
+            role: Role::Subscriber,
+            index: self.port.index() as u32,
+            generation: self.port.generation(),
+        });
         let a = attach_port::<T>(&self.conn, &self.topic, &self.options, Role::Subscriber, StartAt::Latest)
             .map_err(|e| {
                 tracing::warn!(topic = self.topic.as_str(), error = %e, "cannot attach anew after a daemon restart");
@@ -188,7 +261,9 @@ impl<T: Payload + ?Sized> Subscriber<T> {
             })?;
         self.port =
             SubscriberPort::new(a.ring, a.index, a.generation).map_err(|_| RecvError::Evicted)?;
-        self.follower = Follower::new(self.port.ring().epoch());
+        self.fds = a.fds;
+        self.status = self.conn.status();
+        self.follower = Follower::new(self.status.epoch());
         tracing::warn!(
             topic = self.topic.as_str(),
             "attached anew after a daemon restart; messages published meanwhile were missed"

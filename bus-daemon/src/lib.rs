@@ -8,7 +8,9 @@
 //! * [`names`]: topic name rules and segment file names.
 //! * [`paths`]: the socket path and the one-daemon-per-socket lock.
 //! * [`acl`]: access rules and limits from TOML.
-//! * [`segment`]: topic segments in /dev/shm: create, map, unlink.
+//! * [`segment`]: topic segments, two sealed memory files each: create, check, map.
+//! * [`status`]: the status page beside the socket, holding the daemon's epoch.
+//! * [`state`]: the topic records a restarted daemon recognises handed-back segments by.
 //! * [`server`]: the daemon itself, standalone ([`run`]) or embedded ([`spawn`]).
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -22,5 +24,7 @@ pub mod paths;
 pub mod protocol;
 pub mod segment;
 pub mod server;
+pub mod state;
+pub mod status;
 
 pub use server::{run, spawn, Config, DaemonHandle, StartError};

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Client and daemon must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame body accepted or sent, in bytes.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -410,8 +410,10 @@ pub enum Request {
     },
     /// Stop the daemon (accepted only from the daemon's own uid).
     Shutdown,
-    /// Take back a port this process held under a previous daemon (which died); the restarted
-    /// daemon adopted the topic and waits a grace period for its ports to come back.
+    /// Take back a port this process held under a previous daemon (which died). The port's two
+    /// segment descriptors (control, data) travel beside this frame: the restarted daemon
+    /// adopts the topic from the first port that hands them back, if they are the files it
+    /// recorded, and waits a grace period for the other ports to come back.
     Reattach {
         /// The topic name.
         topic: String,
@@ -539,7 +541,8 @@ pub struct TopicStats {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
-    /// Answer to [`Request::Hello`].
+    /// Answer to [`Request::Hello`]. A read-only descriptor of the daemon's status page
+    /// travels beside it (SCM_RIGHTS; see `status`).
     HelloOk {
         /// The daemon's [`PROTOCOL_VERSION`].
         version: u32,
@@ -547,8 +550,11 @@ pub enum Response {
         daemon_version: String,
         /// The daemon's process id.
         daemon_pid: u32,
+        /// The daemon's epoch (as on its status page).
+        epoch: u32,
     },
-    /// A port was attached; the segment fd travels beside this frame (SCM_RIGHTS).
+    /// A port was attached. Two descriptors travel beside this frame (SCM_RIGHTS): the
+    /// segment's control file and its data file (read-only for a subscriber).
     Attached {
         /// The topic name.
         topic: String,
@@ -826,6 +832,7 @@ mod tests {
                 version: 1,
                 daemon_version: "0.1.0".into(),
                 daemon_pid: 42,
+                epoch: 7,
             },
             Response::Attached {
                 topic: "t".into(),
@@ -1030,7 +1037,11 @@ mod tests {
         let err = check_version(PROTOCOL_VERSION + 1).unwrap_err();
         assert_eq!(err.code(), ErrorCode::VersionMismatch);
         let msg = err.to_string();
-        assert!(msg.contains("v2") && msg.contains("v1"), "{msg}");
+        let (client, daemon) = (
+            format!("v{}", PROTOCOL_VERSION + 1),
+            format!("v{PROTOCOL_VERSION}"),
+        );
+        assert!(msg.contains(&client) && msg.contains(&daemon), "{msg}");
         match err.to_response() {
             Response::Error { code, message } => {
                 assert_eq!(code, ErrorCode::VersionMismatch);

@@ -29,7 +29,9 @@ use crate::protocol::{
     self, ErrorCode, ProtocolError, PublisherStat, Request, Response, Role, StartAt,
     SubscriberStat, TopicInfo, TopicSpec, TopicStats,
 };
-use crate::segment::{self, geometry_of, ShmRing};
+use crate::segment::{self, geometry_of, Access, FileId, Segment, SegmentFds, ShmRing};
+use crate::state::{self, TopicRecord};
+use crate::status::StatusPage;
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -102,11 +104,16 @@ struct Attachment {
 struct Topic {
     spec: TopicSpec,
     ring: Arc<ShmRing>,
-    segment_name: String,
-    fd: OwnedFd,
+    /// The segment's files (the ring maps them).
+    seg: Segment,
+    /// Their identities, as recorded for a restarted daemon.
+    files: [FileId; 2],
     len: u64,
     owner_uid: u32,
     attachments: Vec<Attachment>,
+    /// Subscribers evicted while their port may live: their entries are reclaimed (made free
+    /// for reuse) only when the port detaches or its client goes away.
+    evicted: Vec<Attachment>,
     /// Subscriber (index, generation) → (cursor, since when it has not moved while blocking).
     stuck: HashMap<(usize, u64), (u64, Instant)>,
     /// Adopted from a daemon that died: removed after the grace period if nobody came back.
@@ -115,6 +122,10 @@ struct Topic {
 
 /// The client id of ports adopted from a previous daemon that have not re-attached yet.
 const ORPHAN: u64 = 0;
+
+/// How long after the adopt grace a recorded topic that no port handed back is kept: a port
+/// that comes back later than that (its process made no call and did not wait) attaches anew.
+const PENDING_KEEP: Duration = Duration::from_secs(60);
 
 struct Client {
     cred: PeerCred,
@@ -137,9 +148,11 @@ struct State {
     clients: HashMap<u64, Client>,
     repairs: Vec<PendingRepair>,
     acl: AccessConfig,
-    next_instance: u64,
     stopping: bool,
-    /// When orphaned ports of adopted topics are given up on.
+    /// Topics a previous daemon recorded that no port has handed back yet.
+    pending: BTreeMap<String, TopicRecord>,
+    /// When orphaned ports of adopted topics are given up on, and attaches stop waiting for
+    /// pending topics to be handed back.
     adopt_deadline: Option<Instant>,
 }
 
@@ -148,11 +161,11 @@ struct Shared {
     stop: AtomicBool,
     config: Config,
     uid: u32,
-    /// Segment instance numbers carry this tag in their top 32 bits, so that stale-file
-    /// clean-up removes only segments of a daemon on this very socket.
-    socket_tag: u32,
-    /// This daemon's incarnation, written into every segment it manages.
+    /// This daemon's incarnation, written into the status page (and every segment it manages).
     epoch: u32,
+    /// The status page, and a read-only descriptor of it for clients.
+    _status: StatusPage,
+    status_ro: OwnedFd,
     next_client: AtomicU64,
 }
 
@@ -218,16 +231,6 @@ fn install_signal_handlers() {
     }
 }
 
-fn socket_tag(socket: &Path) -> u32 {
-    // FNV-1a over the socket path: stable across restarts of a daemon on the same socket.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in socket.as_os_str().as_encoded_bytes() {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
 /// Prepare everything that can fail (lock, socket, rules) and return the listener.
 fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), StartError> {
     let io_err = |path: &Path| {
@@ -249,7 +252,6 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
     lock.remove_stale_socket().map_err(io_err(&config.socket))?;
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    let tag = socket_tag(&config.socket);
     let listener = UnixListener::bind(&config.socket).map_err(io_err(&config.socket))?;
     match config.socket_group {
         None => std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o600))
@@ -259,25 +261,37 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
     listener
         .set_nonblocking(true)
         .map_err(io_err(&config.socket))?;
-    // Adopt only once the socket listens: a client that sees the new epoch in a segment must
-    // find this daemon to re-attach to (connections wait in the backlog until `serve`).
+    // Publish the new epoch only once the socket listens: a client that sees it must find
+    // this daemon to re-attach to (connections wait in the backlog until `serve`).
     let epoch = new_epoch();
-    let (topics, next_instance) = adopt_segments(uid, tag, epoch);
+    let (status, status_ro) =
+        StatusPage::publish(&config.socket, uid, epoch).map_err(io_err(&config.socket))?;
+    let pending: BTreeMap<String, TopicRecord> = state::load(&config.socket)
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    if !pending.is_empty() {
+        tracing::info!(
+            topics = pending.len(),
+            "a daemon on this socket died; waiting for the ports of its topics to hand them back"
+        );
+    }
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            adopt_deadline: (!topics.is_empty()).then(|| Instant::now() + config.adopt_grace),
-            topics,
+            adopt_deadline: (!pending.is_empty()).then(|| Instant::now() + config.adopt_grace),
+            topics: BTreeMap::new(),
             clients: HashMap::new(),
             repairs: Vec::new(),
             acl,
-            next_instance,
             stopping: false,
+            pending,
         }),
         stop: AtomicBool::new(false),
         config: config.clone(),
         uid,
-        socket_tag: tag,
         epoch,
+        _status: status,
+        status_ro,
         next_client: AtomicU64::new(1),
     });
     Ok((shared, listener, lock))
@@ -304,62 +318,20 @@ fn new_epoch() -> u32 {
     (std::process::id().rotate_left(16) ^ nanos).max(1)
 }
 
-/// Take back the topics a previous daemon on this socket left behind when it died: every
-/// segment with our uid and socket tag that validates and is not closed. Their active ports
-/// become orphans, waiting `adopt_grace` for their processes to re-attach. A segment that fails
-/// validation, is closed, has an unparseable name or no active port is removed.
-fn adopt_segments(uid: u32, tag: u32, epoch: u32) -> (BTreeMap<String, Topic>, u64) {
-    let mut topics = BTreeMap::new();
-    let mut next_instance = 1u64;
-    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
-        return (topics, next_instance);
-    };
-    let prefix = format!("{}{uid}-", names::SEGMENT_PREFIX);
-    for entry in dir.flatten() {
-        let file = entry.file_name();
-        let Some(file) = file.to_str() else { continue };
-        if !names::is_shmbus_segment_for_uid(file, uid) {
-            continue;
-        }
-        let Some((escaped, hex)) = file.strip_prefix(&prefix).and_then(|r| r.rsplit_once('-'))
-        else {
-            continue;
-        };
-        let Ok(instance) = u64::from_str_radix(hex, 16) else {
-            continue;
-        };
-        if (instance >> 32) as u32 != tag {
-            continue;
-        }
-        next_instance = next_instance.max((instance & 0xffff_ffff) + 1);
-        let name = escaped.replace('~', "/");
-        match adopt_one(&name, file, uid, epoch) {
-            Ok(topic) => {
-                tracing::info!(
-                    topic = name.as_str(),
-                    ports = topic.attachments.len(),
-                    "adopted a topic from a daemon that died; waiting for its ports to re-attach"
-                );
-                topics.insert(name, topic);
-            }
-            Err(why) => {
-                tracing::warn!(
-                    segment = file,
-                    why = why.as_str(),
-                    "removing a segment left by a daemon that died"
-                );
-                segment::unlink_segment(file);
-            }
-        }
-    }
-    (topics, next_instance)
-}
-
-fn adopt_one(name: &str, file: &str, uid: u32, epoch: u32) -> Result<Topic, String> {
-    names::validate_topic_name(name).map_err(|e| e.to_string())?;
-    let seg = segment::open_segment(file).map_err(|e| e.to_string())?;
+/// A port handed back the files of `name`, a topic a previous daemon recorded: take them if
+/// they are exactly the recorded files, this daemon's and sealed, and the segment validates
+/// and is open. Its active ports become orphans, waiting for their processes to re-attach.
+fn adopt(record: &TopicRecord, fds: SegmentFds, uid: u32, epoch: u32) -> Result<Topic, String> {
+    let seg = segment::adopt_segment(fds, uid, record.files).map_err(|e| e.to_string())?;
     if seg.ring.is_closed() {
-        return Err("it was closed".into());
+        return Err("the topic was closed".into());
+    }
+    let spec = segment::spec_of(seg.ring.geometry());
+    if spec != record.spec {
+        return Err(format!(
+            "the segment describes {spec:?}, but the topic was recorded as {:?}",
+            record.spec
+        ));
     }
     let orphan = |role, (index, generation, pid): (usize, u64, u32)| Attachment {
         client: ORPHAN,
@@ -380,22 +352,44 @@ fn adopt_one(name: &str, file: &str, uid: u32, epoch: u32) -> Result<Topic, Stri
             .into_iter()
             .map(|e| orphan(Role::Subscriber, e)),
     );
-    if attachments.is_empty() {
-        return Err("no process uses it any more".into());
-    }
+    let evicted = seg
+        .ring
+        .evicted_subscribers()
+        .into_iter()
+        .map(|e| orphan(Role::Subscriber, e))
+        .collect();
     seg.ring.set_epoch(epoch);
     let len = seg.ring.storage().layout().total_len;
     Ok(Topic {
-        spec: segment::spec_of(seg.ring.geometry()),
-        ring: seg.ring,
-        segment_name: seg.name,
-        fd: seg.fd,
+        spec,
+        ring: seg.ring.clone(),
+        seg,
+        files: record.files,
         len,
-        owner_uid: uid,
+        owner_uid: record.owner_uid,
         attachments,
+        evicted,
         stuck: HashMap::new(),
         adopted: true,
     })
+}
+
+/// Write the topic records (after every change to the set of topics).
+fn persist(shared: &Shared, state: &State) {
+    let records = state
+        .topics
+        .iter()
+        .map(|(name, t)| TopicRecord {
+            name: name.clone(),
+            spec: t.spec.clone(),
+            owner_uid: t.owner_uid,
+            files: t.files,
+        })
+        .chain(state.pending.values().cloned())
+        .collect();
+    if let Err(e) = state::save(&shared.config.socket, records) {
+        tracing::error!(error = %e, "cannot write the topic records; a restarted daemon will not adopt these topics");
+    }
 }
 
 /// Whether process `pid` exists (orphans have no connection to watch, so their liveness is
@@ -416,7 +410,7 @@ fn process_alive(pid: u32) -> bool {
 /// After the grace period for adopted topics: release the orphaned subscribers and repair the
 /// orphaned publishers whose processes are gone, and remove adopted topics nobody is left on.
 /// Orphans whose process lives on keep their place until it re-attaches or dies.
-fn give_up_orphans(state: &mut State) {
+fn give_up_orphans(shared: &Shared, state: &mut State) {
     let mut repairs = Vec::new();
     let mut empty = Vec::new();
     for (name, topic) in state.topics.iter_mut() {
@@ -424,6 +418,15 @@ fn give_up_orphans(state: &mut State) {
             .into_iter()
             .partition(|a| a.client == ORPHAN && !process_alive(a.pid));
         topic.attachments = live;
+        topic.evicted.retain(|a| {
+            let gone = a.client == ORPHAN && !process_alive(a.pid);
+            if gone {
+                let _ = topic
+                    .ring
+                    .reclaim_subscriber(a.index as usize, a.generation);
+            }
+            !gone
+        });
         for a in orphans {
             match a.role {
                 Role::Subscriber => {
@@ -445,15 +448,18 @@ fn give_up_orphans(state: &mut State) {
     }
     state.repairs.extend(repairs);
     run_repairs(state);
+    let removed = !empty.is_empty();
     for name in empty {
         if let Some(t) = state.topics.remove(&name) {
             t.ring.close();
-            segment::unlink_segment(&t.segment_name);
             tracing::info!(
                 topic = name.as_str(),
                 "removed an adopted topic none of whose ports came back"
             );
         }
+    }
+    if removed {
+        persist(shared, state);
     }
 }
 
@@ -525,9 +531,11 @@ fn serve(shared: Arc<Shared>, listener: UnixListener, lock: DaemonLock) {
     }
     shutdown(&shared, connections);
     let _ = std::fs::remove_file(&shared.config.socket);
+    state::remove(&shared.config.socket);
+    StatusPage::remove(&shared.config.socket);
     drop(listener);
     drop(lock);
-    tracing::info!("shmbusd stopped; segments and socket removed");
+    tracing::info!("shmbusd stopped; topics closed, socket removed");
 }
 
 fn reload_rules(shared: &Shared) {
@@ -549,8 +557,7 @@ fn shutdown(shared: &Shared, connections: Vec<JoinHandle<()>>) {
     state.stopping = true;
     for (name, topic) in &state.topics {
         topic.ring.close();
-        segment::unlink_segment(&topic.segment_name);
-        tracing::debug!(topic = name.as_str(), "closed and unlinked");
+        tracing::debug!(topic = name.as_str(), "closed");
     }
     for client in state.clients.values() {
         let _ = client.stream.shutdown(std::net::Shutdown::Both);
@@ -620,7 +627,7 @@ fn start_connection(shared: &Arc<Shared>, stream: UnixStream) -> Option<JoinHand
         .ok()
 }
 
-fn connection(shared: Arc<Shared>, id: u64, mut stream: UnixStream, cred: PeerCred) {
+fn connection(shared: Arc<Shared>, id: u64, stream: UnixStream, cred: PeerCred) {
     tracing::debug!(
         client = id,
         pid = cred.pid,
@@ -628,7 +635,10 @@ fn connection(shared: Arc<Shared>, id: u64, mut stream: UnixStream, cred: PeerCr
         "client connected"
     );
     loop {
-        let request: Request = match protocol::read_frame(&mut stream) {
+        // Up to two descriptors come with a `Reattach` (the topic's files, handed back); any
+        // others are closed at once.
+        let (request, fds): (Request, Vec<OwnedFd>) = match fdpass::read_frame_with_fds(&stream, 2)
+        {
             Ok(r) => r,
             Err(ProtocolError::Closed) => break,
             Err(e @ (ProtocolError::Io(_) | ProtocolError::Truncated { .. })) => {
@@ -645,9 +655,14 @@ fn connection(shared: Arc<Shared>, id: u64, mut stream: UnixStream, cred: PeerCr
         };
         let hello = shared.lock().clients.get(&id).is_some_and(|c| c.hello);
         let stop_after = matches!(request, Request::Shutdown) && hello && cred.uid == shared.uid;
-        let (response, fd) = handle(&shared, id, &cred, request);
-        let fds: Vec<i32> = fd.iter().map(|f| f.as_raw_fd()).collect();
-        if let Err(e) = fdpass::write_frame_with_fds(&stream, &response, &fds) {
+        if let Request::AttachPublisher { topic, .. } | Request::AttachSubscriber { topic, .. } =
+            &request
+        {
+            wait_while_pending(&shared, topic);
+        }
+        let (response, out) = handle(&shared, id, &cred, request, fds);
+        let out: Vec<i32> = out.iter().map(|f| f.as_raw_fd()).collect();
+        if let Err(e) = fdpass::write_frame_with_fds(&stream, &response, &out) {
             tracing::debug!(client = id, error = %e, "cannot answer; dropping the connection");
             break;
         }
@@ -656,6 +671,24 @@ fn connection(shared: Arc<Shared>, id: u64, mut stream: UnixStream, cred: PeerCr
         }
     }
     client_gone(&shared, id);
+}
+
+/// A topic a previous daemon recorded may yet be handed back by one of its ports (which learn
+/// of the restart at their next call): an attach waits for that, until the adopt grace ends,
+/// rather than create a second topic of the same name.
+fn wait_while_pending(shared: &Shared, topic: &str) {
+    loop {
+        {
+            let state = shared.lock();
+            let waiting = state.pending.contains_key(topic)
+                && state.adopt_deadline.is_some_and(|d| Instant::now() < d)
+                && !state.stopping;
+            if !waiting {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// The client's connection closed: free its subscribers, repair its publishers.
@@ -669,6 +702,14 @@ fn client_gone(shared: &Shared, id: u64) {
     }
     let mut repairs = Vec::new();
     for (name, topic) in state.topics.iter_mut() {
+        topic.evicted.retain(|a| {
+            if a.client == id {
+                let _ = topic
+                    .ring
+                    .reclaim_subscriber(a.index as usize, a.generation);
+            }
+            a.client != id
+        });
         let mine: Vec<Attachment> = {
             let (mine, rest) = std::mem::take(&mut topic.attachments)
                 .into_iter()
@@ -742,14 +783,21 @@ fn run_repairs(state: &mut State) {
 
 fn housekeeping(shared: &Shared) {
     let mut state = shared.lock();
+    // After the grace, on every pass: a topic handed back late has its dead orphans given up
+    // at once.
     if state.adopt_deadline.is_some_and(|d| Instant::now() >= d) {
-        give_up_orphans(&mut state);
-        let orphans_left = state
-            .topics
-            .values()
-            .any(|t| t.attachments.iter().any(|a| a.client == ORPHAN));
-        if !orphans_left {
-            state.adopt_deadline = None;
+        give_up_orphans(shared, &mut state);
+        if !state.pending.is_empty()
+            && state
+                .adopt_deadline
+                .is_some_and(|d| Instant::now() >= d + PENDING_KEEP)
+        {
+            let names: Vec<String> = std::mem::take(&mut state.pending).into_keys().collect();
+            tracing::info!(
+                ?names,
+                "forgot recorded topics that no port handed back; their ports attach anew"
+            );
+            persist(shared, &state);
         }
     }
     if !state.repairs.is_empty() {
@@ -787,7 +835,9 @@ fn housekeeping(shared: &Shared) {
                 Instant::now()
             };
             if since.elapsed() >= timeout {
-                if topic.ring.release_subscriber(index, generation).is_ok() {
+                // Evicted, not freed: the port may still live and store its cursor once more,
+                // so the entry is reused only after the port detached or its client went away.
+                if topic.ring.evict_subscriber(index, generation).is_ok() {
                     tracing::warn!(
                         topic = name.as_str(),
                         pid,
@@ -795,11 +845,15 @@ fn housekeeping(shared: &Shared) {
                         "evicted a subscriber that held back a full lossless topic for {timeout:?}"
                     );
                 }
-                topic.attachments.retain(|a| {
-                    !(a.role == Role::Subscriber
-                        && a.index as usize == index
-                        && a.generation == generation)
-                });
+                let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut topic.attachments)
+                    .into_iter()
+                    .partition(|a| {
+                        a.role == Role::Subscriber
+                            && a.index as usize == index
+                            && a.generation == generation
+                    });
+                topic.attachments = kept;
+                topic.evicted.extend(gone);
                 continue;
             }
             seen.insert(key, (cursor, since));
@@ -808,16 +862,19 @@ fn housekeeping(shared: &Shared) {
     }
 }
 
-fn error(code: ErrorCode, message: impl Into<String>) -> (Response, Option<OwnedFd>) {
-    (Response::error(code, message), None)
+fn error(code: ErrorCode, message: impl Into<String>) -> (Response, Vec<OwnedFd>) {
+    (Response::error(code, message), Vec::new())
 }
 
+/// Serve one request; `fds` are the descriptors that came with it (only a `Reattach` uses
+/// them). Returns the answer and the descriptors to send with it.
 fn handle(
     shared: &Shared,
     id: u64,
     cred: &PeerCred,
     request: Request,
-) -> (Response, Option<OwnedFd>) {
+    fds: Vec<OwnedFd>,
+) -> (Response, Vec<OwnedFd>) {
     let mut state = shared.lock();
     let state = &mut *state;
     let hello = state.clients.get(&id).is_some_and(|c| c.hello);
@@ -838,7 +895,7 @@ fn handle(
             client_name,
         } => {
             if let Err(e) = protocol::check_version(version) {
-                return (e.to_response(), None);
+                return (e.to_response(), Vec::new());
             }
             if let Some(c) = state.clients.get_mut(&id) {
                 c.hello = true;
@@ -849,8 +906,10 @@ fn handle(
                     version: protocol::PROTOCOL_VERSION,
                     daemon_version: env!("CARGO_PKG_VERSION").to_string(),
                     daemon_pid: std::process::id(),
+                    epoch: shared.epoch,
                 },
-                None,
+                // The status page, read-only: how the client learns of a restarted daemon.
+                shared.status_ro.try_clone().into_iter().collect(),
             )
         }
         _ if !hello => error(ErrorCode::BadRequest, "send hello first"),
@@ -891,13 +950,26 @@ fn handle(
                     && a.generation == generation)
             });
             if t.attachments.len() == before {
-                return error(ErrorCode::BadRequest, "this connection holds no such port");
+                // An evicted port lets go of its entry: now it can be reused. (An evicted
+                // orphan of a previous daemon is recognised by its pid.)
+                let at = t.evicted.iter().position(|a| {
+                    (a.client == id || (a.client == ORPHAN && a.pid == cred.pid))
+                        && a.role == role
+                        && a.index == index
+                        && a.generation == generation
+                });
+                let Some(at) = at else {
+                    return error(ErrorCode::BadRequest, "this connection holds no such port");
+                };
+                let a = t.evicted.remove(at);
+                let _ = t.ring.reclaim_subscriber(a.index as usize, a.generation);
+                return (Response::Detached, Vec::new());
             }
             let _ = match role {
                 Role::Publisher => t.ring.release_publisher(index as usize, generation),
                 Role::Subscriber => t.ring.release_subscriber(index as usize, generation),
             };
-            (Response::Detached, None)
+            (Response::Detached, Vec::new())
         }
         Request::List => {
             let topics = state
@@ -915,7 +987,7 @@ fn handle(
                     }
                 })
                 .collect();
-            (Response::Topics { topics }, None)
+            (Response::Topics { topics }, Vec::new())
         }
         Request::Stats { topic } => {
             if let Some(name) = &topic {
@@ -933,7 +1005,7 @@ fn handle(
                 .filter(|(name, _)| may_see(shared, &state.acl, cred, &groups, name))
                 .map(|(name, t)| topic_stats(name, t))
                 .collect();
-            (Response::Stats { topics }, None)
+            (Response::Stats { topics }, Vec::new())
         }
         Request::Delete { topic } => {
             let visible = may_see(shared, &state.acl, cred, &groups, &topic);
@@ -948,17 +1020,19 @@ fn handle(
             }
             if let Some(t) = state.topics.remove(&topic) {
                 t.ring.close();
-                segment::unlink_segment(&t.segment_name);
                 tracing::info!(topic = topic.as_str(), "deleted");
             }
-            (Response::Deleted, None)
+            persist(shared, state);
+            (Response::Deleted, Vec::new())
         }
         Request::Reattach {
             topic,
             role,
             index,
             generation,
-        } => reattach(state, id, cred, &topic, role, index, generation),
+        } => reattach(
+            shared, state, id, cred, &topic, role, index, generation, fds,
+        ),
         Request::Shutdown => {
             if cred.uid != shared.uid {
                 return error(
@@ -966,7 +1040,7 @@ fn handle(
                     "only the daemon's own uid may stop it",
                 );
             }
-            (Response::Detached, None)
+            (Response::Detached, Vec::new())
         }
     }
 }
@@ -1023,7 +1097,7 @@ fn attach(
     spec: Option<TopicSpec>,
     role: Role,
     start: StartAt,
-) -> (Response, Option<OwnedFd>) {
+) -> (Response, Vec<OwnedFd>) {
     if let Err(e) = names::validate_topic_name(name) {
         return error(
             ErrorCode::InvalidTopicName,
@@ -1057,6 +1131,12 @@ fn attach(
         );
     }
     if !state.topics.contains_key(name) {
+        if state.pending.remove(name).is_some() {
+            tracing::warn!(
+                topic = name,
+                "no port handed this topic back within the adopt grace; creating it anew"
+            );
+        }
         let Some(spec) = spec else {
             return error(
                 ErrorCode::NoSuchTopic,
@@ -1120,9 +1200,9 @@ fn attach(
             generation,
             segment_len: topic.len,
         },
-        // A duplicate, owned by the answer: the registry lock is released before the answer is
-        // written, and a concurrent delete must not close the descriptor under us.
-        topic.fd.try_clone().ok(),
+        // Duplicates, owned by the answer: the registry lock is released before the answer is
+        // written, and a concurrent delete must not close the descriptors under us.
+        port_fds(topic, role),
     )
 }
 
@@ -1163,42 +1243,62 @@ fn create_topic(
             ),
         ));
     }
-    let instance = (u64::from(shared.socket_tag) << 32) | (state.next_instance & 0xffff_ffff);
-    state.next_instance += 1;
-    let file = names::segment_file_name(shared.uid, name, instance);
-    let seg = segment::create_segment(&file, &layout).map_err(|e| {
+    let seg = segment::create_segment(name, &layout).map_err(|e| {
         (
             ErrorCode::Internal,
             format!("cannot create the segment for '{name}': {e}"),
         )
     })?;
     seg.ring.set_epoch(shared.epoch);
-    tracing::info!(
-        topic = name,
-        segment = file.as_str(),
-        bytes = layout.total_len,
-        "topic created"
-    );
+    let files = seg.ids().map_err(|e| {
+        (
+            ErrorCode::Internal,
+            format!("cannot identify the segment files of '{name}': {e}"),
+        )
+    })?;
+    tracing::info!(topic = name, bytes = layout.total_len, "topic created");
     state.topics.insert(
         name.to_string(),
         Topic {
             spec,
-            ring: seg.ring,
-            segment_name: seg.name,
-            fd: seg.fd,
+            ring: seg.ring.clone(),
+            seg,
+            files,
             len: layout.total_len,
             owner_uid: cred.uid,
             attachments: Vec::new(),
+            evicted: Vec::new(),
             stuck: HashMap::new(),
             adopted: false,
         },
     );
+    persist(shared, state);
     Ok(())
 }
 
-/// A process that held a port under the previous daemon takes it back: the port must be an
-/// orphan of an adopted topic, active at that generation, and owned by the asking process.
+/// The descriptors a port of `role` gets: the control file, and the data file (read-only for a
+/// subscriber).
+fn port_fds(topic: &Topic, role: Role) -> Vec<OwnedFd> {
+    let access = match role {
+        Role::Publisher => Access::ReadWrite,
+        Role::Subscriber => Access::Subscriber,
+    };
+    match topic.seg.fds_for(access) {
+        Ok(fds) => fds.into(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot duplicate the segment descriptors");
+            Vec::new()
+        }
+    }
+}
+
+/// A process that held a port under the previous daemon takes it back. The first port of a
+/// topic to come back hands the topic's files back with the request (`fds`): the daemon adopts
+/// the topic from them if they are the recorded files. Then the port must be an orphan of the
+/// adopted topic, active at that generation, and owned by the asking process.
+#[allow(clippy::too_many_arguments)]
 fn reattach(
+    shared: &Shared,
     state: &mut State,
     id: u64,
     cred: &PeerCred,
@@ -1206,7 +1306,48 @@ fn reattach(
     role: Role,
     index: u32,
     generation: u64,
-) -> (Response, Option<OwnedFd>) {
+    fds: Vec<OwnedFd>,
+) -> (Response, Vec<OwnedFd>) {
+    if !state.topics.contains_key(topic) && state.pending.contains_key(topic) {
+        let mut fds = fds.into_iter();
+        let (Some(control), Some(data)) = (fds.next(), fds.next()) else {
+            return error(
+                ErrorCode::BadRequest,
+                format!("re-attaching to '{topic}' after a daemon restart needs its two segment descriptors"),
+            );
+        };
+        let record = &state.pending[topic];
+        match adopt(
+            record,
+            SegmentFds { control, data },
+            shared.uid,
+            shared.epoch,
+        ) {
+            Ok(t) => {
+                tracing::info!(
+                    topic,
+                    ports = t.attachments.len(),
+                    pid = cred.pid,
+                    "adopted a topic handed back after a daemon restart"
+                );
+                state.pending.remove(topic);
+                state.topics.insert(topic.to_string(), t);
+            }
+            Err(why) => {
+                tracing::warn!(
+                    topic,
+                    pid = cred.pid,
+                    uid = cred.uid,
+                    why = why.as_str(),
+                    "refused segment files handed back"
+                );
+                return error(
+                    ErrorCode::BadRequest,
+                    format!("the files handed back are not the segment of '{topic}': {why}; attach anew"),
+                );
+            }
+        }
+    }
     let Some(t) = state.topics.get_mut(topic) else {
         return error(
             ErrorCode::NoSuchTopic,
@@ -1234,7 +1375,7 @@ fn reattach(
                 generation,
                 segment_len: t.len,
             };
-            (answer, t.fd.try_clone().ok())
+            (answer, port_fds(t, role))
         }
         _ => error(
             ErrorCode::BadRequest,

@@ -106,6 +106,7 @@ fn responses() -> Vec<Response> {
             version: 1,
             daemon_version: "0.1.0".into(),
             daemon_pid: 42,
+            epoch: 7,
         },
         Response::Attached {
             topic: "robot/odom".into(),

@@ -154,10 +154,71 @@ pub fn unique_topic(tag: &str) -> String {
     )
 }
 
-/// The part of a segment file name that identifies `topic`: `-<escaped topic>-` (segment
-/// files are named `shmbus-<uid>-<escaped topic>-<instance>`, with `/` escaped as `~`).
+/// The part of a file name that identifies `topic` in the old named-segment scheme
+/// (`-<escaped topic>-`): shmbus must never create such a file in /dev/shm now.
 pub fn segment_token(topic: &str) -> String {
     format!("-{}-", topic.replace('/', "~"))
+}
+
+/// How `/proc/<pid>/fd` links and `/proc/<pid>/maps` name the segment files of `topic`.
+pub fn segment_file_names(topic: &str) -> [String; 2] {
+    [
+        format!("/memfd:shmbus-control:{topic} (deleted)"),
+        format!("/memfd:shmbus-data:{topic} (deleted)"),
+    ]
+}
+
+/// Whether process `pid` holds a descriptor or a mapping of one of `names`.
+fn holds(pid: u32, names: &[String]) -> bool {
+    if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                if names.iter().any(|n| link.as_os_str() == n.as_str()) {
+                    return true;
+                }
+            }
+        }
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| {
+        maps.lines()
+            .any(|l| names.iter().any(|n| l.ends_with(&format!(" {n}"))))
+    })
+}
+
+/// The processes that hold the memory of `topic`'s segment (a descriptor or a mapping of
+/// either of its files). The kernel frees the memory when this list becomes empty.
+pub fn segment_holders(topic: &str) -> Vec<u32> {
+    let names = segment_file_names(topic);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| holds(pid, &names))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The topics whose segment files process `pid` holds descriptors of.
+pub fn segments_held_by(pid: u32) -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut topics: Vec<String> = fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("/memfd:shmbus-data:")?
+                .strip_suffix(" (deleted)")
+                .map(str::to_string)
+        })
+        .collect();
+    topics.sort();
+    topics.dedup();
+    topics
 }
 
 /// The entries of /dev/shm whose names contain `needle`.
@@ -383,10 +444,12 @@ impl Daemon {
         PathBuf::from(s)
     }
 
-    /// The /dev/shm segments of any daemon on this socket (matched by the socket tag in the
-    /// instance number, as the daemon's own stale-file clean-up does).
+    /// The topics whose segments this daemon process holds (none once it has exited).
     pub fn segments(&self) -> Vec<String> {
-        segments_of(&self.socket)
+        // A zombie or a reaped process lists no descriptors.
+        self.child
+            .as_ref()
+            .map_or_else(Vec::new, |c| segments_held_by(c.id()))
     }
 
     fn child_mut(&mut self) -> &mut Child {
@@ -439,41 +502,6 @@ impl Daemon {
     }
 }
 
-/// FNV-1a over the socket path, as the daemon tags its segments' instance numbers.
-fn socket_tag(socket: &Path) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in socket.as_os_str().as_encoded_bytes() {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
-
-/// The /dev/shm segments of a daemon on `socket` (any incarnation).
-fn segments_of(socket: &Path) -> Vec<String> {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    let prefix = format!("shmbus-{uid}-");
-    let tag = socket_tag(socket);
-    shm_entries_containing(&prefix)
-        .into_iter()
-        .filter(|name| {
-            let instance = name
-                .rsplit('-')
-                .next()
-                .and_then(|h| u64::from_str_radix(h, 16).ok());
-            name.starts_with(&prefix) && instance.is_some_and(|i| (i >> 32) as u32 == tag)
-        })
-        .collect()
-}
-
-/// Remove the /dev/shm segments of a daemon on `socket` (after it had to be killed).
-fn remove_segments_of(socket: &Path) {
-    for name in segments_of(socket) {
-        let _ = std::fs::remove_file(Path::new("/dev/shm").join(&name));
-    }
-}
-
 impl Drop for Daemon {
     fn drop(&mut self) {
         let Some(mut child) = self.child.take() else {
@@ -486,9 +514,6 @@ impl Drop for Daemon {
             }
         }
         let _ = child.wait();
-        // Whatever a killed incarnation (or a failed test) left behind. A daemon that stopped
-        // cleanly left nothing, and tests check that before this runs.
-        remove_segments_of(&self.socket);
         if std::thread::panicking() {
             let log = self.log();
             let lines: Vec<&str> = log.lines().collect();

@@ -1,17 +1,21 @@
 //! Security tests: what a hostile or careless party can and cannot do to shmbus, proven against
-//! the real daemon process, real peer processes and real segments in /dev/shm.
+//! the real daemon process, real peer processes and real segments: each topic's two sealed
+//! memory files (`memfd_create`, named `shmbus-control:<topic>` and `shmbus-data:<topic>`),
+//! reached through the descriptors the daemon hands out and through `/proc/<pid>/fd`. Nothing
+//! is ever created in /dev/shm (some tests check that too).
 //!
 //! docs/security.md is the threat model; every claim there names the test here that proves it.
 //! Tests marked `#[ignore = "BUG: ..."]` show a missing protection: they fail today and pass once
 //! it is fixed (run them with `cargo test -p shmbus-tests --test security -- --ignored`).
 //!
-//! Every wait is bounded; children are killed and reaped, segments unlinked and temporary
-//! directories removed by drop guards, even when a test fails. Tests that need a second uid
-//! (setuid to nobody, 65534) need root and print a notice and return when not root.
+//! Every wait is bounded; children are killed and reaped and temporary directories removed by
+//! drop guards, even when a test fails; segments are freed by the kernel when their last
+//! descriptor and mapping go. Tests that need a second uid (setuid to nobody, 65534) need root
+//! and print a notice and return (or skip that part) when not root.
 
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -29,13 +33,13 @@ use bus_core::storage::{Region, Storage};
 use bus_core::wait::WaitStrategy;
 use bus_daemon::fdpass;
 use bus_daemon::protocol::{
-    DeliveryMode, ErrorCode, ProtocolError, Request, Response, TopicSpec, PROTOCOL_VERSION,
+    DeliveryMode, ErrorCode, ProtocolError, Request, Response, Role, TopicSpec, PROTOCOL_VERSION,
 };
-use bus_daemon::segment::{self, Access, Mapping, OpenError, Segment, ShmRing};
+use bus_daemon::segment::{self, Access, Mapping, OpenError, Segment, SegmentFds, ShmRing, SEALS};
 use serde_json::Value;
 use shmbus_tests::{
-    check_of, proc_state, segment_token, shm_entries_containing, unique_topic, wait_until, Daemon,
-    Peer, TempDir, TestMsg,
+    check_of, proc_state, segment_file_names, segment_token, shm_entries_containing, unique_topic,
+    wait_until, Daemon, Peer, TempDir, TestMsg,
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_shmbus-peer");
@@ -85,73 +89,240 @@ impl Rng {
     }
 }
 
-/// Removes every /dev/shm entry whose name contains one of its needles on drop: the last line
-/// of defence for tests whose daemon may die (and so cannot clean up) or that make their own
-/// segments.
-struct ShmCleanup(Vec<String>);
-
-impl ShmCleanup {
-    fn topics(topics: &[&str]) -> ShmCleanup {
-        ShmCleanup(topics.iter().map(|t| segment_token(t)).collect())
-    }
-}
-
-impl Drop for ShmCleanup {
-    fn drop(&mut self) {
-        for needle in &self.0 {
-            for name in shm_entries_containing(needle) {
-                let _ = std::fs::remove_file(Path::new("/dev/shm").join(name));
-            }
-        }
-    }
-}
-
-/// A segment made directly with the daemon's own code (no daemon), under a name that contains
-/// `shmbus` but can never be a daemon's (`shmbus-sectest-...`); unlinked on drop.
+/// A segment made directly with the daemon's own code (no daemon): two sealed memory files
+/// named after a topic no daemon uses (`sectest/...`). Freed by the kernel when the last
+/// descriptor and mapping of it go; nothing to clean up.
 struct TestSegment {
-    seg: Option<Segment>,
-    name: String,
+    seg: Segment,
 }
 
 impl TestSegment {
     fn create(tag: &str, geometry: &Geometry) -> TestSegment {
         static N: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "shmbus-sectest-{}-{tag}-{}",
+        let topic = format!(
+            "sectest/{tag}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
         let layout = Layout::compute(geometry).expect("a valid test geometry");
-        let seg = segment::create_segment(&name, &layout)
-            .unwrap_or_else(|e| panic!("create segment {name}: {e}"));
-        TestSegment {
-            seg: Some(seg),
-            name,
-        }
-    }
-
-    fn seg(&self) -> &Segment {
-        match self.seg.as_ref() {
-            Some(s) => s,
-            None => unreachable!("taken only in drop"),
-        }
+        let seg = segment::create_segment(&topic, &layout)
+            .unwrap_or_else(|e| panic!("create segment {topic}: {e}"));
+        TestSegment { seg }
     }
 
     /// The creator's read-write ring (used to corrupt the shared state).
     fn ring(&self) -> &Arc<ShmRing> {
-        &self.seg().ring
+        &self.seg.ring
+    }
+
+    /// The descriptors a port of `access` maps: the read-only data descriptor for subscribers.
+    fn fds(&self, access: Access) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
+        let data = match access {
+            Access::ReadWrite => self.seg.fds.data.as_fd(),
+            Access::Subscriber => self.seg.data_ro.as_fd(),
+        };
+        (self.seg.fds.control.as_fd(), data)
     }
 
     fn open(&self, access: Access) -> Result<Arc<ShmRing>, OpenError> {
-        segment::open_ring(self.seg().fd.as_fd(), access)
+        let (control, data) = self.fds(access);
+        segment::open_ring(control, data, access)
+    }
+
+    /// A second, independent read-write mapping (to corrupt the header through).
+    fn map_rw(&self) -> Mapping {
+        let (control, data) = self.fds(Access::ReadWrite);
+        Mapping::map(control, data, Access::ReadWrite).expect("map rw")
     }
 }
 
-impl Drop for TestSegment {
-    fn drop(&mut self) {
-        self.seg = None;
-        segment::unlink_segment(&self.name);
+/// The errno of the last failed system call of this thread.
+fn errno() -> i32 {
+    // SAFETY: reads this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// 0 if `rc` is 0, else the errno.
+fn rc_errno(rc: libc::c_int) -> i32 {
+    if rc == 0 {
+        0
+    } else {
+        errno()
     }
+}
+
+fn ftruncate_errno(fd: BorrowedFd<'_>, len: libc::off_t) -> i32 {
+    // SAFETY: a valid descriptor; truncating it is what the tests try.
+    rc_errno(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })
+}
+
+fn add_seals_errno(fd: BorrowedFd<'_>, seals: libc::c_int) -> i32 {
+    // SAFETY: F_ADD_SEALS on a valid descriptor.
+    rc_errno(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })
+}
+
+/// `fstat` of a descriptor.
+fn fstat(fd: BorrowedFd<'_>) -> libc::stat {
+    // SAFETY: `st` is written by fstat before it is read; the fd is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
+    assert_eq!(rc, 0, "fstat: {}", std::io::Error::last_os_error());
+    st
+}
+
+fn file_size(fd: BorrowedFd<'_>) -> usize {
+    fstat(fd).st_size as usize
+}
+
+/// The access mode (`O_RDONLY`, `O_WRONLY`, `O_RDWR`) a descriptor was opened with.
+fn access_mode(fd: BorrowedFd<'_>) -> libc::c_int {
+    // SAFETY: F_GETFL on a valid descriptor.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    assert!(flags >= 0, "F_GETFL: {}", std::io::Error::last_os_error());
+    flags & libc::O_ACCMODE
+}
+
+/// The whole content of the file `fd` refers to (`pread`, so the offset does not matter and a
+/// read-only descriptor will do).
+fn file_bytes(fd: BorrowedFd<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; file_size(fd)];
+    let mut at = 0;
+    while at < buf.len() {
+        // SAFETY: writes at most `buf.len() - at` bytes into `buf` from `at`.
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf[at..].as_mut_ptr().cast(),
+                buf.len() - at,
+                at as libc::off_t,
+            )
+        };
+        assert!(n > 0, "pread: {}", std::io::Error::last_os_error());
+        at += n as usize;
+    }
+    buf
+}
+
+/// Writes all of `bytes` at offset 0 of `fd`.
+fn write_all_at(fd: BorrowedFd<'_>, bytes: &[u8]) {
+    let mut at = 0;
+    while at < bytes.len() {
+        // SAFETY: reads at most `bytes.len() - at` bytes of `bytes` from `at`.
+        let n = unsafe {
+            libc::pwrite(
+                fd.as_raw_fd(),
+                bytes[at..].as_ptr().cast(),
+                bytes.len() - at,
+                at as libc::off_t,
+            )
+        };
+        assert!(n > 0, "pwrite: {}", std::io::Error::last_os_error());
+        at += n as usize;
+    }
+}
+
+/// How a test memory file is sealed.
+#[derive(Debug, Clone, Copy)]
+enum Sealing {
+    /// Made without `MFD_ALLOW_SEALING` (the kernel reports `F_SEAL_SEAL` only).
+    NotSealable,
+    /// Made with `MFD_ALLOW_SEALING`, then sealed with these seals (0: none).
+    With(libc::c_int),
+}
+
+/// A memory file named `name` (as the daemon names segment files, if wanted), `len` bytes
+/// long, starting with `bytes` (cut to `len`), mode 0600, sealed as `sealing` says.
+fn memfd_with(name: &str, bytes: &[u8], len: usize, sealing: Sealing) -> OwnedFd {
+    let cname = CString::new(name).expect("no NUL");
+    let flags = match sealing {
+        Sealing::NotSealable => libc::MFD_CLOEXEC,
+        Sealing::With(_) => libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+    };
+    // SAFETY: a valid C string; memfd_create returns a fresh descriptor or -1.
+    let raw = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
+    assert!(
+        raw >= 0,
+        "memfd_create: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    assert_eq!(
+        ftruncate_errno(fd.as_fd(), len as libc::off_t),
+        0,
+        "size the memfd"
+    );
+    write_all_at(fd.as_fd(), &bytes[..bytes.len().min(len)]);
+    // SAFETY: a valid descriptor we own.
+    assert_eq!(unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) }, 0);
+    if let Sealing::With(seals) = sealing {
+        if seals != 0 {
+            assert_eq!(add_seals_errno(fd.as_fd(), seals), 0, "seal the memfd");
+        }
+    }
+    fd
+}
+
+/// A sealed copy (the daemon's seals) of the file `fd`, cut or zero-extended to `len` bytes.
+fn sealed_copy(name: &str, fd: BorrowedFd<'_>, len: usize) -> OwnedFd {
+    memfd_with(name, &file_bytes(fd), len, Sealing::With(SEALS))
+}
+
+/// A regular file in `dir` holding a copy of the file `fd`, mode 0600, opened read-write.
+fn regular_copy(dir: &Path, name: &str, fd: BorrowedFd<'_>) -> OwnedFd {
+    let path = dir.join(name);
+    std::fs::write(&path, file_bytes(fd)).expect("write a regular copy");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open the regular copy");
+    OwnedFd::from(f)
+}
+
+/// The descriptors process `pid` holds of `topic`'s segment files, as `(/proc/<pid>/fd/<n>,
+/// link)`, the link being one of [`segment_file_names`]. Needs the right to read the
+/// process's descriptors (root, or its own uid).
+fn segment_fd_paths(pid: u32, topic: &str) -> Vec<(PathBuf, String)> {
+    let names = segment_file_names(topic);
+    let mut v: Vec<(PathBuf, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+        .flatten()
+        .filter_map(|e| {
+            let link = std::fs::read_link(e.path()).ok()?;
+            let link = link.to_str()?.to_string();
+            names.contains(&link).then(|| (e.path(), link))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Like [`segment_fd_paths`], checking that both files are there: `(control, data)` paths.
+fn segment_fd_pair(pid: u32, topic: &str) -> (PathBuf, PathBuf) {
+    let [control_name, data_name] = segment_file_names(topic);
+    let fds = segment_fd_paths(pid, topic);
+    let find = |name: &str| {
+        fds.iter()
+            .find(|(_, l)| l == name)
+            .map(|(p, _)| p.clone())
+            .unwrap_or_else(|| panic!("process {pid} holds no `{name}`: {fds:?}"))
+    };
+    (find(&control_name), find(&data_name))
+}
+
+/// Opens `path` (a `/proc/<pid>/fd/<n>` link) with `flags`.
+fn open_path(path: &Path, flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: a valid C string; open returns a fresh descriptor or -1.
+    let raw = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 fn geometry(capacity: u32, slot_size: u32, mode: Mode) -> Geometry {
@@ -206,36 +377,60 @@ fn join_within(handle: JoinHandle<()>, limit: Duration) -> bool {
 }
 
 /// A control-protocol client that speaks the raw wire format (for garbage, and for a hostile
-/// client that receives the segment descriptor without the client library).
+/// client that receives the segment descriptors without the client library).
 struct RawClient {
     stream: UnixStream,
+    /// The read-only status page descriptor that came with `HelloOk`.
+    status: Option<OwnedFd>,
 }
 
 impl RawClient {
     fn connect(socket: &Path) -> RawClient {
         let stream = UnixStream::connect(socket).expect("connect to the daemon");
+        RawClient::from_stream(stream)
+    }
+
+    /// A client on a stream connected elsewhere (e.g. by another uid, see [`connect_as`]).
+    fn from_stream(stream: UnixStream) -> RawClient {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .expect("read timeout");
         stream
             .set_write_timeout(Some(Duration::from_secs(10)))
             .expect("write timeout");
-        RawClient { stream }
+        RawClient {
+            stream,
+            status: None,
+        }
     }
 
     fn hello(socket: &Path) -> RawClient {
-        let c = RawClient::connect(socket);
-        match c.request(&Request::Hello {
+        RawClient::connect(socket).say_hello()
+    }
+
+    fn say_hello(mut self) -> RawClient {
+        match self.request(&Request::Hello {
             version: PROTOCOL_VERSION,
             client_name: "security-test".into(),
         }) {
-            Ok((Response::HelloOk { .. }, _)) => c,
+            Ok((Response::HelloOk { .. }, mut fds)) if fds.len() == 1 => {
+                self.status = fds.pop();
+                self
+            }
             other => panic!("hello failed: {other:?}"),
         }
     }
 
     fn request(&self, req: &Request) -> Result<(Response, Vec<OwnedFd>), ProtocolError> {
-        fdpass::write_frame_with_fds(&self.stream, req, &[])?;
+        self.request_with_fds(req, &[])
+    }
+
+    fn request_with_fds(
+        &self,
+        req: &Request,
+        fds: &[RawFd],
+    ) -> Result<(Response, Vec<OwnedFd>), ProtocolError> {
+        fdpass::write_frame_with_fds(&self.stream, req, fds)?;
         fdpass::read_frame_with_fds(&self.stream, 4)
     }
 
@@ -254,8 +449,14 @@ impl RawClient {
         (out, eof)
     }
 
-    /// Attaches a port through the raw protocol; returns the segment descriptor.
-    fn attach(&self, topic: &str, spec: Option<TopicSpec>, publisher: bool) -> OwnedFd {
+    /// Attaches a port through the raw protocol; returns the segment's two descriptors and the
+    /// port's (index, generation).
+    fn attach_port(
+        &self,
+        topic: &str,
+        spec: Option<TopicSpec>,
+        publisher: bool,
+    ) -> (SegmentFds, (u32, u64)) {
         let req = if publisher {
             Request::AttachPublisher {
                 topic: topic.into(),
@@ -269,9 +470,25 @@ impl RawClient {
             }
         };
         match self.request(&req) {
-            Ok((Response::Attached { .. }, mut fds)) if !fds.is_empty() => fds.remove(0),
+            Ok((
+                Response::Attached {
+                    index, generation, ..
+                },
+                fds,
+            )) if fds.len() == 2 => {
+                let mut fds = fds.into_iter();
+                let (Some(control), Some(data)) = (fds.next(), fds.next()) else {
+                    unreachable!("two descriptors")
+                };
+                (SegmentFds { control, data }, (index, generation))
+            }
             other => panic!("attach {topic}: {other:?}"),
         }
+    }
+
+    /// Attaches a port through the raw protocol; returns the segment's two descriptors.
+    fn attach(&self, topic: &str, spec: Option<TopicSpec>, publisher: bool) -> SegmentFds {
+        self.attach_port(topic, spec, publisher).0
     }
 }
 
@@ -380,7 +597,7 @@ fn topic_result(v: &Value, topic: &str) -> String {
 /// and exit with its result (an errno, or 0). Returns that exit code.
 fn in_child_as(uid: u32, gid: u32, probe: &dyn Fn() -> i32) -> i32 {
     // SAFETY: the child calls only async-signal-safe functions (setgroups, setgid, setuid,
-    // socket, connect, open/shm_open on a pre-built C string, _exit) and never returns into
+    // and in the probes plain system calls on pre-built or stack data, _exit) and never returns into
     // Rust code of the parent; the parent waits for it with waitpid below.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
@@ -418,13 +635,8 @@ fn in_child_as(uid: u32, gid: u32, probe: &dyn Fn() -> i32) -> i32 {
     libc::WEXITSTATUS(status)
 }
 
-fn errno() -> i32 {
-    // SAFETY: reads this thread's errno.
-    unsafe { *libc::__errno_location() }
-}
-
-/// A probe that connects a Unix stream socket to `path`: 0 or the errno.
-fn connect_probe(path: &Path) -> impl Fn() -> i32 {
+/// The `sockaddr_un` of a socket path.
+fn sockaddr_of(path: &Path) -> libc::sockaddr_un {
     // SAFETY: all-zero is a valid sockaddr_un.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -433,6 +645,12 @@ fn connect_probe(path: &Path) -> impl Fn() -> i32 {
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
         *d = *s as libc::c_char;
     }
+    addr
+}
+
+/// A probe that connects a Unix stream socket to `path`: 0 or the errno.
+fn connect_probe(path: &Path) -> impl Fn() -> i32 {
+    let addr = sockaddr_of(path);
     move || {
         // SAFETY: plain system calls on a stack copy of a valid sockaddr_un.
         unsafe {
@@ -452,17 +670,195 @@ fn connect_probe(path: &Path) -> impl Fn() -> i32 {
     }
 }
 
-/// A probe that `shm_open`s segment `name` with `flags`: 0 or the errno.
-fn shm_open_probe(name: &str, flags: i32) -> impl Fn() -> i32 {
-    let path = CString::new(format!("/{name}")).expect("no NUL");
+/// A probe that opens `path` with `flags` (and closes it): 0 or the errno.
+fn open_probe(path: &str, flags: libc::c_int) -> impl Fn() -> i32 {
+    let path = CString::new(path).expect("no NUL");
     move || {
-        // SAFETY: a valid C string; glibc's shm_open builds the path on the stack and calls
-        // open(2), allocating nothing.
-        let fd = unsafe { libc::shm_open(path.as_ptr(), flags, 0) };
-        if fd >= 0 {
+        // SAFETY: a valid C string; open and close are async-signal-safe.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), flags | libc::O_CLOEXEC);
+            if fd < 0 {
+                return errno();
+            }
+            libc::close(fd);
             0
-        } else {
-            errno()
+        }
+    }
+}
+
+/// A probe that lists directory `dir` (open + getdents64, into a stack buffer): 0 if no entry's
+/// name contains `needle`, 1 if one does, 100 or 101 if the directory cannot be read.
+fn dir_probe(dir: &str, needle: &str) -> impl Fn() -> i32 {
+    let dir = CString::new(dir).expect("no NUL");
+    let needle = needle.as_bytes().to_vec();
+    assert!(!needle.is_empty());
+    move || {
+        // SAFETY: a valid C string; open, getdents64 (into a stack buffer of its true length)
+        // and close are plain system calls; nothing below allocates.
+        unsafe {
+            let fd = libc::open(
+                dir.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return 100;
+            }
+            let mut buf = [0u8; 8192];
+            let mut found = 0;
+            loop {
+                let n = libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len());
+                if n < 0 {
+                    found = 101;
+                    break;
+                }
+                if n == 0 {
+                    break;
+                }
+                // struct linux_dirent64: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type, name.
+                let mut at = 0usize;
+                while at + 19 < n as usize {
+                    let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+                    if reclen == 0 || at + reclen > n as usize {
+                        break;
+                    }
+                    let name = &buf[at + 19..at + reclen];
+                    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                    if name[..end]
+                        .windows(needle.len())
+                        .any(|w| w == needle.as_slice())
+                    {
+                        found = 1;
+                    }
+                    at += reclen;
+                }
+            }
+            libc::close(fd);
+            found
+        }
+    }
+}
+
+/// A Unix stream connected to `socket` by a forked child running as `uid`/`gid`, passed back
+/// to this process (`SCM_RIGHTS` over a socket pair): the daemon took its credentials
+/// (`SO_PEERCRED`) at connect time, so it serves whoever speaks on it as `uid`.
+fn connect_as(uid: u32, gid: u32, socket: &Path) -> UnixStream {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let addr = sockaddr_of(socket);
+    let via = theirs.as_raw_fd();
+    let probe = move || {
+        // SAFETY: plain system calls on stack data: a copy of a valid sockaddr_un, one byte,
+        // and a control buffer (u64 words, aligned for cmsghdr) longer than CMSG_SPACE of one
+        // descriptor; the cmsg macros only compute addresses inside it.
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return 100;
+            }
+            if libc::connect(
+                fd,
+                &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            ) != 0
+            {
+                return errno();
+            }
+            let mut byte = [b'!'; 1];
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: 1,
+            };
+            let mut control = [0u64; 8];
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            if cmsg.is_null() {
+                return 101;
+            }
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::c_int, fd);
+            if libc::sendmsg(via, &msg, 0) != 1 {
+                return 102;
+            }
+            0
+        }
+    };
+    let rc = in_child_as(uid, gid, &probe);
+    assert_eq!(rc, 0, "connecting as uid {uid} failed (errno or step {rc})");
+    drop(theirs);
+    let mut byte = [0u8; 1];
+    let (n, mut fds) = fdpass::recv_with_fds(&ours, &mut byte, 1).expect("receive the socket");
+    assert_eq!(
+        (n, fds.len()),
+        (1, 1),
+        "the connected socket did not arrive"
+    );
+    UnixStream::from(fds.pop().expect("one descriptor"))
+}
+
+/// Removes a file on drop.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Segments are never files in /dev/shm: neither this process's listing nor uid nobody's
+/// (in a child) finds an entry named after `topic` (in any spelling: its last component is
+/// unique). The nobody probe is shown to work by a file named like that, found while it exists.
+fn assert_no_dev_shm_entry_for(topic: &str) {
+    let needle = topic.rsplit('/').next().expect("a topic name");
+    for n in [segment_token(topic).as_str(), needle] {
+        let found = shm_entries_containing(n);
+        assert!(found.is_empty(), "{topic}: /dev/shm holds {found:?}");
+    }
+    if !is_root() {
+        return;
+    }
+    let probe = dir_probe("/dev/shm", needle);
+    assert_eq!(
+        in_child_as(NOBODY, NOBODY, &probe),
+        0,
+        "uid {NOBODY} finds an entry for {topic} in /dev/shm"
+    );
+    let canary = RemoveOnDrop(Path::new("/dev/shm").join(format!("sectest-canary-{needle}")));
+    std::fs::write(&canary.0, b"").expect("create the canary");
+    std::fs::set_permissions(&canary.0, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert_eq!(
+        in_child_as(NOBODY, NOBODY, &probe),
+        1,
+        "the /dev/shm probe did not see {}",
+        canary.0.display()
+    );
+}
+
+/// Uid nobody cannot open the daemon's descriptors of `topic`'s segment files through
+/// `/proc/<daemon>/fd/<n>`, read-only or read-write (`EACCES`); the same probes succeed as root,
+/// so they do reach the files. Two walls stand there: `/proc` lets no other uid look through
+/// the daemon's descriptors, and the files are 0600 (that one alone:
+/// `a_subscribers_data_descriptor_is_read_only` and `file_modes_are_never_world_writable`).
+fn assert_nobody_cannot_open_daemon_segment_files(d: &Daemon, topic: &str) {
+    segment_fd_pair(d.pid(), topic);
+    for (path, link) in segment_fd_paths(d.pid(), topic) {
+        let path = path.to_str().expect("a UTF-8 /proc path");
+        for flags in [libc::O_RDONLY, libc::O_RDWR] {
+            let open = open_probe(path, flags);
+            assert_eq!(
+                in_child_as(NOBODY, NOBODY, &open),
+                libc::EACCES,
+                "uid {NOBODY} opened {path} -> {link} (flags {flags:#o})"
+            );
+            assert_eq!(
+                open(),
+                0,
+                "root cannot open {path} -> {link} (flags {flags:#o})"
+            );
         }
     }
 }
@@ -475,7 +871,6 @@ fn shm_open_probe(name: &str, flags: i32) -> impl Fn() -> i32 {
 fn subscriber_mapping_is_read_only_a_write_through_a_sample_faults() {
     let d = Daemon::start(PEER, &[]);
     let topic = unique_topic("sec-ro");
-    let _shm = ShmCleanup::topics(&[&topic]);
     let bus = d.bus();
     let mut publisher = bus
         .publisher::<TestMsg>(&topic)
@@ -652,7 +1047,7 @@ fn corrupted_header_fields_are_typed_errors() {
     for mode in [Mode::Lossless, Mode::Lossy] {
         let seg = TestSegment::create("hdr", &geometry(32, 200, mode));
         // A second, independent read-write mapping to corrupt through.
-        let writable = Mapping::map(seg.seg().fd.as_fd(), Access::ReadWrite).expect("map rw");
+        let writable = seg.map_rw();
         let hdr = writable.as_ptr() as *mut SegmentHeader;
         // SAFETY: the mapping is page aligned, longer than the header, and plain data; nobody
         // holds a reference into the header (rings keep their own validated copy).
@@ -687,23 +1082,44 @@ fn corrupted_header_fields_are_typed_errors() {
             "restored header opens"
         );
 
-        // A segment shorter than its header says, and an empty one.
-        let fd = seg.seg().fd.as_raw_fd();
-        for len in [good.total_len as i64 - 4096, 4096, 100, 0] {
-            // SAFETY: a valid descriptor we own; the rings of this test that map it are not
-            // touched again after this point (the creator's ring is only dropped).
-            assert_eq!(unsafe { libc::ftruncate(fd, len) }, 0);
-            for access in [Access::Subscriber, Access::ReadWrite] {
-                match catch_unwind(AssertUnwindSafe(|| seg.open(access))) {
+        // Segment files shorter than the header says, and empty ones. The daemon's files are
+        // sealed, so nobody can shrink them (see
+        // `a_client_truncating_its_segment_descriptor_cannot_kill_the_daemon`); short files
+        // can only be handed over, and must be refused with a typed error: sealed copies of
+        // the segment's two files, one of them cut short.
+        let (control, data) = seg.fds(Access::ReadWrite);
+        let (control_len, data_len) = (file_size(control), file_size(data));
+        let open_copies = |control_len: usize, data_len: usize, access: Access| {
+            let c = sealed_copy("shmbus-control:sectest/short", control, control_len);
+            let d = sealed_copy("shmbus-data:sectest/short", data, data_len);
+            catch_unwind(AssertUnwindSafe(|| {
+                segment::open_ring(c.as_fd(), d.as_fd(), access).map(|_| "a ring")
+            }))
+        };
+        for access in [Access::Subscriber, Access::ReadWrite] {
+            // Whole copies open: what is refused below is refused for its length.
+            assert!(
+                matches!(open_copies(control_len, data_len, access), Ok(Ok(_))),
+                "{mode:?}: whole sealed copies of the segment do not open ({access:?})"
+            );
+            for short in [data_len - 4096, 4096, 100, 0] {
+                match open_copies(control_len, short, access) {
                     Ok(Err(OpenError::Segment(_))) => {}
                     other => panic!(
-                        "{mode:?}: a segment truncated to {len} bytes gave {:?}",
-                        other.map(|r| r.map(|_| "a ring"))
+                        "{mode:?}: a data file cut to {short} of {data_len} bytes gave {other:?} ({access:?})"
                     ),
                 }
             }
+            // An empty control file cannot be laid out at all: refused before anything is
+            // read (an I/O error naming the sizes), never mapped, never a panic.
+            match open_copies(0, data_len, access) {
+                Ok(Err(OpenError::Segment(_))) => {}
+                Ok(Err(OpenError::Io(e))) if e.to_string().contains("not whole pages") => {}
+                other => panic!("{mode:?}: an empty control file gave {other:?} ({access:?})"),
+            }
         }
-        // Unmapping (drop) touches no page, so the truncated segment is dropped as usual.
+        // The real segment is intact and still opens.
+        assert!(seg.open(Access::Subscriber).is_ok());
         drop(writable);
     }
 }
@@ -717,7 +1133,7 @@ fn header_type_size_must_be_a_multiple_of_type_align() {
         align: 8,
     };
     let seg = TestSegment::create("tsz", &g);
-    let writable = Mapping::map(seg.seg().fd.as_fd(), Access::ReadWrite).expect("map rw");
+    let writable = seg.map_rw();
     let hdr = writable.as_ptr() as *mut SegmentHeader;
     // SAFETY: as in `corrupted_header_fields_are_typed_errors`.
     let mut h = unsafe { std::ptr::read_volatile(hdr) };
@@ -734,15 +1150,14 @@ fn header_type_size_must_be_a_multiple_of_type_align() {
 fn client_refuses_a_segment_whose_header_disagrees_with_the_daemon() {
     let d = Daemon::start(PEER, &[]);
     let topic = unique_topic("sec-forge");
-    let _shm = ShmCleanup::topics(&[&topic]);
     // A hostile publisher gets the segment (read-write, as every publisher does) ...
     let hostile = RawClient::hello(d.socket());
-    let fd = hostile.attach(
+    let fds = hostile.attach(
         &topic,
         Some(bytes_spec(16, 48, DeliveryMode::Lossless)),
         true,
     );
-    let m = Mapping::map(fd.as_fd(), Access::ReadWrite).expect("map");
+    let m = Mapping::map(fds.control.as_fd(), fds.data.as_fd(), Access::ReadWrite).expect("map");
     let hdr = m.as_ptr() as *mut SegmentHeader;
     // SAFETY: as in `corrupted_header_fields_are_typed_errors`.
     let mut h = unsafe { std::ptr::read_volatile(hdr) };
@@ -777,6 +1192,274 @@ fn client_refuses_a_segment_whose_header_disagrees_with_the_daemon() {
         r.is_err(),
         "a publisher opened a segment whose header disagrees with the daemon's spec"
     );
+}
+
+/// Ways a segment file can fail to be a sealed segment file, each applied to a copy of a real
+/// segment file (the same bytes, so that the seals are the only difference).
+fn unsealed_copies(name: &str, fd: BorrowedFd<'_>, dir: &Path) -> Vec<(&'static str, OwnedFd)> {
+    let bytes = file_bytes(fd);
+    let len = bytes.len();
+    vec![
+        (
+            "a memfd made without MFD_ALLOW_SEALING",
+            memfd_with(name, &bytes, len, Sealing::NotSealable),
+        ),
+        (
+            "a sealable memfd without seals",
+            memfd_with(name, &bytes, len, Sealing::With(0)),
+        ),
+        (
+            "a memfd sealed against shrinking only",
+            memfd_with(name, &bytes, len, Sealing::With(libc::F_SEAL_SHRINK)),
+        ),
+        (
+            "a memfd sealed against growing only",
+            memfd_with(name, &bytes, len, Sealing::With(libc::F_SEAL_GROW)),
+        ),
+        (
+            "a memfd sealed against resizing whose seals are not sealed",
+            memfd_with(
+                name,
+                &bytes,
+                len,
+                Sealing::With(libc::F_SEAL_SHRINK | libc::F_SEAL_GROW),
+            ),
+        ),
+        (
+            "a regular file",
+            regular_copy(dir, &format!("{}-copy", name.replace([':', '/'], "-")), fd),
+        ),
+    ]
+}
+
+/// A file that can be resized under a mapping would let whoever holds it kill the mapper with
+/// SIGBUS; clients (and the daemon, which maps with the same code) refuse to map a segment
+/// unless both files carry the daemon's seals: `Mapping::map` and `open_ring` answer
+/// `OpenError::Unsealed` for a plain memfd, a memfd with some seals or none, and a regular file,
+/// in place of either file and for both kinds of mapping. Sealed copies of the same bytes open.
+#[test]
+fn client_refuses_unsealed_segment_descriptors() {
+    let dir = TempDir::new("sec-unsealed");
+    for mode in [Mode::Lossless, Mode::Lossy] {
+        let seg = TestSegment::create("unsealed", &geometry(8, 64, mode));
+        let (control, data) = seg.fds(Access::ReadWrite);
+        let good_control = sealed_copy("shmbus-control:sectest/copy", control, file_size(control));
+        let good_data = sealed_copy("shmbus-data:sectest/copy", data, file_size(data));
+        for access in [Access::Subscriber, Access::ReadWrite] {
+            assert!(
+                segment::open_ring(good_control.as_fd(), good_data.as_fd(), access).is_ok(),
+                "{mode:?}: sealed copies of the segment do not open ({access:?})"
+            );
+        }
+        let bad_controls = unsealed_copies("shmbus-control:sectest/copy", control, dir.path());
+        let bad_data = unsealed_copies("shmbus-data:sectest/copy", data, dir.path());
+        let mut checked = 0;
+        for (file, bads) in [("control", &bad_controls), ("data", &bad_data)] {
+            for (what, bad) in bads {
+                let (c, d) = if file == "control" {
+                    (bad.as_fd(), good_data.as_fd())
+                } else {
+                    (good_control.as_fd(), bad.as_fd())
+                };
+                for access in [Access::Subscriber, Access::ReadWrite] {
+                    let case = format!("{mode:?}, {access:?}: the {file} file is {what}");
+                    match catch_unwind(AssertUnwindSafe(|| Mapping::map(c, d, access))) {
+                        Ok(Err(OpenError::Unsealed(msg))) => {
+                            assert!(msg.contains(file), "{case}: {msg}")
+                        }
+                        other => panic!(
+                            "{case}: Mapping::map gave {:?}",
+                            other.map(|r| r.map(|_| "a mapping"))
+                        ),
+                    }
+                    match catch_unwind(AssertUnwindSafe(|| segment::open_ring(c, d, access))) {
+                        Ok(Err(OpenError::Unsealed(_))) => {}
+                        other => panic!(
+                            "{case}: open_ring gave {:?}",
+                            other.map(|r| r.map(|_| "a ring"))
+                        ),
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 24, "cases checked");
+    }
+}
+
+/// A fake daemon on `listener`, for one client connection: it answers `Hello` with `HelloOk`
+/// and a status page, an attach with `Attached` for the spec asked for and the two
+/// descriptors `segment_fds` makes from a fresh segment of that spec, a `Detach` with
+/// `Detached`, anything else with an error. Returns the requests it served, in order.
+fn fake_daemon(
+    listener: std::os::unix::net::UnixListener,
+    status: OwnedFd,
+    segment_fds: impl Fn(&Segment) -> [OwnedFd; 2] + Send + 'static,
+) -> JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let Ok((stream, _)) = listener.accept() else {
+            return seen;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        // The segments handed out live as long as the connection.
+        let mut segments = Vec::new();
+        while let Ok((req, _)) = fdpass::read_frame_with_fds::<Request>(&stream, 0) {
+            let (resp, fds): (Response, Vec<OwnedFd>) = match &req {
+                Request::Hello { .. } => (
+                    Response::HelloOk {
+                        version: PROTOCOL_VERSION,
+                        daemon_version: "fake".into(),
+                        daemon_pid: std::process::id(),
+                        epoch: 1,
+                    },
+                    vec![status.try_clone().expect("dup the status page")],
+                ),
+                Request::AttachPublisher {
+                    topic,
+                    spec: Some(spec),
+                }
+                | Request::AttachSubscriber {
+                    topic,
+                    spec: Some(spec),
+                    ..
+                } => {
+                    let layout = Layout::compute(&segment::geometry_of(spec)).expect("layout");
+                    let seg = segment::create_segment(topic, &layout).expect("segment");
+                    // Activate the port's table entry, as the daemon does.
+                    let pid = std::process::id();
+                    let (index, generation) = if matches!(req, Request::AttachPublisher { .. }) {
+                        seg.ring.attach_any_publisher(pid)
+                    } else {
+                        seg.ring.attach_any_subscriber(pid, StartAt::Latest)
+                    }
+                    .expect("a free table entry");
+                    let fds = segment_fds(&seg).into();
+                    segments.push(seg);
+                    (
+                        Response::Attached {
+                            topic: topic.clone(),
+                            spec: spec.clone(),
+                            index: index as u32,
+                            generation,
+                            segment_len: layout.total_len,
+                        },
+                        fds,
+                    )
+                }
+                Request::Detach { .. } => (Response::Detached, Vec::new()),
+                _ => (
+                    Response::error(ErrorCode::BadRequest, "the fake daemon does not do that"),
+                    Vec::new(),
+                ),
+            };
+            seen.push(
+                format!("{req:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            );
+            let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+            if fdpass::write_frame_with_fds(&stream, &resp, &raw).is_err() {
+                break;
+            }
+        }
+        seen
+    })
+}
+
+/// A status page as the daemon writes it (magic, epoch 1, pid), read-only.
+fn fake_status_page(dir: &Path) -> OwnedFd {
+    let mut page = vec![0u8; bus_daemon::status::STATUS_LEN];
+    page[..8].copy_from_slice(b"SHMBUSST");
+    page[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    page[12..16].copy_from_slice(&std::process::id().to_ne_bytes());
+    let path = dir.join("fake.status");
+    std::fs::write(&path, page).expect("write the status page");
+    OwnedFd::from(std::fs::File::open(&path).expect("open the status page"))
+}
+
+/// The same refusal end to end, in the client library: a daemon (here a fake one) that hands
+/// a client an unsealed copy of either segment file gets `Error::Segment(OpenError::Unsealed)`
+/// from `open()`, for publishers and subscribers, and the client detaches. The same fake
+/// handing the sealed files is accepted, so the refusal is the seals'.
+#[test]
+fn client_library_refuses_unsealed_segment_descriptors_from_its_daemon() {
+    fn own_files(s: &Segment) -> [OwnedFd; 2] {
+        [
+            s.fds.control.try_clone().expect("dup"),
+            s.fds.data.try_clone().expect("dup"),
+        ]
+    }
+    fn unsealed_control(s: &Segment) -> [OwnedFd; 2] {
+        let c = s.fds.control.as_fd();
+        let copy = memfd_with(
+            "shmbus-control:fake",
+            &file_bytes(c),
+            file_size(c),
+            Sealing::With(0),
+        );
+        [copy, s.fds.data.try_clone().expect("dup")]
+    }
+    fn unsealed_data(s: &Segment) -> [OwnedFd; 2] {
+        let d = s.fds.data.as_fd();
+        let copy = memfd_with(
+            "shmbus-data:fake",
+            &file_bytes(d),
+            file_size(d),
+            Sealing::NotSealable,
+        );
+        [s.fds.control.try_clone().expect("dup"), copy]
+    }
+    let dir = TempDir::new("sec-fake");
+    type MakeFds = fn(&Segment) -> [OwnedFd; 2];
+    let cases: [(&str, bool, MakeFds); 3] = [
+        ("the daemon's own sealed files", true, own_files),
+        (
+            "an unsealed copy of the control file",
+            false,
+            unsealed_control,
+        ),
+        ("an unsealed copy of the data file", false, unsealed_data),
+    ];
+    for (n, (what, accepted, make)) in cases.into_iter().enumerate() {
+        for publisher in [true, false] {
+            let role = if publisher { "publisher" } else { "subscriber" };
+            let socket = dir.path().join(format!("fake-{n}-{role}.sock"));
+            let listener =
+                std::os::unix::net::UnixListener::bind(&socket).expect("bind the fake daemon");
+            let fake = fake_daemon(listener, fake_status_page(dir.path()), make);
+            let bus = Bus::connect_to(&socket).expect("connect to the fake daemon");
+            let topic = format!("fake/t{n}");
+            let r = if publisher {
+                bus.publisher::<[u8]>(&topic)
+                    .capacity(8)
+                    .slot_size(64)
+                    .open()
+                    .map(drop)
+            } else {
+                bus.subscriber::<[u8]>(&topic)
+                    .capacity(8)
+                    .slot_size(64)
+                    .open()
+                    .map(drop)
+            };
+            drop(bus);
+            let seen = fake.join().expect("the fake daemon");
+            match (accepted, r) {
+                (true, Ok(())) => {}
+                (false, Err(Error::Segment(OpenError::Unsealed(_)))) => {
+                    assert_eq!(
+                        seen.last().map(String::as_str),
+                        Some("Detach"),
+                        "{what}, {role}: the client did not detach: {seen:?}"
+                    );
+                }
+                (_, r) => panic!("{what}, {role}: open gave {r:?} (requests {seen:?})"),
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1271,40 +1954,151 @@ fn subscriber_survives_a_cursor_at_u64_max() {
     }
 }
 
-/// Any client of a topic receives a read-write descriptor of the segment. `ftruncate` on it
-/// shrinks the shared file under every mapping: the next access by anyone is a SIGBUS.
+/// Every client of a topic receives descriptors of its two segment files (a publisher both
+/// read-write). Were the files resizable, `ftruncate` on one would pull the memory from under
+/// every mapping, and the next access by anyone (the daemon touches every lossless topic every
+/// 10 ms) would be a SIGBUS. The files are sealed against shrinking and growing, the seals
+/// themselves sealed, and a subscriber's data descriptor and every client's status page
+/// descriptor are read-only: every attempt fails, and the daemon and the honest peers go on.
 #[test]
-#[ignore = "KNOWN LIMIT: any client can ftruncate the segment fd it was handed and SIGBUS everyone mapping it; the fix is sealed memfd segments (see docs/security.md)"]
 fn a_client_truncating_its_segment_descriptor_cannot_kill_the_daemon() {
+    const N: u64 = 1500;
     let mut d = Daemon::start(PEER, &[]);
     let topic = unique_topic("sec-trunc");
-    let _shm = ShmCleanup::topics(&[&topic]);
-    // Nothing in this process maps the segment (it would die of SIGBUS too).
-    let creator = RawClient::hello(d.socket());
-    let _pub_fd = creator.attach(
-        &topic,
-        Some(bytes_spec(16, 64, DeliveryMode::Lossless)),
-        true,
+    let count = N.to_string();
+    // An honest subscriber and publisher process exchange messages (lossless) the whole time.
+    let mut sub = Peer::spawn(
+        PEER,
+        &[
+            "sub",
+            "--socket",
+            d.socket_str(),
+            "--topic",
+            &topic,
+            "--count",
+            &count,
+            "--timeout-ms",
+            "60000",
+        ],
     );
+    sub.expect_line("ready", START);
+    let mut publ = Peer::spawn(
+        PEER,
+        &[
+            "pub",
+            "--socket",
+            d.socket_str(),
+            "--topic",
+            &topic,
+            "--count",
+            &count,
+            "--interval-us",
+            "1000",
+            "--ready",
+        ],
+    );
+    publ.expect_line("ready", START);
+
+    // A hostile publisher: both files, read-write.
     let hostile = RawClient::hello(d.socket());
-    let fd = hostile.attach(&topic, None, false);
-    // SAFETY: a descriptor we own; truncating it is the attack under test.
-    assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), 0) }, 0);
-    // The daemon looks at every lossless topic's subscribers every 10 ms.
+    let fds = hostile.attach(&topic, None, true);
+    let files = [("control", fds.control.as_fd()), ("data", fds.data.as_fd())];
+    let sizes: Vec<usize> = files.iter().map(|(_, fd)| file_size(*fd)).collect();
+    for ((what, fd), &size) in files.iter().zip(&sizes) {
+        // Read-write: what stops it below is the seals, not the access mode.
+        assert_eq!(
+            access_mode(*fd),
+            libc::O_RDWR,
+            "the publisher's {what} descriptor"
+        );
+        let seals = segment::seals(*fd).expect("F_GET_SEALS");
+        assert_eq!(seals & SEALS, SEALS, "{what} file seals {seals:#x}");
+        let size = size as libc::off_t;
+        for len in [0, 1, size - 4096, size + 4096, 1 << 30] {
+            assert_eq!(
+                ftruncate_errno(*fd, len),
+                libc::EPERM,
+                "the publisher's {what} file ({size} bytes) was resized to {len}"
+            );
+        }
+        // Growing by fallocate is refused too (F_SEAL_GROW).
+        // SAFETY: a valid descriptor; growing it is the attack under test.
+        let rc = unsafe { libc::fallocate(fd.as_raw_fd(), 0, size, 4096) };
+        assert_eq!(rc_errno(rc), libc::EPERM, "fallocate grew the {what} file");
+        // And the seals cannot be changed: F_SEAL_SEAL.
+        assert_eq!(
+            add_seals_errno(*fd, libc::F_SEAL_WRITE),
+            libc::EPERM,
+            "{what}: a seal was added"
+        );
+    }
+
+    // A hostile subscriber: the control file read-write (sealed), the data file read-only.
+    let hostile_sub = RawClient::hello(d.socket());
+    let (sfds, (index, generation)) = hostile_sub.attach_port(&topic, None, false);
+    assert_eq!(access_mode(sfds.data.as_fd()), libc::O_RDONLY);
+    for len in [0, 1 << 30] {
+        assert_eq!(
+            ftruncate_errno(sfds.control.as_fd(), len),
+            libc::EPERM,
+            "the subscriber's control file was resized to {len}"
+        );
+        // Not open for writing: EINVAL, before the seals are even looked at.
+        assert_eq!(
+            ftruncate_errno(sfds.data.as_fd(), len),
+            libc::EINVAL,
+            "the subscriber's read-only data descriptor was resized to {len}"
+        );
+    }
+    // Release the hostile subscriber so that it does not hold the lossless ring.
+    match hostile_sub.request(&Request::Detach {
+        topic: topic.clone(),
+        role: Role::Subscriber,
+        index,
+        generation,
+    }) {
+        Ok((Response::Detached, _)) => {}
+        other => panic!("detach the hostile subscriber: {other:?}"),
+    }
+    // The status page (which the daemon maps read-write) comes read-only with every hello.
+    for client in [&hostile, &hostile_sub] {
+        let status = client.status.as_ref().expect("a status page descriptor");
+        assert_eq!(access_mode(status.as_fd()), libc::O_RDONLY);
+        assert_eq!(ftruncate_errno(status.as_fd(), 0), libc::EINVAL);
+    }
+
+    // The files kept their sizes, and this process can map them without fear of a SIGBUS.
+    for ((what, fd), &size) in files.iter().zip(&sizes) {
+        assert_eq!(file_size(*fd), size, "the {what} file changed size");
+    }
+    let ring = segment::open_ring(fds.control.as_fd(), fds.data.as_fd(), Access::ReadWrite)
+        .expect("the hostile publisher maps its segment");
+    assert!(!ring.is_closed());
+
+    // The daemon looks at every lossless topic's subscribers every 10 ms: give it 100 passes.
     let died = d.wait_exit(Duration::from_secs(1));
     assert!(
         died.is_none(),
-        "the daemon died ({:?}, signal {:?}) after a client truncated its segment; log:\n{}",
+        "the daemon died ({:?}, signal {:?}) after clients tried to resize their segment files; log:\n{}",
         died,
         died.and_then(|s| s.signal()),
         d.log()
     );
-    // And it still answers.
+    // It still answers, and lists the topic.
     let c = RawClient::hello(d.socket());
-    assert!(matches!(
-        c.request(&Request::List),
-        Ok((Response::Topics { .. }, _))
-    ));
+    match c.request(&Request::List) {
+        Ok((Response::Topics { topics }, _)) => {
+            assert!(topics.iter().any(|t| t.name == topic), "{topics:?}")
+        }
+        other => panic!("list: {other:?}"),
+    }
+    // The honest peers got through every message, lossless, in order, intact.
+    let sent = publ.finish(TRANSFER);
+    assert_eq!(sent["sent"], N, "{sent}");
+    let summary = sub.finish(TRANSFER);
+    assert_eq!(summary["received"], N, "{summary}");
+    assert_eq!(summary["error_count"], 0, "{summary}");
+    assert!(daemon_alive(&d), "the daemon died; log:\n{}", d.log());
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1324,7 +2118,6 @@ fn assert_error_then_closed(what: &str, answer: &[u8], eof: bool, code: ErrorCod
 fn garbage_on_the_socket_is_refused_and_the_daemon_keeps_serving() {
     let d = Daemon::start(PEER, &[]);
     let topic = unique_topic("sec-garbage");
-    let _shm = ShmCleanup::topics(&[&topic]);
     let pid = d.pid();
     let count: u64 = 3000;
 
@@ -1536,7 +2329,6 @@ fn garbage_on_the_socket_is_refused_and_the_daemon_keeps_serving() {
     // A new client can still connect and attach; the daemon lives; nothing leaked.
     let bus = d.bus();
     let fresh = unique_topic("sec-after-garbage");
-    let _shm2 = ShmCleanup::topics(&[&fresh]);
     let mut p = bus
         .publisher::<TestMsg>(&fresh)
         .open()
@@ -1611,8 +2403,6 @@ fn limits_are_enforced_with_clear_errors() {
     let topics: Vec<String> = (0..5)
         .map(|i| unique_topic(&format!("sec-lim{i}")))
         .collect();
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let _shm = ShmCleanup::topics(&names);
     let bus = d.bus();
 
     // A topic too large for max_bytes_per_uid.
@@ -1763,31 +2553,23 @@ fn another_uid_cannot_open_or_map_a_topic_it_is_not_granted() {
     if skip_unless_root("another_uid_cannot_open_or_map_a_topic_it_is_not_granted") {
         return;
     }
-    // Variant 1: no rules, no socket group. Nobody cannot reach the socket nor open the segment.
+    // Variant 1: no rules, no socket group. Nobody cannot reach the socket, finds no segment
+    // file in /dev/shm, and cannot open the daemon's segment files through /proc.
     {
         let d = Daemon::start(PEER, &[]);
         let topic = unique_topic("sec-uid");
-        let _shm = ShmCleanup::topics(&[&topic]);
         let bus = d.bus();
         let _p = bus.publisher::<TestMsg>(&topic).open().expect("publisher");
-        let segments = shm_entries_containing(&segment_token(&topic));
-        assert_eq!(segments.len(), 1, "{segments:?}");
         let connect = connect_probe(d.socket());
         assert_eq!(
             in_child_as(NOBODY, NOBODY, &connect),
             libc::EACCES,
             "uid {NOBODY} reached the daemon socket"
         );
-        for flags in [libc::O_RDWR, libc::O_RDONLY] {
-            let open = shm_open_probe(&segments[0], flags);
-            assert_eq!(
-                in_child_as(NOBODY, NOBODY, &open),
-                libc::EACCES,
-                "uid {NOBODY} opened the segment (flags {flags})"
-            );
-        }
         // The same probe as root succeeds, so the probes themselves work.
         assert_eq!(connect(), 0, "the connect probe works for root");
+        assert_no_dev_shm_entry_for(&topic);
+        assert_nobody_cannot_open_daemon_segment_files(&d, &topic);
     }
 
     // Variant 2: rules grant nobody `granted/**` (subscribe), and the socket is opened to its
@@ -1815,7 +2597,6 @@ fn another_uid_cannot_open_or_map_a_topic_it_is_not_granted() {
     );
     let granted = format!("granted/x{suffix}");
     let secret = format!("secret/x{suffix}");
-    let _shm = ShmCleanup::topics(&[&granted, &secret]);
     let bus = d.bus();
     let mut gp = bus
         .publisher::<TestMsg>(&granted)
@@ -1858,12 +2639,11 @@ fn another_uid_cannot_open_or_map_a_topic_it_is_not_granted() {
     stop.store(true, Ordering::SeqCst);
     let _ = feeder.join();
     assert!(got.get("received_seq").is_some(), "{got}");
-    // The segments themselves stay closed to nobody.
+    // The segments themselves stay closed to nobody: nothing in /dev/shm, and the daemon's
+    // descriptors of both topics' files cannot be opened through /proc.
     for t in [&granted, &secret] {
-        let seg = shm_entries_containing(&segment_token(t));
-        assert_eq!(seg.len(), 1, "{seg:?}");
-        let open = shm_open_probe(&seg[0], libc::O_RDONLY);
-        assert_eq!(in_child_as(NOBODY, NOBODY, &open), libc::EACCES, "{t}");
+        assert_no_dev_shm_entry_for(t);
+        assert_nobody_cannot_open_daemon_segment_files(&d, t);
     }
 }
 
@@ -1894,7 +2674,6 @@ fn topic_existence_does_not_leak_to_a_uid_without_access() {
         shmbus_tests::now_ns() % 1_000_000
     );
     let (exists, missing) = (format!("secret/a{suffix}"), format!("secret/b{suffix}"));
-    let _shm = ShmCleanup::topics(&[&exists, &missing]);
     let bus = d.bus();
     let _p = bus
         .publisher::<TestMsg>(&exists)
@@ -1953,7 +2732,6 @@ fn a_rule_for_a_group_admits_its_supplementary_members() {
         ],
     );
     let topic = format!("team/x{}", std::process::id());
-    let _shm = ShmCleanup::topics(&[&topic]);
     let _p = d.bus().publisher::<TestMsg>(&topic).open().expect("topic");
     let (uid, team) = (NOBODY.to_string(), TEAM.to_string());
     let mut p = Peer::spawn(
@@ -1980,16 +2758,37 @@ fn a_rule_for_a_group_admits_its_supplementary_members() {
     );
 }
 
-/// Not a bug but the documented weakness (docs/security.md, docs/design.md): a subscriber's
-/// descriptor is read-write, because it writes its cursor; the read-only slot mapping protects
-/// against mistakes, not against a hostile subscriber, which can `mprotect` it back to writable
-/// and rewrite messages that other subscribers then read. When the segment is split (a
-/// read-only descriptor for the data), this test must be turned around.
+/// A subscriber gets the control file read-write (it writes its cursor) but the data file
+/// (header and slots) only through a **read-only** descriptor. The read-only mapping is then
+/// not just a guard against mistakes: a hostile subscriber cannot map the slots writable, nor
+/// `mprotect` its mapping writable, nor resize or seal the files, nor reopen the data file
+/// read-write through `/proc/self/fd` (the file is 0600 and the daemon's). Honest subscribers
+/// keep receiving exactly what was published.
+///
+/// As root the hostile subscriber is uid nobody (granted `subscribe` by the rules, over
+/// `--socket-group`); otherwise it is this uid and the reopening part is skipped (the daemon's
+/// own uid may reopen its files, by design).
 #[test]
-fn known_weakness_a_subscriber_can_make_its_slot_mapping_writable() {
-    let d = Daemon::start(PEER, &[]);
-    let topic = unique_topic("sec-weak");
-    let _shm = ShmCleanup::topics(&[&topic]);
+fn a_subscribers_data_descriptor_is_read_only() {
+    let root = is_root();
+    let dir = TempDir::new("sec-ro-fd");
+    let rules = write_rules(
+        dir.path(),
+        &format!("[[rule]]\ntopics = \"granted/**\"\nsubscribe = {{ uids = [{NOBODY}] }}\n"),
+    );
+    let group = NOBODY.to_string();
+    let mut args = vec!["--", "--rules", rules.to_str().expect("utf-8")];
+    if root {
+        args.extend(["--socket-group", group.as_str()]);
+    } else {
+        eprintln!("NOTICE: the read-only subscriber test runs as this uid; the uid {NOBODY} part needs root");
+    }
+    let d = Daemon::start(PEER, &args);
+    let topic = format!(
+        "granted/ro{}-{}",
+        std::process::id(),
+        shmbus_tests::now_ns() % 1_000_000
+    );
     let bus = d.bus();
     let mut publisher = bus
         .publisher::<[u8]>(&topic)
@@ -1998,39 +2797,159 @@ fn known_weakness_a_subscriber_can_make_its_slot_mapping_writable() {
         .open()
         .expect("publisher");
     let mut honest = bus.subscriber::<[u8]>(&topic).open().expect("subscriber");
-    let hostile = RawClient::hello(d.socket());
-    let fd = hostile.attach(&topic, None, false);
-    // SAFETY: F_GETFL on a descriptor we own.
-    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    assert_eq!(
-        flags & libc::O_ACCMODE,
-        libc::O_RDWR,
-        "the subscriber's descriptor is read-write"
-    );
-    let m = Mapping::map(fd.as_fd(), Access::Subscriber).expect("subscriber mapping");
-    // SAFETY: the whole mapping, page aligned; this is the attack being documented.
-    let rc = unsafe {
-        libc::mprotect(
-            m.as_ptr().cast(),
-            m.len(),
-            libc::PROT_READ | libc::PROT_WRITE,
-        )
+
+    let hostile = if root {
+        let h = RawClient::from_stream(connect_as(NOBODY, NOBODY, d.socket())).say_hello();
+        // The daemon serves this connection as nobody: a topic the rules do not grant is
+        // refused, naming the uid.
+        match h.request(&Request::AttachSubscriber {
+            topic: format!("secret/ro{}", std::process::id()),
+            spec: Some(bytes_spec(8, 64, DeliveryMode::Lossless)),
+            start: Default::default(),
+        }) {
+            Ok((Response::Error { code, message }, _)) => {
+                assert_eq!(code, ErrorCode::PermissionDenied, "{message}");
+                assert!(message.contains(&format!("uid {NOBODY}")), "{message}");
+            }
+            other => panic!("nobody attached to a topic it is not granted: {other:?}"),
+        }
+        h
+    } else {
+        RawClient::hello(d.socket())
     };
-    assert_eq!(rc, 0, "mprotect back to writable is allowed");
-    publisher.try_send(b"honest message").expect("send");
-    // SAFETY: the header at offset 0 is plain data.
+    let fds = hostile.attach(&topic, None, false);
+    let (control, data) = (fds.control.as_fd(), fds.data.as_fd());
+    assert_eq!(access_mode(control), libc::O_RDWR, "the control descriptor");
+    assert_eq!(access_mode(data), libc::O_RDONLY, "the data descriptor");
+    let data_len = file_size(data);
+
+    // Mapping the data file writable (shared) is refused; read-only works.
+    for (prot, expect) in [
+        (libc::PROT_READ | libc::PROT_WRITE, libc::EACCES),
+        (libc::PROT_WRITE, libc::EACCES),
+        (libc::PROT_READ, 0),
+    ] {
+        // SAFETY: a fresh mapping the kernel places; unmapped at once if it is made.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                data_len,
+                prot,
+                libc::MAP_SHARED,
+                data.as_raw_fd(),
+                0,
+            )
+        };
+        let got = if p == libc::MAP_FAILED {
+            errno()
+        } else {
+            // SAFETY: exactly the mapping just made.
+            unsafe { libc::munmap(p, data_len) };
+            0
+        };
+        assert_eq!(got, expect, "mmap of the data file with prot {prot:#x}");
+    }
+
+    // The subscriber mapping: header and slots read-only, and they stay so.
+    let m = Mapping::map(control, data, Access::Subscriber).expect("subscriber mapping");
+    // SAFETY: the header at offset 0 of a validated mapping is plain data.
     let h = unsafe { std::ptr::read_volatile(m.as_ptr() as *const SegmentHeader) };
-    let first = h.capacity as u64; // the first message's sequence is the capacity
-    let payload =
-        h.slots_offset + (first % h.capacity as u64) * h.slot_stride + u64::from(h.payload_offset);
-    // SAFETY: inside the mapping (offsets from its own header, which the client validated);
-    // the honest subscriber holds no sample yet. Volatile: another process's memory.
-    unsafe { std::ptr::write_volatile(m.as_ptr().add(payload as usize), b'H') };
+    let slots_at = h.slots_offset as usize;
+    let header_len = h.slots_offset as usize - file_size(control);
+    for (what, at, len) in [
+        ("the header", 0, header_len),
+        ("the slots", slots_at, m.len() - slots_at),
+        ("the whole mapping", 0, m.len()),
+    ] {
+        // SAFETY: a page-aligned range inside the mapping; making it writable is the attack.
+        let rc = unsafe {
+            libc::mprotect(
+                m.as_ptr().add(at).cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        assert_eq!(rc_errno(rc), libc::EACCES, "mprotect of {what} to writable");
+    }
+
+    // Resizing: the read-only descriptor is not open for writing (EINVAL), the control file
+    // is sealed (EPERM).
+    let control_len = file_size(control) as libc::off_t;
+    for len in [0, 4096, (data_len + 4096) as libc::off_t] {
+        assert_eq!(
+            ftruncate_errno(data, len),
+            libc::EINVAL,
+            "ftruncate data to {len}"
+        );
+    }
+    for len in [0, control_len / 2, control_len + 4096] {
+        assert_eq!(
+            ftruncate_errno(control, len),
+            libc::EPERM,
+            "ftruncate control to {len}"
+        );
+    }
+    // Sealing the files against writes (which would freeze the topic): refused, the data
+    // descriptor because it is read-only, both because the seals are sealed (F_SEAL_SEAL).
+    for seal in [libc::F_SEAL_WRITE, libc::F_SEAL_FUTURE_WRITE] {
+        assert_eq!(
+            add_seals_errno(data, seal),
+            libc::EPERM,
+            "data: seal {seal:#x}"
+        );
+        assert_eq!(
+            add_seals_errno(control, seal),
+            libc::EPERM,
+            "control: seal {seal:#x}"
+        );
+    }
+    let seals = segment::seals(control).expect("F_GET_SEALS");
+    assert_eq!(seals & SEALS, SEALS, "control seals {seals:#x}");
+
+    // Reopening the data file read-write through /proc/self/fd, as uid nobody: EACCES. The
+    // probe is shown to work on a file nobody owns, reopened read-write first.
+    if root {
+        let canary = memfd_with("sectest-canary", b"", 4096, Sealing::With(0));
+        // SAFETY: a valid descriptor we own.
+        let rc = unsafe { libc::fchown(canary.as_raw_fd(), NOBODY, NOBODY) };
+        assert_eq!(rc, 0, "chown the canary");
+        let reopen_canary = open_probe(
+            &format!("/proc/self/fd/{}", canary.as_raw_fd()),
+            libc::O_RDWR,
+        );
+        let reopen_data = open_probe(&format!("/proc/self/fd/{}", data.as_raw_fd()), libc::O_RDWR);
+        let reopen_data_ro = open_probe(
+            &format!("/proc/self/fd/{}", data.as_raw_fd()),
+            libc::O_RDONLY,
+        );
+        let probe = move || {
+            if reopen_canary() != 0 {
+                return 250;
+            }
+            reopen_data()
+        };
+        assert_eq!(
+            in_child_as(NOBODY, NOBODY, &probe),
+            libc::EACCES,
+            "uid {NOBODY} reopened its read-only data descriptor read-write"
+        );
+        // Not even read-only: the file is the daemon's, 0600; the descriptor is all it has.
+        assert_eq!(in_child_as(NOBODY, NOBODY, &reopen_data_ro), libc::EACCES);
+    }
+
+    // Nothing changed: a message is published and reaches the honest subscriber intact, and
+    // the hostile subscriber reads it (it is granted that) through its read-only mapping.
+    publisher.try_send(b"honest message").expect("send");
     let got = honest.recv_timeout(START).expect("recv").to_vec();
-    assert_eq!(
-        got, b"Honest message",
-        "the hostile write reached the honest subscriber"
-    );
+    assert_eq!(got, b"honest message");
+    let seen = (0..u64::from(h.capacity)).any(|i| {
+        let at = h.slots_offset + i * h.slot_stride + u64::from(h.payload_offset);
+        // SAFETY: inside the mapping (offsets from its validated header); read-only access.
+        let bytes = unsafe { std::slice::from_raw_parts(m.as_ptr().add(at as usize), 14) };
+        bytes == b"honest message"
+    });
+    assert!(seen, "the message is not in the subscriber's mapping");
+    assert!(daemon_alive(&d));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -2073,7 +2992,6 @@ fn sighup_reloads_rules_and_a_bad_file_keeps_the_old_rules() {
         shmbus_tests::now_ns() % 1_000_000
     );
     let (ta, tb) = (format!("hupa/x{suffix}"), format!("hupb/x{suffix}"));
-    let _shm = ShmCleanup::topics(&[&t[0], &t[1], &t[2], &ta, &tb]);
     let bus = d.bus();
     let open = |name: &str| bus.publisher::<[u8]>(name).capacity(2).slot_size(64).open();
 
@@ -2198,7 +3116,6 @@ fn file_modes_are_never_world_writable() {
         let args: Vec<&str> = extra.iter().map(String::as_str).collect();
         let d = Daemon::start(PEER, &args);
         let (tl, ty) = (unique_topic("sec-mode-l"), unique_topic("sec-mode-y"));
-        let _shm = ShmCleanup::topics(&[&tl, &ty]);
         let bus = d.bus();
         let _a = bus.publisher::<TestMsg>(&tl).open().expect("lossless");
         let _b = bus.publisher::<TestMsg>(&ty).lossy().open().expect("lossy");
@@ -2211,18 +3128,283 @@ fn file_modes_are_never_world_writable() {
         assert_mode(&socket, me, others);
         assert_mode(&dir, me, if grouped { 0o027 } else { 0o077 });
         assert_mode(&lock, me, 0o077);
-        let segments: Vec<String> = [&tl, &ty]
-            .iter()
-            .flat_map(|t| shm_entries_containing(&segment_token(t)))
-            .collect();
-        assert_eq!(segments.len(), 2, "{segments:?}");
-        for s in &segments {
-            assert!(s.starts_with("shmbus-"), "{s}");
-            assert_mode(&Path::new("/dev/shm").join(s), me, 0o077);
+        // Each topic's two segment files, through the daemon's own descriptors of them (the
+        // data file twice: read-write and the read-only one subscribers get duplicates of):
+        // regular memory files of the daemon's uid, 0600, sealed. Nothing in /dev/shm.
+        for t in [&tl, &ty] {
+            segment_fd_pair(d.pid(), t);
+            let held = segment_fd_paths(d.pid(), t);
+            assert_eq!(held.len(), 3, "{t}: {held:?}");
+            for (path, link) in &held {
+                assert!(link.starts_with("/memfd:shmbus-"), "{link}");
+                let fd = open_path(path, libc::O_RDONLY)
+                    .unwrap_or_else(|e| panic!("{} -> {link}: {e}", path.display()));
+                let st = fstat(fd.as_fd());
+                assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFREG, "{link}");
+                assert_eq!(
+                    st.st_mode & 0o7777,
+                    0o600,
+                    "{link} has mode {:o}",
+                    st.st_mode & 0o7777
+                );
+                assert_eq!(st.st_uid, me, "{link} is owned by uid {}", st.st_uid);
+                let seals = segment::seals(fd.as_fd()).expect("F_GET_SEALS");
+                assert_eq!(seals & SEALS, SEALS, "{link}: seals {seals:#x}");
+                assert!(
+                    segment::check_owned(fd.as_fd(), me).is_ok(),
+                    "{link} fails the daemon's own check"
+                );
+            }
+            assert_no_dev_shm_entry_for(t);
         }
+        // The status page and the topic records beside the socket: the daemon's, 0600.
+        assert_mode(&bus_daemon::status::status_path_for(&socket), me, 0o077);
+        assert_mode(&bus_daemon::state::path_for(&socket), me, 0o077);
         if grouped {
             let m = std::fs::metadata(&socket).expect("socket");
             assert_eq!(m.gid(), NOBODY, "the socket's group");
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// 9. Segment files handed back after a restart
+// ------------------------------------------------------------------------------------------
+
+/// `text` without ANSI colour sequences (the daemon's log is coloured).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn signal_pid(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+        .unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
+}
+
+/// After a crash, the restarted daemon gets each topic's files back from the first port that
+/// re-attaches (`Reattach` with the two descriptors). A client that hands back files of its
+/// own making must not have them taken for the topic: not faithful copies (the same names,
+/// sizes, bytes, seals, mode and owner: only the file identities differ from what the daemon
+/// recorded), not a real file paired with a copy, not unsealed copies, not copies of another
+/// mode or owner. Each is refused with an error and logged, nothing is adopted, the daemon
+/// keeps serving, and then the real publisher's own re-attach takes the real files: messages
+/// flow through them, and `stats` shows the topic with that publisher.
+#[test]
+fn a_forged_hand_back_after_a_restart_is_refused() {
+    const REFUSED: &str = "refused segment files handed back";
+    let mut d = Daemon::start(PEER, &[]);
+    let topic = unique_topic("sec-forged");
+    let mut publ = Peer::spawn(
+        PEER,
+        &[
+            "pub",
+            "--socket",
+            d.socket_str(),
+            "--topic",
+            &topic,
+            "--count",
+            "1000000",
+            "--interval-us",
+            "2000",
+            "--ready",
+        ],
+    );
+    publ.expect_line("ready", START);
+    let ppid = publ.pid();
+    // The real files, through the publisher's descriptors; the daemon holds the same ones.
+    let (pc, pd) = segment_fd_pair(ppid, &topic);
+    let real_c = open_path(&pc, libc::O_RDONLY).expect("the publisher's control file");
+    let real_d = open_path(&pd, libc::O_RDONLY).expect("the publisher's data file");
+    let real_ids = [
+        segment::file_id(real_c.as_fd()).expect("file id"),
+        segment::file_id(real_d.as_fd()).expect("file id"),
+    ];
+    let daemon_ids = |d: &Daemon| {
+        let (c, dd) = segment_fd_pair(d.pid(), &topic);
+        [c, dd].map(|p| {
+            let fd = open_path(&p, libc::O_RDONLY).expect("the daemon's segment file");
+            segment::file_id(fd.as_fd()).expect("file id")
+        })
+    };
+    assert_eq!(daemon_ids(&d), real_ids);
+
+    // The publisher is frozen, so that it cannot hand the files back before the forger does;
+    // the daemon dies and a new one starts (with a long grace, so the topic stays pending).
+    signal_pid(ppid, nix::sys::signal::Signal::SIGSTOP);
+    d.kill();
+    d.restart(&["--", "--adopt-grace-ms", "30000"]);
+    let [control_name, data_name] = segment_file_names(&topic);
+    let memfd_name = |link: &str| {
+        link.trim_start_matches("/memfd:")
+            .trim_end_matches(" (deleted)")
+            .to_string()
+    };
+    let (cname, dname) = (memfd_name(&control_name), memfd_name(&data_name));
+    let copy = |name: &str, fd: &OwnedFd, sealing: Sealing| {
+        memfd_with(
+            name,
+            &file_bytes(fd.as_fd()),
+            file_size(fd.as_fd()),
+            sealing,
+        )
+    };
+    let chmod = |fd: OwnedFd, mode: libc::mode_t| {
+        // SAFETY: a valid descriptor we own.
+        assert_eq!(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }, 0);
+        fd
+    };
+    let mut forgeries: Vec<(&str, OwnedFd, OwnedFd)> = vec![
+        (
+            "faithful sealed copies",
+            copy(&cname, &real_c, Sealing::With(SEALS)),
+            copy(&dname, &real_d, Sealing::With(SEALS)),
+        ),
+        (
+            "the real control file and a faithful copy of the data file",
+            real_c.try_clone().expect("dup"),
+            copy(&dname, &real_d, Sealing::With(SEALS)),
+        ),
+        (
+            "unsealed copies",
+            copy(&cname, &real_c, Sealing::With(0)),
+            copy(&dname, &real_d, Sealing::NotSealable),
+        ),
+        (
+            "sealed copies of mode 0644",
+            chmod(copy(&cname, &real_c, Sealing::With(SEALS)), 0o644),
+            chmod(copy(&dname, &real_d, Sealing::With(SEALS)), 0o644),
+        ),
+    ];
+    if is_root() {
+        let chown = |fd: OwnedFd| {
+            // SAFETY: a valid descriptor we own.
+            assert_eq!(unsafe { libc::fchown(fd.as_raw_fd(), NOBODY, NOBODY) }, 0);
+            fd
+        };
+        forgeries.push((
+            "sealed copies owned by another uid",
+            chown(copy(&cname, &real_c, Sealing::With(SEALS))),
+            chown(copy(&dname, &real_d, Sealing::With(SEALS))),
+        ));
+    }
+    for (n, (what, control, data)) in forgeries.iter().enumerate() {
+        let forger = RawClient::hello(d.socket());
+        let r = forger.request_with_fds(
+            &Request::Reattach {
+                topic: topic.clone(),
+                role: Role::Publisher,
+                index: 0,
+                generation: 1 + n as u64,
+            },
+            &[control.as_raw_fd(), data.as_raw_fd()],
+        );
+        match r {
+            Ok((Response::Error { code, message }, fds)) => {
+                assert_eq!(code, ErrorCode::BadRequest, "{what}: {message}");
+                assert!(
+                    message.contains("are not the segment of"),
+                    "{what}: {message}"
+                );
+                assert!(fds.is_empty(), "{what}: descriptors came with the refusal");
+            }
+            other => panic!("{what}: the forged hand-back was answered {other:?}"),
+        }
+        assert!(
+            wait_until(START, Duration::from_millis(5), || {
+                count_in_log(&d, REFUSED) == n + 1
+            }),
+            "{what}: not logged as refused ({} refusals logged); log:\n{}",
+            count_in_log(&d, REFUSED),
+            d.log()
+        );
+        // The daemon keeps serving.
+        let c = RawClient::hello(d.socket());
+        assert!(
+            matches!(c.request(&Request::List), Ok((Response::Topics { .. }, _))),
+            "{what}: the daemon stopped answering"
+        );
+        assert!(
+            daemon_alive(&d),
+            "{what}: the daemon died; log:\n{}",
+            d.log()
+        );
+    }
+    assert_eq!(
+        count_in_log(&d, "adopted a topic handed back"),
+        0,
+        "a forged hand-back was adopted; log:\n{}",
+        d.log()
+    );
+    drop(forgeries);
+
+    // The real publisher wakes up, notices the new daemon and hands the real files back.
+    signal_pid(ppid, nix::sys::signal::Signal::SIGCONT);
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
+            strip_ansi(&d.log()).lines().any(|l| {
+                l.contains("port re-attached after a daemon restart")
+                    && l.contains(&format!("pid={ppid}"))
+            })
+        }),
+        "the publisher did not re-attach; its stderr:\n{}\nlog:\n{}",
+        publ.stderr(),
+        d.log()
+    );
+    assert_eq!(
+        count_in_log(&d, "adopted a topic handed back"),
+        1,
+        "{}",
+        d.log()
+    );
+    // The daemon took exactly the recorded files.
+    assert_eq!(
+        daemon_ids(&d),
+        real_ids,
+        "the daemon holds other files than the real ones"
+    );
+    let bus = d.bus();
+    let stats = bus.stats(Some(&topic)).expect("stats");
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    assert_eq!(
+        stats[0]
+            .publishers
+            .iter()
+            .map(|p| p.pid)
+            .collect::<Vec<_>>(),
+        vec![ppid],
+        "{stats:?}"
+    );
+    // Messages flow: a new subscriber gets the publisher's messages, intact and in order.
+    let mut sub = bus
+        .subscriber::<TestMsg>(&topic)
+        .open()
+        .expect("subscribe after");
+    let mut last = None;
+    for _ in 0..20 {
+        let m = *sub
+            .recv_timeout(START)
+            .expect("a message after the restart");
+        assert!(m.is_intact() && m.publisher == 1, "{m:?}");
+        assert!(last.is_none_or(|l| m.seq == l + 1), "{m:?} after {last:?}");
+        last = Some(m.seq);
+    }
+    publ.terminate();
+    let sent = publ.finish(TRANSFER);
+    assert!(
+        sent["sent"].as_u64().unwrap_or(0) > last.unwrap_or(0),
+        "{sent}"
+    );
 }
