@@ -2,12 +2,15 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use bus_client::Bus;
-use bus_daemon::names::SEGMENT_PREFIX;
+use bus_daemon::segment::SEALS;
 use clap::Args;
+use nix::libc;
 use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
 
 use crate::error::CliError;
@@ -16,17 +19,28 @@ use crate::util::human_bytes;
 #[derive(Debug, Args)]
 #[command(
     long_about = "Check what the bus needs and print one line per check, OK, WARN or FAIL, \
-with what to do: /dev/shm size and free space, the open-file and locked-memory limits, the socket \
-directory's owner and permissions, whether a daemon answers on the socket (and its pid), and \
-shmbus files in /dev/shm that no process holds open (left by a crash).
+with what to do: that sealed shared memory works (a small memfd_create file is reserved, sealed, \
+mapped shared and written, as shmbusd does for every topic; segments are such anonymous memory \
+files, never files in /dev/shm, so the size of /dev/shm does not matter), the memory limit of \
+this process's cgroup (topic memory counts against the limit of shmbusd's cgroup), the open-file \
+and locked-memory limits, the socket directory's owner and permissions, whether a daemon answers \
+on the socket (and its pid), and shmbus files in /dev/shm that no process holds open (only an \
+older shmbus version made files there; such files are safe to remove).
 
 Exits 0 when nothing FAILed, 1 otherwise."
 )]
 pub struct DoctorArgs {}
 
 const SHM_DIR: &str = "/dev/shm";
-/// Free /dev/shm below this is worth a warning: a default byte topic needs 4 MiB.
-const SHM_LOW: u64 = 64 << 20;
+/// Files in /dev/shm whose names start with this were made by an older shmbus, whose segments
+/// were named `shmbus-<uid>-<topic>-<instance>` there. This version never makes any.
+const OLD_SEGMENT_PREFIX: &str = "shmbus-";
+/// The size of the sealed memory file the shared-memory check makes.
+const PROBE_LEN: usize = 64 << 10;
+/// A cgroup memory limit below this is worth a warning: topic memory counts against it.
+const MEMORY_MAX_LOW: u64 = 256 << 20;
+/// cgroup v1 writes "no limit" as a huge number (about 2^63 rounded down to a page).
+const CGROUP_V1_UNLIMITED: u64 = 1 << 62;
 const NOFILE_LOW: u64 = 1024;
 const MEMLOCK_LOW: u64 = 8 << 20;
 
@@ -71,7 +85,8 @@ pub fn run(socket: &Path, _args: &DoctorArgs) -> Result<(), CliError> {
         socket.display()
     );
     let checks = [
-        check_shm(),
+        check_shared_memory(),
+        check_memory_limit(),
         check_nofile(),
         check_memlock(),
         check_socket_dir(socket),
@@ -96,28 +111,334 @@ pub fn run(socket: &Path, _args: &DoctorArgs) -> Result<(), CliError> {
     }
 }
 
-fn check_shm() -> Check {
-    match nix::sys::statvfs::statvfs(SHM_DIR) {
-        Err(e) => fail(format!(
-            "{SHM_DIR}: unavailable ({e}); shared memory needs a tmpfs there: `mount -t tmpfs -o size=1G tmpfs {SHM_DIR}`"
+fn check_shared_memory() -> Check {
+    match probe_sealed_memory() {
+        Ok(()) => ok(format!(
+            "shared memory: sealed memory files work; segments do not use {SHM_DIR} \
+             (memfd_create, fallocate of {}, seals, a shared read-write mapping)",
+            human_bytes(PROBE_LEN as f64)
         )),
-        Ok(s) => {
-            let frag = s.fragment_size();
-            let size = s.blocks().saturating_mul(frag);
-            let free = s.blocks_available().saturating_mul(frag);
-            let what = format!(
-                "{SHM_DIR}: {} free of {}",
-                human_bytes(free as f64),
-                human_bytes(size as f64)
-            );
-            if free < SHM_LOW {
-                warn(format!(
-                    "{what}: low; each topic takes about capacity x slot size (a default byte topic 4 MiB). Enlarge it: `sudo mount -o remount,size=1G {SHM_DIR}` (Docker: --shm-size=1g)"
-                ))
-            } else {
-                ok(what)
+        Err(e) => fail(format!(
+            "shared memory: sealed memory files do not work: {e}. shmbusd keeps every topic \
+             in such files, so it cannot create topics here"
+        )),
+    }
+}
+
+/// `what failed (error): hint`, for one step of [`probe_sealed_memory`].
+fn step_failed(step: &str, e: &io::Error, hint: &str) -> String {
+    if hint.is_empty() {
+        format!("{step} failed ({e})")
+    } else {
+        format!("{step} failed ({e}): {hint}")
+    }
+}
+
+/// A shared mapping, unmapped on drop.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` are exactly a mapping that mmap returned and that nothing
+        // references any more (the probe's reads and writes are done).
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Do what shmbusd does for every topic segment (`sealed_file` in `bus-daemon/src/segment.rs`),
+/// on a small scale: a `memfd_create` file that allows sealing, mode 0600, fallocated, sealed
+/// against shrinking and growing, mapped shared read-write, written and read back. The file
+/// is freed when this returns.
+fn probe_sealed_memory() -> Result<(), String> {
+    let seccomp = "(Docker: --security-opt seccomp=<profile>, systemd: SystemCallFilter=)";
+    // SAFETY: the name is a NUL-terminated C string literal that outlives the call;
+    // memfd_create only reads it and returns a fresh descriptor or -1.
+    let raw = unsafe {
+        libc::memfd_create(
+            c"shmbus-doctor".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if raw < 0 {
+        let e = io::Error::last_os_error();
+        let hint = match e.raw_os_error() {
+            Some(libc::ENOSYS) => format!(
+                "this kernel lacks memfd_create (Linux 3.17 or newer has it), or a seccomp \
+                 profile blocks it; update the kernel or allow memfd_create in the profile \
+                 {seccomp}"
+            ),
+            Some(libc::EPERM | libc::EACCES) => format!(
+                "a seccomp profile or security module blocks memfd_create; allow it {seccomp}"
+            ),
+            Some(libc::EINVAL) => "this kernel does not know MFD_ALLOW_SEALING (Linux 3.17 or \
+                 newer has it); update the kernel"
+                .to_string(),
+            Some(libc::EMFILE | libc::ENFILE) => {
+                "out of file descriptors; raise the open-file limit (`ulimit -n`)".to_string()
+            }
+            _ => String::new(),
+        };
+        return Err(step_failed("memfd_create(MFD_ALLOW_SEALING)", &e, &hint));
+    }
+    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+    // SAFETY: fchmod on a valid descriptor we own; it touches no memory of ours.
+    if unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(step_failed("fchmod 0600 of a memory file", &e, ""));
+    }
+
+    let len = PROBE_LEN as libc::off_t;
+    // SAFETY: fallocate on a valid descriptor we own; it touches no memory of ours.
+    if unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) } != 0 {
+        let e = io::Error::last_os_error();
+        let hint = match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::ENOMEM) => {
+                "no memory left, on the machine or under this cgroup's memory limit; free memory \
+                 or raise the limit (systemd: MemoryMax=, Docker: --memory)"
+                    .to_string()
+            }
+            Some(libc::ENOSYS | libc::EPERM) => {
+                format!("a seccomp profile blocks fallocate; allow it {seccomp}")
+            }
+            Some(libc::EOPNOTSUPP) => {
+                "this kernel cannot reserve memory-file pages; update the kernel".to_string()
+            }
+            _ => String::new(),
+        };
+        return Err(step_failed(
+            &format!("fallocate of {}", human_bytes(PROBE_LEN as f64)),
+            &e,
+            &hint,
+        ));
+    }
+
+    // SAFETY: F_ADD_SEALS on a valid descriptor we own, made with MFD_ALLOW_SEALING; it
+    // touches no memory of ours.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+        let e = io::Error::last_os_error();
+        let hint = match e.raw_os_error() {
+            Some(libc::EINVAL) => {
+                "this kernel does not support file sealing (Linux 3.17 or newer does); update \
+                 the kernel"
+                    .to_string()
+            }
+            Some(libc::EPERM | libc::ENOSYS) => format!(
+                "sealing is refused, perhaps by a seccomp profile filtering fcntl {seccomp}"
+            ),
+            _ => String::new(),
+        };
+        return Err(step_failed(
+            "fcntl(F_ADD_SEALS, SHRINK|GROW|SEAL)",
+            &e,
+            &hint,
+        ));
+    }
+    // SAFETY: F_GET_SEALS only reads the seals of a valid descriptor we own.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals < 0 || seals & SEALS != SEALS {
+        return Err(format!(
+            "the seals did not hold (asked for {SEALS:#x}, the file has {seals:#x}); a segment \
+             could be shrunk under its readers. Update the kernel"
+        ));
+    }
+
+    // SAFETY: a new mapping (the kernel picks the address, so it overlaps nothing of ours) of
+    // PROBE_LEN bytes of a descriptor we own that is PROBE_LEN bytes long and sealed against
+    // shrinking, so every page of the mapping stays backed while it exists.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PROBE_LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        let e = io::Error::last_os_error();
+        let hint = match e.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => {
+                "a security policy refuses shared writable mappings of memory files".to_string()
+            }
+            Some(libc::ENOMEM) => {
+                "out of address space or mappings (sysctl vm.max_map_count)".to_string()
+            }
+            _ => String::new(),
+        };
+        return Err(step_failed("mmap(MAP_SHARED, read-write)", &e, &hint));
+    }
+    let map = Mapped {
+        ptr,
+        len: PROBE_LEN,
+    };
+
+    // The last byte: it is on the last page fallocate reserved.
+    let at = PROBE_LEN - 1;
+    let byte = 0xa5u8;
+    // SAFETY: `at` < PROBE_LEN, inside the live read-write mapping `map`, every page of which
+    // is backed (above); the memory file is fresh and held by no other process or thread, so
+    // nothing else reads or writes it.
+    let back = unsafe {
+        let p = map.ptr.cast::<u8>().add(at);
+        p.write_volatile(byte);
+        p.read_volatile()
+    };
+    // Read it through the file too: a shared mapping writes the file's own pages.
+    let mut through_file = 0u8;
+    // SAFETY: reads at most one byte into `through_file`, a live local valid for writes, from
+    // a valid descriptor we own.
+    let n = unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            (&raw mut through_file).cast(),
+            1,
+            at as libc::off_t,
+        )
+    };
+    drop(map);
+    if back != byte || n != 1 || through_file != byte {
+        return Err(format!(
+            "a byte written to the shared mapping read back as {back:#04x} from it and \
+             {through_file:#04x} from the file (wrote {byte:#04x}); shared memory is broken on \
+             this machine"
+        ));
+    }
+    Ok(())
+}
+
+/// A memory limit as written in `memory.max` (v2) or `memory.limit_in_bytes` (v1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemLimit {
+    Unlimited,
+    Bytes(u64),
+}
+
+fn parse_memory_limit(text: &str) -> Option<MemLimit> {
+    let text = text.trim();
+    if text == "max" {
+        return Some(MemLimit::Unlimited);
+    }
+    let n: u64 = text.parse().ok()?;
+    Some(if n >= CGROUP_V1_UNLIMITED {
+        MemLimit::Unlimited
+    } else {
+        MemLimit::Bytes(n)
+    })
+}
+
+/// From `/proc/<pid>/cgroup`: the cgroup v2 path (`0::<path>`) and the path in the cgroup v1
+/// memory hierarchy (`<n>:...memory...:<path>`), each if present.
+fn parse_proc_cgroup(text: &str) -> (Option<&str>, Option<&str>) {
+    let mut v2 = None;
+    let mut v1 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if id == "0" && controllers.is_empty() {
+            v2 = Some(path);
+        } else if controllers.split(',').any(|c| c == "memory") {
+            v1 = Some(path);
+        }
+    }
+    (v2, v1)
+}
+
+/// The cgroup `path` and its ancestors, as directories under `root`. None for a path outside
+/// our cgroup namespace (with `..` parts) or not absolute.
+fn cgroup_dirs(root: &Path, path: &str) -> Option<Vec<PathBuf>> {
+    let path = Path::new(path);
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return None;
+    }
+    Some(
+        path.ancestors()
+            .map(|a| root.join(a.strip_prefix("/").unwrap_or(a)))
+            .collect(),
+    )
+}
+
+/// The tightest memory limit on this process's cgroup and its ancestors, with the file that
+/// sets it: Ok(None) when every limit readable is "max", Err when none is readable.
+fn cgroup_memory_limit() -> Result<Option<(u64, PathBuf)>, String> {
+    let text = fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("cannot read /proc/self/cgroup ({e})"))?;
+    let (v2, v1) = parse_proc_cgroup(&text);
+    // cgroup v2 (unified, or the unified part of a hybrid setup), then the v1 memory hierarchy.
+    let mut places = Vec::new();
+    if let Some(p) = v2 {
+        for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            places.push((root, p, "memory.max"));
+        }
+    }
+    if let Some(p) = v1 {
+        places.push(("/sys/fs/cgroup/memory", p, "memory.limit_in_bytes"));
+    }
+    let mut read_any = false;
+    let mut tightest: Option<(u64, PathBuf)> = None;
+    for (root, path, file) in places {
+        for dir in cgroup_dirs(Path::new(root), path).unwrap_or_default() {
+            let file = dir.join(file);
+            let Some(limit) = fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| parse_memory_limit(&t))
+            else {
+                continue;
+            };
+            read_any = true;
+            if let MemLimit::Bytes(n) = limit {
+                if tightest.as_ref().is_none_or(|(t, _)| n < *t) {
+                    tightest = Some((n, file));
+                }
             }
         }
+    }
+    if read_any {
+        Ok(tightest)
+    } else {
+        Err(format!(
+            "no memory.max or memory.limit_in_bytes readable for cgroup {}",
+            v2.or(v1).unwrap_or("?")
+        ))
+    }
+}
+
+fn check_memory_limit() -> Check {
+    // Shared memory is charged to the cgroup of the process that allocates it: shmbusd.
+    let elsewhere = "if shmbusd runs in another cgroup, that one's limit counts instead";
+    match cgroup_memory_limit() {
+        Ok(Some((n, file))) => {
+            let what = format!(
+                "memory limit: {} ({}); topic memory counts against it",
+                human_bytes(n as f64),
+                file.display()
+            );
+            if n < MEMORY_MAX_LOW {
+                warn(format!(
+                    "{what}, and it is low: each topic takes about capacity x slot size of it, \
+                     and a topic that does not fit cannot be created. Raise it (systemd: \
+                     MemoryMax=, Docker: --memory); {elsewhere}"
+                ))
+            } else {
+                ok(format!("{what} ({elsewhere})"))
+            }
+        }
+        Ok(None) => ok(format!(
+            "memory limit: none on this process's cgroup; topic memory is bounded by the \
+             machine's memory ({elsewhere})"
+        )),
+        Err(e) => ok(format!(
+            "memory limit: unknown ({e}); topic memory is bounded by the machine's memory and \
+             by the memory limit of shmbusd's cgroup, if it has one"
+        )),
     }
 }
 
@@ -256,10 +577,14 @@ fn check_daemon(socket: &Path) -> Check {
     }
 }
 
-/// shmbus files in /dev/shm that no process we can inspect has open or mapped.
+/// shmbus files in /dev/shm that no process we can inspect has open or mapped. Only an older
+/// shmbus, whose segments were named files there, made such files: this version's segments
+/// are sealed memory files, freed by the kernel with their last holder.
 fn check_stale_files() -> Check {
     let Ok(dir) = fs::read_dir(SHM_DIR) else {
-        return ok(format!("stale files: {SHM_DIR} cannot be listed"));
+        return ok(format!(
+            "stale files: {SHM_DIR} cannot be listed (this shmbus does not use it)"
+        ));
     };
     let uid = nix::unistd::geteuid().as_raw();
     let mut ours = Vec::new();
@@ -267,7 +592,7 @@ fn check_stale_files() -> Check {
     for entry in dir.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !name.starts_with(SEGMENT_PREFIX) {
+        if !name.starts_with(OLD_SEGMENT_PREFIX) {
             continue;
         }
         match entry.metadata() {
@@ -282,26 +607,36 @@ fn check_stale_files() -> Check {
     };
     if ours.is_empty() {
         return ok(format!(
-            "stale files: no shmbus files of ours in {SHM_DIR}{of_others}"
+            "stale files: no shmbus files of ours in {SHM_DIR}; this version never makes \
+             any{of_others}"
         ));
     }
     let in_use = open_shm_files();
-    let (stale, live): (Vec<_>, Vec<_>) = ours
+    let (mut stale, live): (Vec<_>, Vec<_>) = ours
         .into_iter()
         .partition(|(name, _)| !in_use.contains(&format!("{SHM_DIR}/{name}")));
     if stale.is_empty() {
         return ok(format!(
-            "stale files: none; {} shmbus file(s) in {SHM_DIR}, all in use{of_others}",
+            "stale files: {} shmbus file(s) in {SHM_DIR}, all held open by a process \
+             (presumably an older shmbus still running); leave them{of_others}",
             live.len()
         ));
     }
+    stale.sort();
     let bytes: u64 = stale.iter().map(|(_, len)| len).sum();
     let mut names: Vec<&str> = stale.iter().map(|(n, _)| n.as_str()).take(5).collect();
     if stale.len() > names.len() {
         names.push("...");
     }
+    let held = if live.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} more are held by a process: leave those)", live.len())
+    };
     warn(format!(
-        "stale files: {} shmbus file(s) in {SHM_DIR} ({}) that no process holds open, left by a crash: {}. A restarted shmbusd removes its own; else `rm {SHM_DIR}/<name>`{of_others}",
+        "stale files: {} shmbus file(s) in {SHM_DIR} ({}) that no process holds: {}. Only an older \
+         shmbus version (before segments were sealed memory files) made files there; these are \
+         left from it and safe to remove: `rm {SHM_DIR}/<name>`{held}{of_others}",
         stale.len(),
         human_bytes(bytes as f64),
         names.join(", ")
@@ -343,4 +678,64 @@ fn open_shm_files() -> HashSet<String> {
         }
     }
     set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_memory_probe_works_here() {
+        assert_eq!(probe_sealed_memory(), Ok(()));
+    }
+
+    #[test]
+    fn memory_limits_parse() {
+        assert_eq!(parse_memory_limit("max\n"), Some(MemLimit::Unlimited));
+        assert_eq!(
+            parse_memory_limit("268435456\n"),
+            Some(MemLimit::Bytes(256 << 20))
+        );
+        // cgroup v1's "no limit".
+        assert_eq!(
+            parse_memory_limit("9223372036854771712\n"),
+            Some(MemLimit::Unlimited)
+        );
+        assert_eq!(parse_memory_limit(""), None);
+        assert_eq!(parse_memory_limit("lots"), None);
+    }
+
+    #[test]
+    fn proc_cgroup_parses_v2_v1_and_hybrid() {
+        assert_eq!(
+            parse_proc_cgroup("0::/user.slice/user-1000.slice/session-2.scope\n"),
+            (Some("/user.slice/user-1000.slice/session-2.scope"), None)
+        );
+        let hybrid = "9:name=systemd:/\n4:memory:/process_api/abc\n2:cpu,cpuacct:/\n0::/\n";
+        assert_eq!(
+            parse_proc_cgroup(hybrid),
+            (Some("/"), Some("/process_api/abc"))
+        );
+        assert_eq!(parse_proc_cgroup("garbage\n"), (None, None));
+    }
+
+    #[test]
+    fn cgroup_dirs_walk_up_and_stay_under_the_root() {
+        let root = Path::new("/sys/fs/cgroup");
+        assert_eq!(
+            cgroup_dirs(root, "/a/b").unwrap(),
+            [
+                PathBuf::from("/sys/fs/cgroup/a/b"),
+                PathBuf::from("/sys/fs/cgroup/a"),
+                PathBuf::from("/sys/fs/cgroup"),
+            ]
+        );
+        assert_eq!(
+            cgroup_dirs(root, "/").unwrap(),
+            [PathBuf::from("/sys/fs/cgroup")]
+        );
+        // Outside our cgroup namespace, or not absolute: nothing to read.
+        assert_eq!(cgroup_dirs(root, "/../../x"), None);
+        assert_eq!(cgroup_dirs(root, "x"), None);
+    }
 }

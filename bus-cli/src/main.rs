@@ -66,7 +66,8 @@ enum Command {
     Pub(publish::PubArgs),
     /// Measure a topic's message rate and the jitter of its inter-arrival times.
     Hz(hz::HzArgs),
-    /// Check the machine and the daemon: /dev/shm, limits, socket, stale files.
+    /// Check the machine and the daemon: sealed shared memory, memory and file limits, socket,
+    /// old /dev/shm files.
     Doctor(doctor::DoctorArgs),
 }
 
