@@ -221,6 +221,24 @@ pub fn segments_held_by(pid: u32) -> Vec<String> {
     topics
 }
 
+/// `text` without ANSI colour sequences (the daemon's log is coloured).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The entries of /dev/shm whose names contain `needle`.
 pub fn shm_entries_containing(needle: &str) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir("/dev/shm") else {

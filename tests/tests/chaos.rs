@@ -33,7 +33,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shmbus_tests::{now_ns, segment_holders, unique_topic, wait_until, Daemon, Peer, WatchReport};
+use shmbus_tests::{
+    now_ns, segment_holders, strip_ansi, unique_topic, wait_until, Daemon, Peer, WatchReport,
+};
 
 const PEER: &str = env!("CARGO_BIN_EXE_shmbus-peer");
 const START: Duration = Duration::from_secs(10);
@@ -137,23 +139,6 @@ fn spawn_sub(d: &Daemon, topic: &str, n: usize, deadline_ms: u64) -> Sub {
         n,
         ready_ns: now_ns(),
     }
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn count_in_log(d: &Daemon, needle: &str) -> usize {

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use bus_client::{Bus, Error, RecvError, SendError};
 use serde_json::Value;
 use shmbus_tests::{
-    now_ns, segment_holders, segment_token, shm_entries_containing, unique_topic, wait_until,
-    Checker, Daemon, Peer, TestMsg, WatchReport,
+    now_ns, segment_holders, segment_token, shm_entries_containing, strip_ansi, unique_topic,
+    wait_until, Checker, Daemon, Peer, TestMsg, WatchReport,
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_shmbus-peer");
@@ -157,24 +157,6 @@ fn assert_no_long_stall(report: &WatchReport, kill_ns: u64, restart_ns: Option<u
         "a stall of {:?}: {stalls:?}",
         report.max_stall()
     );
-}
-
-/// `text` without ANSI colour sequences (the daemon's log is coloured).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The daemon log lines containing `needle` (colour stripped).
@@ -553,11 +535,12 @@ fn a_dead_daemon_leaves_no_memory_behind_and_a_clean_stop_leaves_no_file() {
     kw.kill_and_reap();
     assert_eq!(segment_holders(&killed), Vec::<u32>::new());
     let (mut ep, mut ew) = peers.remove(0);
+    // The publisher first, so that the watcher can read its last message before it stops.
     ep.terminate();
-    ew.terminate();
     let sent = u(&ep.json(TRANSFER)["sent"]);
     assert!(ep.wait_exit(Duration::from_secs(5)).success());
     let mut report = WatchReport::default();
+    wait_received_more_than(&mut ew, &mut report, sent - 1, TRANSFER);
     stop_watcher(&mut ew, &mut report);
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert_eq!(report.received(), sent, "{:?}", report.summary);

@@ -38,8 +38,8 @@ use bus_daemon::protocol::{
 use bus_daemon::segment::{self, Access, Mapping, OpenError, Segment, SegmentFds, ShmRing, SEALS};
 use serde_json::Value;
 use shmbus_tests::{
-    check_of, proc_state, segment_file_names, segment_token, shm_entries_containing, unique_topic,
-    wait_until, Daemon, Peer, TempDir, TestMsg,
+    check_of, proc_state, segment_file_names, segment_token, shm_entries_containing, strip_ansi,
+    unique_topic, wait_until, Daemon, Peer, TempDir, TestMsg,
 };
 
 const PEER: &str = env!("CARGO_BIN_EXE_shmbus-peer");
@@ -1954,6 +1954,30 @@ fn subscriber_survives_a_cursor_at_u64_max() {
     }
 }
 
+/// An honest subscriber process and publisher process on `topic` (lossless, `count` messages,
+/// one every millisecond), both ready when this returns.
+fn honest_pair(d: &Daemon, topic: &str, count: &str, timeout_ms: &str) -> (Peer, Peer) {
+    let common = [
+        "--socket",
+        d.socket_str(),
+        "--topic",
+        topic,
+        "--count",
+        count,
+    ];
+    let mut sub = Peer::spawn(
+        PEER,
+        &[&["sub"], &common[..], &["--timeout-ms", timeout_ms]].concat(),
+    );
+    sub.expect_line("ready", START);
+    let mut publ = Peer::spawn(
+        PEER,
+        &[&["pub"], &common[..], &["--interval-us", "1000", "--ready"]].concat(),
+    );
+    publ.expect_line("ready", START);
+    (sub, publ)
+}
+
 /// Every client of a topic receives descriptors of its two segment files (a publisher both
 /// read-write). Were the files resizable, `ftruncate` on one would pull the memory from under
 /// every mapping, and the next access by anyone (the daemon touches every lossless topic every
@@ -1967,37 +1991,7 @@ fn a_client_truncating_its_segment_descriptor_cannot_kill_the_daemon() {
     let topic = unique_topic("sec-trunc");
     let count = N.to_string();
     // An honest subscriber and publisher process exchange messages (lossless) the whole time.
-    let mut sub = Peer::spawn(
-        PEER,
-        &[
-            "sub",
-            "--socket",
-            d.socket_str(),
-            "--topic",
-            &topic,
-            "--count",
-            &count,
-            "--timeout-ms",
-            "60000",
-        ],
-    );
-    sub.expect_line("ready", START);
-    let mut publ = Peer::spawn(
-        PEER,
-        &[
-            "pub",
-            "--socket",
-            d.socket_str(),
-            "--topic",
-            &topic,
-            "--count",
-            &count,
-            "--interval-us",
-            "1000",
-            "--ready",
-        ],
-    );
-    publ.expect_line("ready", START);
+    let (mut sub, mut publ) = honest_pair(&d, &topic, &count, "60000");
 
     // A hostile publisher: both files, read-write.
     let hostile = RawClient::hello(d.socket());
@@ -2122,35 +2116,7 @@ fn garbage_on_the_socket_is_refused_and_the_daemon_keeps_serving() {
     let count: u64 = 3000;
 
     // A legitimate pair of processes exchanges messages the whole time.
-    let mut sub = Peer::spawn(
-        PEER,
-        &[
-            "sub",
-            "--socket",
-            d.socket_str(),
-            "--topic",
-            &topic,
-            "--count",
-            &count.to_string(),
-            "--timeout-ms",
-            "90000",
-        ],
-    );
-    sub.expect_line("ready", START);
-    let mut publ = Peer::spawn(
-        PEER,
-        &[
-            "pub",
-            "--socket",
-            d.socket_str(),
-            "--topic",
-            &topic,
-            "--count",
-            &count.to_string(),
-            "--interval-us",
-            "1000",
-        ],
-    );
+    let (mut sub, mut publ) = honest_pair(&d, &topic, &count.to_string(), "90000");
     let fds_before = fd_count(pid);
     let started = Instant::now();
 
@@ -3170,24 +3136,6 @@ fn file_modes_are_never_world_writable() {
 // ------------------------------------------------------------------------------------------
 // 9. Segment files handed back after a restart
 // ------------------------------------------------------------------------------------------
-
-/// `text` without ANSI colour sequences (the daemon's log is coloured).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 fn signal_pid(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)

@@ -157,17 +157,34 @@ pub struct Ring<S, D> {
     mode: Mode,
 }
 
-/// Free a table entry held at `generation`: `ACTIVE(generation)` becomes `FREE(generation)`.
-fn free_entry(state: &AtomicU64, index: usize, generation: u64) -> Result<(), AttachError> {
+/// Move table entry `index` from tag `from` to tag `to` at `generation`, if it is in `from`.
+fn retag_entry(
+    state: &AtomicU64,
+    index: usize,
+    generation: u64,
+    from: u64,
+    to: u64,
+) -> Result<(), AttachError> {
     state
         .compare_exchange(
-            entry_state::pack(generation, entry_state::ACTIVE),
-            entry_state::pack(generation, entry_state::FREE),
+            entry_state::pack(generation, from),
+            entry_state::pack(generation, to),
             Ordering::AcqRel,
             Ordering::Relaxed,
         )
         .map(drop)
         .map_err(|_| AttachError::NotHeld(index))
+}
+
+/// Free a table entry held at `generation`: `ACTIVE(generation)` becomes `FREE(generation)`.
+fn free_entry(state: &AtomicU64, index: usize, generation: u64) -> Result<(), AttachError> {
+    retag_entry(
+        state,
+        index,
+        generation,
+        entry_state::ACTIVE,
+        entry_state::FREE,
+    )
 }
 
 /// Write the initial state into fresh, zeroed storage: `claim = capacity`, every slot
@@ -479,14 +496,13 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
             .storage
             .subscriber(index)
             .ok_or(AttachError::NoSuchEntry(index))?;
-        e.state
-            .compare_exchange(
-                entry_state::pack(generation, entry_state::ACTIVE),
-                entry_state::pack(generation, entry_state::EVICTED),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .map_err(|_| AttachError::NotHeld(index))?;
+        retag_entry(
+            &e.state,
+            index,
+            generation,
+            entry_state::ACTIVE,
+            entry_state::EVICTED,
+        )?;
         self.ring_bell(&self.storage.control().space);
         Ok(())
     }
@@ -499,15 +515,13 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
             .storage
             .subscriber(index)
             .ok_or(AttachError::NoSuchEntry(index))?;
-        e.state
-            .compare_exchange(
-                entry_state::pack(generation, entry_state::EVICTED),
-                entry_state::pack(generation, entry_state::FREE),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .map(drop)
-            .map_err(|_| AttachError::NotHeld(index))
+        retag_entry(
+            &e.state,
+            index,
+            generation,
+            entry_state::EVICTED,
+            entry_state::FREE,
+        )
     }
 
     /// A snapshot of the counters, for stats.
