@@ -31,8 +31,8 @@ pub struct DaemonArgs {
     pub stuck_timeout_ms: u64,
 
     /// After a restart, how long the topics of the daemon that died wait for their processes
-    /// to re-attach, in milliseconds; ports that do not come back are then released, and topics
-    /// nobody came back to are removed.
+    /// to hand them back and re-attach, in milliseconds; then an attach to a topic nobody handed
+    /// back creates it anew, and ports whose processes are gone are released.
     #[arg(long, default_value_t = 3000, value_name = "MS")]
     pub adopt_grace_ms: u64,
 

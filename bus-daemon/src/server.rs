@@ -44,9 +44,9 @@ pub struct Config {
     pub stuck_timeout: Duration,
     /// Install SIGTERM/SIGINT/SIGHUP handlers (the `shmbusd` binary; not an embedded daemon).
     pub handle_signals: bool,
-    /// After a restart, how long adopted topics wait for their ports to re-attach before the
-    /// ports that did not come back are released (subscribers) or repaired (publishers), and
-    /// topics nobody came back to are removed.
+    /// After a restart, how long attaches to a recorded topic wait for a port to hand it back,
+    /// and how long adopted topics wait for their other ports to re-attach before the ports
+    /// whose processes are gone are released (subscribers) or repaired (publishers).
     pub adopt_grace: Duration,
     /// A group whose members may connect: the socket becomes 0660 and its directory 0710, both
     /// owned by this group. Without it only the daemon's uid can reach the socket (0600 in a
@@ -116,8 +116,6 @@ struct Topic {
     evicted: Vec<Attachment>,
     /// Subscriber (index, generation) → (cursor, since when it has not moved while blocking).
     stuck: HashMap<(usize, u64), (u64, Instant)>,
-    /// Adopted from a daemon that died: removed after the grace period if nobody came back.
-    adopted: bool,
 }
 
 /// The client id of ports adopted from a previous daemon that have not re-attached yet.
@@ -370,7 +368,6 @@ fn adopt(record: &TopicRecord, fds: SegmentFds, uid: u32, epoch: u32) -> Result<
         attachments,
         evicted,
         stuck: HashMap::new(),
-        adopted: true,
     })
 }
 
@@ -408,11 +405,11 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// After the grace period for adopted topics: release the orphaned subscribers and repair the
-/// orphaned publishers whose processes are gone, and remove adopted topics nobody is left on.
+/// orphaned publishers whose processes are gone. (An adopted topic always has the port that
+/// handed it back; once that port leaves, the topic stays like any other.)
 /// Orphans whose process lives on keep their place until it re-attaches or dies.
-fn give_up_orphans(shared: &Shared, state: &mut State) {
+fn give_up_orphans(state: &mut State) {
     let mut repairs = Vec::new();
-    let mut empty = Vec::new();
     for (name, topic) in state.topics.iter_mut() {
         let (orphans, live): (Vec<_>, Vec<_>) = std::mem::take(&mut topic.attachments)
             .into_iter()
@@ -442,25 +439,9 @@ fn give_up_orphans(shared: &Shared, state: &mut State) {
                 }),
             }
         }
-        if topic.adopted && topic.attachments.is_empty() {
-            empty.push(name.clone());
-        }
     }
     state.repairs.extend(repairs);
     run_repairs(state);
-    let removed = !empty.is_empty();
-    for name in empty {
-        if let Some(t) = state.topics.remove(&name) {
-            t.ring.close();
-            tracing::info!(
-                topic = name.as_str(),
-                "removed an adopted topic none of whose ports came back"
-            );
-        }
-    }
-    if removed {
-        persist(shared, state);
-    }
 }
 
 /// Run the daemon in this thread until SIGTERM/SIGINT (with `handle_signals`) or a `Shutdown`
@@ -786,7 +767,7 @@ fn housekeeping(shared: &Shared) {
     // After the grace, on every pass: a topic handed back late has its dead orphans given up
     // at once.
     if state.adopt_deadline.is_some_and(|d| Instant::now() >= d) {
-        give_up_orphans(shared, &mut state);
+        give_up_orphans(&mut state);
         if !state.pending.is_empty()
             && state
                 .adopt_deadline
@@ -1269,7 +1250,6 @@ fn create_topic(
             attachments: Vec::new(),
             evicted: Vec::new(),
             stuck: HashMap::new(),
-            adopted: false,
         },
     );
     persist(shared, state);
