@@ -9,10 +9,13 @@
 //! has no such orphan (it gave the entry up, or never got the topic back), the port attaches
 //! afresh. Once re-attached, a lost entry is an ordinary eviction, reported as such.
 
-use std::os::fd::RawFd;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus_daemon::protocol::Request;
+use bus_daemon::protocol::{Request, Role};
+use bus_daemon::segment::SegmentFds;
+use bus_daemon::status::StatusPage;
 
 use crate::conn::Conn;
 use crate::Error;
@@ -32,39 +35,64 @@ pub(crate) enum Next {
     AttachAfresh,
 }
 
+/// One port's view of the daemon: the status page it watches and the epoch it is attached at.
 pub(crate) struct Follower {
+    status: Arc<StatusPage>,
     epoch: u32,
     orphaned: bool,
     next_try: Option<Instant>,
 }
 
+/// The port a [`Follower`] re-attaches.
+pub(crate) struct PortId<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) role: Role,
+    pub(crate) index: usize,
+    pub(crate) generation: u64,
+    /// Whether the entry is still active at `generation`.
+    pub(crate) held: bool,
+    /// The segment's descriptors, handed back to a restarted daemon.
+    pub(crate) fds: &'a SegmentFds,
+}
+
 impl Follower {
-    pub(crate) fn new(epoch: u32) -> Follower {
+    /// A port just attached through `conn`, at the epoch its status page shows now.
+    pub(crate) fn new(conn: &Conn) -> Follower {
+        let status = conn.status();
         Follower {
-            epoch,
+            epoch: status.epoch(),
+            status,
             orphaned: false,
             next_try: None,
         }
     }
 
-    /// Whether [`Follower::follow`] has work to do.
+    /// Whether [`Follower::follow`] has work to do: one load of a line nobody writes while the
+    /// daemon runs.
     #[inline]
-    pub(crate) fn stale(&self, epoch: u32) -> bool {
-        epoch != self.epoch || self.orphaned
+    pub(crate) fn stale(&self) -> bool {
+        self.status.epoch() != self.epoch || self.orphaned
     }
 
-    /// Re-attach to the daemon of `epoch` if needed. `held` says whether the port's entry is
-    /// still active at its generation; `reattach` is the request that takes it back, sent with
-    /// the segment descriptors `fds`.
+    /// Re-attach `port` to a restarted daemon if needed.
     #[cold]
-    pub(crate) fn follow(
-        &mut self,
-        conn: &Conn,
-        epoch: u32,
-        held: bool,
-        reattach: &Request,
-        fds: &[RawFd],
-    ) -> Next {
+    pub(crate) fn follow(&mut self, conn: &Conn, port: PortId<'_>) -> Next {
+        let epoch = self.status.epoch();
+        let PortId {
+            topic,
+            role,
+            index,
+            generation,
+            held,
+            fds,
+        } = port;
+        let reattach = Request::Reattach {
+            topic: topic.to_string(),
+            role,
+            index: index as u32,
+            generation,
+        };
+        let fds = [fds.control.as_raw_fd(), fds.data.as_raw_fd()];
         if epoch != self.epoch {
             self.epoch = epoch;
             self.orphaned = true;
@@ -81,7 +109,7 @@ impl Follower {
         }
         match conn
             .follow(epoch)
-            .and_then(|_| conn.request_with_fds(reattach, fds))
+            .and_then(|_| conn.request_with_fds(&reattach, &fds))
         {
             Ok(_) => {
                 self.orphaned = false;

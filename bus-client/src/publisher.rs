@@ -2,7 +2,6 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,11 +12,10 @@ use bus_core::storage::RawStorage;
 use bus_core::wait::WaitStrategy;
 use bus_daemon::protocol::{Request, Role, TopicSpec};
 use bus_daemon::segment::{Mapping, SegmentFds};
-use bus_daemon::status::StatusPage;
 
 use crate::bus::{attach_port, Attached};
 use crate::conn::Conn;
-use crate::follow::{Follower, Next, CHECK_EVERY};
+use crate::follow::{Follower, Next, PortId, CHECK_EVERY};
 use crate::payload::AlignedBuf;
 use crate::{Error, Payload, SendError, StartAt, TopicOptions};
 
@@ -54,8 +52,6 @@ pub struct Publisher<T: Payload + ?Sized> {
     options: TopicOptions,
     /// Follows a restarted daemon (see `follow`).
     follower: Follower,
-    /// The daemon's status page, where a restart shows.
-    status: Arc<StatusPage>,
     /// The segment's descriptors, handed back to a restarted daemon.
     fds: SegmentFds,
     _t: PhantomData<fn(&T)>,
@@ -84,8 +80,7 @@ impl<T: Payload + ?Sized> Publisher<T> {
         let slot_size = a.spec.slot_size as usize;
         let scratch =
             (port.ring().geometry().mode == CoreMode::Lossy).then(|| AlignedBuf::new(slot_size));
-        let status = conn.status();
-        let follower = Follower::new(status.epoch());
+        let follower = Follower::new(&conn);
         Ok(Publisher {
             port,
             conn,
@@ -95,7 +90,6 @@ impl<T: Payload + ?Sized> Publisher<T> {
             scratch,
             options,
             follower,
-            status,
             fds: a.fds,
             _t: PhantomData,
         })
@@ -120,22 +114,17 @@ impl<T: Payload + ?Sized> Publisher<T> {
     /// while the daemon runs, unless a restart happened).
     #[inline]
     fn ensure_attached(&mut self) -> Result<(), SendError> {
-        let epoch = self.status.epoch();
-        if self.follower.stale(epoch) {
+        if self.follower.stale() {
             let (index, generation) = (self.port.index(), self.port.generation());
-            let held = self.port.ring().publisher_held(index, generation);
-            let reattach = Request::Reattach {
-                topic: self.topic.clone(),
+            let port = PortId {
+                topic: &self.topic,
                 role: Role::Publisher,
-                index: index as u32,
+                index,
                 generation,
+                held: self.port.ring().publisher_held(index, generation),
+                fds: &self.fds,
             };
-            let fds = [self.fds.control.as_raw_fd(), self.fds.data.as_raw_fd()];
-            if self
-                .follower
-                .follow(&self.conn, epoch, held, &reattach, &fds)
-                == Next::AttachAfresh
-            {
+            if self.follower.follow(&self.conn, port) == Next::AttachAfresh {
                 self.attach_afresh()?;
             }
         }
@@ -169,8 +158,7 @@ impl<T: Payload + ?Sized> Publisher<T> {
         self.port =
             PublisherPort::new(a.ring, a.index, a.generation).map_err(|_| SendError::Evicted)?;
         self.fds = a.fds;
-        self.status = self.conn.status();
-        self.follower = Follower::new(self.status.epoch());
+        self.follower = Follower::new(&self.conn);
         tracing::info!(
             topic = self.topic.as_str(),
             "attached anew after a daemon restart"

@@ -2,7 +2,6 @@
 
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,11 +12,10 @@ use bus_core::storage::RawStorage;
 use bus_core::wait::WaitStrategy;
 use bus_daemon::protocol::{Request, Role, TopicSpec};
 use bus_daemon::segment::{Mapping, SegmentFds};
-use bus_daemon::status::StatusPage;
 
 use crate::bus::{attach_port, Attached};
 use crate::conn::Conn;
-use crate::follow::{Follower, Next, CHECK_EVERY};
+use crate::follow::{Follower, Next, PortId, CHECK_EVERY};
 use crate::payload::AlignedBuf;
 use crate::{Error, Payload, RecvError, StartAt, TopicOptions};
 
@@ -56,8 +54,6 @@ pub struct Subscriber<T: Payload + ?Sized> {
     options: TopicOptions,
     /// Follows a restarted daemon (see `follow`).
     follower: Follower,
-    /// The daemon's status page, where a restart shows.
-    status: Arc<StatusPage>,
     /// The segment's descriptors, handed back to a restarted daemon.
     fds: SegmentFds,
     _t: PhantomData<fn() -> Box<T>>,
@@ -90,16 +86,15 @@ impl<T: Payload + ?Sized> Subscriber<T> {
         })?;
         let buf = (port.ring().geometry().mode == CoreMode::Lossy)
             .then(|| AlignedBuf::new(a.spec.slot_size as usize));
-        let status = conn.status();
         Ok(Subscriber {
+            follower: Follower::new(&conn),
             conn,
             topic,
             spec: a.spec,
             wait,
             buf,
             malformed: 0,
-            follower: Follower::new(status.epoch()),
-            status,
+
             fds: a.fds,
             port,
             options,
@@ -142,22 +137,17 @@ impl<T: Payload + ?Sized> Subscriber<T> {
     /// of a line nobody writes while the daemon runs, unless a restart happened).
     #[inline]
     fn ensure_attached(&mut self) -> Result<(), RecvError> {
-        let epoch = self.status.epoch();
-        if self.follower.stale(epoch) {
+        if self.follower.stale() {
             let (index, generation) = (self.port.index(), self.port.generation());
-            let held = self.port.ring().subscriber_held(index, generation);
-            let reattach = Request::Reattach {
-                topic: self.topic.clone(),
+            let port = PortId {
+                topic: &self.topic,
                 role: Role::Subscriber,
-                index: index as u32,
+                index,
                 generation,
+                held: self.port.ring().subscriber_held(index, generation),
+                fds: &self.fds,
             };
-            let fds = [self.fds.control.as_raw_fd(), self.fds.data.as_raw_fd()];
-            if self
-                .follower
-                .follow(&self.conn, epoch, held, &reattach, &fds)
-                == Next::AttachAfresh
-            {
+            if self.follower.follow(&self.conn, port) == Next::AttachAfresh {
                 self.attach_afresh()?;
             }
         }
@@ -262,8 +252,7 @@ impl<T: Payload + ?Sized> Subscriber<T> {
         self.port =
             SubscriberPort::new(a.ring, a.index, a.generation).map_err(|_| RecvError::Evicted)?;
         self.fds = a.fds;
-        self.status = self.conn.status();
-        self.follower = Follower::new(self.status.epoch());
+        self.follower = Follower::new(&self.conn);
         tracing::warn!(
             topic = self.topic.as_str(),
             "attached anew after a daemon restart; messages published meanwhile were missed"
