@@ -2540,27 +2540,8 @@ fn another_uid_cannot_open_or_map_a_topic_it_is_not_granted() {
 
     // Variant 2: rules grant nobody `granted/**` (subscribe), and the socket is opened to its
     // group with --socket-group.
-    let dir = TempDir::new("sec-uid-rules");
-    let rules = write_rules(
-        dir.path(),
-        &format!("[[rule]]\ntopics = \"granted/**\"\nsubscribe = {{ uids = [{NOBODY}] }}\n"),
-    );
-    let group = NOBODY.to_string();
-    let d = Daemon::start(
-        PEER,
-        &[
-            "--",
-            "--rules",
-            rules.to_str().expect("utf-8"),
-            "--socket-group",
-            &group,
-        ],
-    );
-    let suffix = format!(
-        "{}-{}",
-        std::process::id(),
-        shmbus_tests::now_ns() % 1_000_000
-    );
+    let (_dir, d) = daemon_granting_nobody("sec-uid-rules", true);
+    let suffix = unique_suffix();
     let granted = format!("granted/x{suffix}");
     let secret = format!("secret/x{suffix}");
     let bus = d.bus();
@@ -2613,32 +2594,39 @@ fn another_uid_cannot_open_or_map_a_topic_it_is_not_granted() {
     }
 }
 
-#[test]
-fn topic_existence_does_not_leak_to_a_uid_without_access() {
-    if skip_unless_root("topic_existence_does_not_leak_to_a_uid_without_access") {
-        return;
-    }
-    let dir = TempDir::new("sec-oracle");
+/// A daemon whose rules grant uid nobody `subscribe` on `granted/**`; with `socket_group`,
+/// nobody's group may also reach the socket. The directory holding the rules comes along.
+fn daemon_granting_nobody(tag: &str, socket_group: bool) -> (TempDir, Daemon) {
+    let dir = TempDir::new(tag);
     let rules = write_rules(
         dir.path(),
         &format!("[[rule]]\ntopics = \"granted/**\"\nsubscribe = {{ uids = [{NOBODY}] }}\n"),
     );
     let group = NOBODY.to_string();
-    let d = Daemon::start(
-        PEER,
-        &[
-            "--",
-            "--rules",
-            rules.to_str().expect("utf-8"),
-            "--socket-group",
-            &group,
-        ],
-    );
-    let suffix = format!(
+    let mut args = vec!["--", "--rules", rules.to_str().expect("utf-8")];
+    if socket_group {
+        args.extend(["--socket-group", group.as_str()]);
+    }
+    let d = Daemon::start(PEER, &args);
+    (dir, d)
+}
+
+/// A suffix that keeps topic names of this process and moment apart.
+fn unique_suffix() -> String {
+    format!(
         "{}-{}",
         std::process::id(),
         shmbus_tests::now_ns() % 1_000_000
-    );
+    )
+}
+
+#[test]
+fn topic_existence_does_not_leak_to_a_uid_without_access() {
+    if skip_unless_root("topic_existence_does_not_leak_to_a_uid_without_access") {
+        return;
+    }
+    let (_dir, d) = daemon_granting_nobody("sec-oracle", true);
+    let suffix = unique_suffix();
     let (exists, missing) = (format!("secret/a{suffix}"), format!("secret/b{suffix}"));
     let bus = d.bus();
     let _p = bus
@@ -2737,24 +2725,11 @@ fn a_rule_for_a_group_admits_its_supplementary_members() {
 #[test]
 fn a_subscribers_data_descriptor_is_read_only() {
     let root = is_root();
-    let dir = TempDir::new("sec-ro-fd");
-    let rules = write_rules(
-        dir.path(),
-        &format!("[[rule]]\ntopics = \"granted/**\"\nsubscribe = {{ uids = [{NOBODY}] }}\n"),
-    );
-    let group = NOBODY.to_string();
-    let mut args = vec!["--", "--rules", rules.to_str().expect("utf-8")];
-    if root {
-        args.extend(["--socket-group", group.as_str()]);
-    } else {
+    if !root {
         eprintln!("NOTICE: the read-only subscriber test runs as this uid; the uid {NOBODY} part needs root");
     }
-    let d = Daemon::start(PEER, &args);
-    let topic = format!(
-        "granted/ro{}-{}",
-        std::process::id(),
-        shmbus_tests::now_ns() % 1_000_000
-    );
+    let (_dir, d) = daemon_granting_nobody("sec-ro-fd", root);
+    let topic = format!("granted/ro{}", unique_suffix());
     let bus = d.bus();
     let mut publisher = bus
         .publisher::<[u8]>(&topic)
