@@ -62,11 +62,17 @@ pub const MAX_TYPE_ALIGN: u32 = 64;
 pub const MAX_SEGMENT_LEN: u64 = 1 << 40;
 
 /// How a topic treats a subscriber that falls behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 #[repr(u32)]
 pub enum Mode {
     /// A publisher never overwrites a slot a live subscriber has not released; it waits or
-    /// gets `Full`. Subscribers read the slot in place.
+    /// gets `Full`. Subscribers read the slot in place. The default.
+    #[default]
     Lossless = 1,
     /// A publisher never waits; a subscriber that falls behind gets `Lagged(n)`. Reads are
     /// validated copies.
@@ -83,8 +89,22 @@ impl Mode {
     }
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Lossless => "lossless",
+            Mode::Lossy => "lossy",
+        })
+    }
+}
+
 /// The payload type a topic carries, as recorded in its header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct TypeInfo {
     /// `std::any::type_name` of the payload type, or `"bytes"` for byte topics.
     pub name: String,
@@ -98,15 +118,39 @@ impl TypeInfo {
     /// The type of a byte topic: variable-length `[u8]` up to the slot size.
     pub fn bytes() -> TypeInfo {
         TypeInfo {
-            name: "bytes".into(),
+            name: BYTES_TYPE_NAME.into(),
             size: 0,
             align: 1,
         }
     }
+
+    /// Whether this is a byte topic's type (variable-length messages up to the slot size).
+    pub fn is_bytes(&self) -> bool {
+        self.size == 0
+    }
 }
 
-/// The shape of a topic: everything needed to compute its layout.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl std::fmt::Display for TypeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_bytes() {
+            write!(f, "variable-length bytes `{}` (size 0, align {})", self.name, self.align)
+        } else {
+            write!(f, "`{}` (size {}, align {})", self.name, self.size, self.align)
+        }
+    }
+}
+
+/// The type name of byte topics.
+pub const BYTES_TYPE_NAME: &str = "bytes";
+
+/// The shape of a topic: everything needed to compute its layout. The control protocol
+/// carries this very type, and [`Geometry::validate`] is the one validator of topic options.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct Geometry {
     /// Number of slots, a power of two.
     pub capacity: u32,
@@ -338,6 +382,67 @@ impl Geometry {
             return Err(bad("the type name must be 1 to 128 printable ASCII bytes"));
         }
         Ok(())
+    }
+}
+
+/// How an existing topic's [`Geometry`] differs from one asked for; see [`Geometry::mismatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The payload types differ (name, size or alignment).
+    Type {
+        /// The topic's type.
+        existing: TypeInfo,
+        /// The type asked for.
+        requested: TypeInfo,
+    },
+    /// The types agree; these fields differ: `(field, existing, requested)`.
+    Shape(Vec<(&'static str, String, String)>),
+}
+
+impl Geometry {
+    /// Compare this geometry (an existing topic's) with one asked for: `None` when they are
+    /// equal. A type difference wins over a shape difference, since it is the likelier root
+    /// cause.
+    pub fn mismatch(&self, requested: &Geometry) -> Option<Mismatch> {
+        if self.type_info != requested.type_info {
+            return Some(Mismatch::Type {
+                existing: self.type_info.clone(),
+                requested: requested.type_info.clone(),
+            });
+        }
+        let mut fields = Vec::new();
+        let mut diff = |name: &'static str, a: String, b: String| {
+            if a != b {
+                fields.push((name, a, b));
+            }
+        };
+        diff(
+            "capacity",
+            self.capacity.to_string(),
+            requested.capacity.to_string(),
+        );
+        diff(
+            "slot_size",
+            self.slot_size.to_string(),
+            requested.slot_size.to_string(),
+        );
+        diff("mode", self.mode.to_string(), requested.mode.to_string());
+        diff(
+            "max_publishers",
+            self.max_publishers.to_string(),
+            requested.max_publishers.to_string(),
+        );
+        diff(
+            "max_subscribers",
+            self.max_subscribers.to_string(),
+            requested.max_subscribers.to_string(),
+        );
+        (!fields.is_empty()).then_some(Mismatch::Shape(fields))
+    }
+
+    /// Bytes of message storage the ring needs (`capacity * slot_size`), without headers.
+    pub fn ring_bytes(&self) -> u64 {
+        u64::from(self.capacity) * u64::from(self.slot_size)
     }
 }
 

@@ -105,7 +105,12 @@ pub mod stamp {
 }
 
 /// Where a new subscriber starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum StartAt {
     /// With the next message published after it attaches.
     #[default]
@@ -227,6 +232,11 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     /// The storage underneath.
     pub fn storage(&self) -> &S {
         &self.storage
+    }
+
+    /// The segment's layout (offsets and total length).
+    pub fn layout(&self) -> &crate::layout::Layout {
+        self.storage.layout()
     }
 
     /// The ring's geometry.
