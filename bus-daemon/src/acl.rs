@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fdpass::PeerCred;
-use crate::names::{validate_topic_name, MAX_TOPIC_NAME};
+use bus_proto::fdpass::PeerCred;
+use bus_proto::names::{validate_topic_name, MAX_TOPIC_NAME};
 
 /// What a peer wants to do on a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -62,7 +62,7 @@ pub fn main_with(args: DaemonArgs) -> ExitCode {
     let socket = args
         .socket
         .clone()
-        .unwrap_or_else(crate::paths::default_socket_path);
+        .unwrap_or_else(bus_proto::paths::default_socket_path);
     let config = Config {
         socket,
         acl_path: args.rules.clone(),

@@ -1,27 +1,23 @@
 //! # bus-daemon
 //!
 //! `shmbusd`, the control plane of shmbus: the topic registry, segment creation, access
-//! control, client liveness, clean-up and stats. It is never on the data path.
+//! control, client liveness, clean-up and stats. It is never on the data path. What it and
+//! its clients agree on (the protocol, segment mapping, the status page) is `bus_proto`.
 //!
-//! * [`protocol`]: the versioned, length-prefixed control protocol (the wire format).
-//! * [`fdpass`]: file descriptors over `SCM_RIGHTS`, peer credentials.
-//! * [`names`]: topic name rules and segment file names.
-//! * [`paths`]: the socket path and the one-daemon-per-socket lock.
-//! * [`acl`]: access rules and limits from TOML.
-//! * [`segment`]: topic segments, two sealed memory files each: create, check, map.
-//! * [`status`]: the status page beside the socket, holding the daemon's epoch.
-//! * [`state`]: the topic records a restarted daemon recognises handed-back segments by.
 //! * [`server`]: the daemon itself, standalone ([`run`]) or embedded ([`spawn`]).
+//! * [`segment`]: creating topic segments, and taking them back after a restart.
+//! * [`acl`]: access rules and limits from TOML.
+//! * [`lock`]: the socket directory and the one-daemon-per-socket lock.
+//! * [`status`]: writing the status page beside the socket (the daemon's epoch).
+//! * [`state`]: the topic records a restarted daemon recognises handed-back segments by.
+//! * [`cli`]: the `shmbusd` command line.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod acl;
 pub mod cli;
-pub mod fdpass;
-pub mod names;
-pub mod paths;
-pub mod protocol;
+pub mod lock;
 pub mod segment;
 pub mod server;
 pub mod state;

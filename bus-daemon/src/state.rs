@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::TopicSpec;
+use bus_core::layout::Geometry;
+use bus_proto::paths::topics_path_for;
+
 use crate::segment::FileId;
 
-/// Appended to the socket path to name the records.
-pub const TOPICS_SUFFIX: &str = ".topics";
-
-const VERSION: u32 = 1;
+/// Bumped whenever a record's form changes (version 2: the spec is a `Geometry`).
+const VERSION: u32 = 2;
 
 /// One topic as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,8 +30,8 @@ const VERSION: u32 = 1;
 pub struct TopicRecord {
     /// The topic name.
     pub name: String,
-    /// Its spec.
-    pub spec: TopicSpec,
+    /// Its geometry and payload type.
+    pub spec: Geometry,
     /// The uid that created it (limits and delete permission).
     pub owner_uid: u32,
     /// The control file and the data file.
@@ -45,17 +45,10 @@ struct Records {
     topics: Vec<TopicRecord>,
 }
 
-/// The records path for a socket path.
-pub fn path_for(socket: &Path) -> PathBuf {
-    let mut s = socket.as_os_str().to_os_string();
-    s.push(TOPICS_SUFFIX);
-    PathBuf::from(s)
-}
-
 /// The records a previous daemon on `socket` left. Missing: none. Unreadable or of another
 /// version: none, with a warning (the topics cannot be adopted; their ports attach afresh).
 pub fn load(socket: &Path) -> Vec<TopicRecord> {
-    let path = path_for(socket);
+    let path = topics_path_for(socket);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
@@ -79,7 +72,7 @@ pub fn load(socket: &Path) -> Vec<TopicRecord> {
 
 /// Replace the records of `socket` with `topics`.
 pub fn save(socket: &Path, topics: Vec<TopicRecord>) -> io::Result<()> {
-    let path = path_for(socket);
+    let path = topics_path_for(socket);
     let mut tmp = path.as_os_str().to_os_string();
     tmp.push(".new");
     let tmp = PathBuf::from(tmp);
@@ -102,5 +95,5 @@ pub fn save(socket: &Path, topics: Vec<TopicRecord>) -> io::Result<()> {
 
 /// Remove the records of `socket` (a daemon that stops cleanly: its topics are gone).
 pub fn remove(socket: &Path) {
-    let _ = std::fs::remove_file(path_for(socket));
+    let _ = std::fs::remove_file(topics_path_for(socket));
 }

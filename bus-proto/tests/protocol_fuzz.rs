@@ -1,5 +1,7 @@
 //! A deterministic, mutation-based fuzz of the control-protocol decoders: the CI stand-in for
-//! the cargo-fuzz target in `bus-daemon/fuzz` (which needs nightly and is run by hand).
+//! the cargo-fuzz target in `bus-proto/fuzz` (which needs nightly and is run by hand). Both go
+//! through the very decoders production uses (`Message::decode`: `decode_request` and
+//! `decode_response`), also through the daemon's non-blocking `FrameBuf`.
 //!
 //! The proptests in `protocol.rs` feed random bytes and random well-formed requests; most random
 //! bytes die at the first JSON byte. This test starts from valid frames of every request and
@@ -9,8 +11,9 @@
 //! message, numbers out of range, strings with escapes, frames that run into each other.
 //!
 //! Properties, for every input:
-//! * `decode_request`, `decode_response`, `read_frame` and `fdpass::read_frame_with_fds` return
-//!   (never panic), and `read_frame` over a stream of frames terminates;
+//! * `decode_request`, `decode_response`, `read_frame`, `FrameBuf` and
+//!   `fdpass::read_frame_with_fds` return (never panic), and reading a stream of frames
+//!   terminates;
 //! * a body that decodes re-encodes, and the re-encoding decodes to the same message;
 //! * `read_frame` never reads past the frame it returns, and never allocates a body above
 //!   `MAX_FRAME` (checked by the length it claims).
@@ -20,11 +23,15 @@
 use std::io::{Cursor, Write};
 use std::os::unix::net::UnixStream;
 
-use bus_daemon::fdpass;
-use bus_daemon::protocol::{
-    decode_request, decode_response, encode, encode_frame, read_frame, DeliveryMode, ErrorCode,
-    ProtocolError, PublisherStat, Request, Response, Role, StartAt, SubscriberStat, TopicInfo,
-    TopicSpec, TopicStats, MAX_FRAME, PROTOCOL_VERSION,
+use bus_core::layout::{Geometry, Mode, TypeInfo};
+use bus_core::ring::StartAt;
+use bus_proto::fdpass;
+use bus_proto::frame::{
+    decode_request, decode_response, encode, encode_frame, read_frame, FrameBuf, MAX_FRAME,
+};
+use bus_proto::protocol::{
+    ErrorCode, How, ProtocolError, PublisherStat, Request, Response, Role, SubscriberStat,
+    TopicInfo, TopicStats, PROTOCOL_VERSION,
 };
 
 struct Rng(u64);
@@ -43,16 +50,18 @@ impl Rng {
     }
 }
 
-fn spec() -> TopicSpec {
-    TopicSpec {
+fn spec() -> Geometry {
+    Geometry {
         capacity: 1024,
         slot_size: 48,
-        mode: DeliveryMode::Lossless,
+        mode: Mode::Lossless,
         max_publishers: 8,
         max_subscribers: 16,
-        type_name: "my_crate::Odom".into(),
-        type_size: 48,
-        type_align: 8,
+        type_info: TypeInfo {
+            name: "my_crate::Odom".into(),
+            size: 48,
+            align: 8,
+        },
     }
 }
 
@@ -62,21 +71,36 @@ fn requests() -> Vec<Request> {
             version: PROTOCOL_VERSION,
             client_name: "fuzz \"client\" \\ é \u{1F600}".into(),
         },
-        Request::AttachPublisher {
+        Request::Attach {
             topic: "robot/odom".into(),
-            spec: Some(spec()),
+            role: Role::Publisher,
+            how: How::Create { spec: spec() },
+            start: StartAt::Latest,
         },
-        Request::AttachPublisher {
+        Request::Attach {
             topic: "md/XNAS/AAPL".into(),
-            spec: None,
+            role: Role::Publisher,
+            how: How::Open { type_info: None },
+            start: StartAt::Latest,
         },
-        Request::AttachSubscriber {
+        Request::Attach {
             topic: "robot/odom".into(),
-            spec: Some(TopicSpec {
-                mode: DeliveryMode::Lossy,
-                ..spec()
-            }),
+            role: Role::Subscriber,
+            how: How::OpenOrCreate {
+                spec: Geometry {
+                    mode: Mode::Lossy,
+                    ..spec()
+                },
+            },
             start: StartAt::Oldest,
+        },
+        Request::Attach {
+            topic: "robot/odom".into(),
+            role: Role::Subscriber,
+            how: How::Open {
+                type_info: Some(spec().type_info),
+            },
+            start: StartAt::Latest,
         },
         Request::Detach {
             topic: "a".into(),
@@ -114,9 +138,11 @@ fn responses() -> Vec<Response> {
             index: 1,
             generation: 2,
             segment_len: 1 << 20,
+            created: true,
         },
         Response::Detached,
         Response::Deleted,
+        Response::Stopping,
         Response::Topics {
             topics: vec![TopicInfo {
                 name: "a".into(),
@@ -124,12 +150,14 @@ fn responses() -> Vec<Response> {
                 publishers: 1,
                 subscribers: 2,
                 published: 3,
+                bytes: 1 << 20,
             }],
         },
         Response::Stats {
             topics: vec![TopicStats {
                 name: "a".into(),
                 spec: spec(),
+                bytes: 1 << 20,
                 published: 9,
                 publishers: vec![PublisherStat {
                     index: 0,
@@ -273,12 +301,32 @@ fn check_body(body: &[u8]) {
 
 /// `read_frame` over a stream: terminates, never reads past a frame it returns.
 fn check_stream(bytes: &[u8]) {
+    // The daemon's non-blocking framer, fed in small pieces: never panics, never grows past a
+    // frame, and agrees with the blocking reader on what it decodes.
+    let mut buf = FrameBuf::new();
+    let mut popped = Vec::new();
+    'feed: for chunk in bytes.chunks(97) {
+        buf.push(chunk);
+        loop {
+            match buf.pop::<Request>() {
+                Ok(Some(r)) => popped.push(r),
+                Ok(None) => break,
+                Err(_) => break 'feed,
+            }
+        }
+        assert!(buf.pending() <= MAX_FRAME + 4 + 97);
+    }
     let mut cur = Cursor::new(bytes);
     let mut frames = 0;
     loop {
         let before = cur.position() as usize;
         match read_frame::<_, Request>(&mut cur) {
-            Ok(_) => {
+            Ok(r) => {
+                assert_eq!(
+                    popped.get(frames),
+                    Some(&r),
+                    "FrameBuf and read_frame disagree"
+                );
                 let used = cur.position() as usize - before;
                 let claimed = u32::from_le_bytes(
                     bytes[before..before + 4]

@@ -16,17 +16,16 @@
 //! in the middle of a frame is returned as an error and leaves the stream
 //! unusable.
 
-use std::io::{self, IoSlice};
-use std::mem;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::errno::Errno;
-use nix::sys::socket::{self, sockopt, ControlMessage, MsgFlags};
-use serde::de::DeserializeOwned;
+use nix::sys::socket::{self, sockopt, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::Serialize;
 
-use crate::protocol::{self, ProtocolError, FRAME_HEADER_LEN};
+use crate::frame::{self, Message, FRAME_HEADER_LEN};
+use crate::protocol::ProtocolError;
 
 /// The most descriptors Linux passes in one message (`SCM_MAX_FD`).
 pub const SCM_MAX_FD: usize = 253;
@@ -140,15 +139,6 @@ pub fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Resu
     Ok(())
 }
 
-/// Space for one `SCM_RIGHTS` message of [`SCM_MAX_FD`] descriptors, in `u64`
-/// words so the buffer is aligned for `cmsghdr`.
-const CMSG_BUF_WORDS: usize = 1 + cmsg_space_bytes() / mem::size_of::<u64>();
-
-const fn cmsg_space_bytes() -> usize {
-    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
-    unsafe { libc::CMSG_SPACE((SCM_MAX_FD * mem::size_of::<RawFd>()) as libc::c_uint) as usize }
-}
-
 /// Receives up to `buf.len()` bytes and any descriptors sent with them.
 ///
 /// Returns `(0, [])` at end of stream. At most `max_fds` descriptors are kept;
@@ -165,88 +155,38 @@ pub fn recv_with_fds(
             "recv_with_fds needs a non-empty buffer",
         ));
     }
-    let mut cmsg_buf = [0u64; CMSG_BUF_WORDS];
+    let mut space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
     loop {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = match socket::recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         };
-        // SAFETY: msghdr is a plain C struct for which all-zero bytes are a
-        // valid value (null pointers, zero lengths).
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cmsg_buf.as_mut_ptr().cast();
-        msg.msg_controllen = mem::size_of_val(&cmsg_buf) as _;
-        // SAFETY: `msg` points at one iovec covering exactly `buf` and at
-        // `cmsg_buf` with its true length; both outlive the call, and the
-        // kernel writes only within those lengths.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raws) = cmsg {
+                for raw in raws.into_iter().filter(|&r| r >= 0) {
+                    // SAFETY: the kernel just installed `raw` in our table for this message;
+                    // nothing else owns it, so ownership is taken exactly once, here.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                }
             }
-            return Err(err);
         }
-        // SAFETY: the kernel filled `msg` (control length updated to what it
-        // wrote inside `cmsg_buf`) by the successful recvmsg above.
-        let mut fds = unsafe { take_rights(&msg) };
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
             drop(fds);
             return Err(io::Error::other(
                 "file descriptors were cut off (MSG_CTRUNC): the peer sent more than one message can carry",
             ));
         }
         fds.truncate(max_fds);
-        let n =
-            usize::try_from(n).map_err(|_| io::Error::other("recvmsg returned a bad length"))?;
-        return Ok((n, fds));
+        return Ok((msg.bytes, fds));
     }
-}
-
-/// Wraps every descriptor of every `SCM_RIGHTS` message in `msg` in an [`OwnedFd`].
-///
-/// # Safety
-/// `msg` must have been filled by a successful `recvmsg`, with `msg_control`
-/// pointing at a live, `cmsghdr`-aligned buffer of at least `msg_controllen` bytes.
-// `msg_controllen` and `cmsg_len` are `usize` on glibc but `socklen_t` on musl.
-#[allow(clippy::unnecessary_cast)]
-unsafe fn take_rights(msg: &libc::msghdr) -> Vec<OwnedFd> {
-    let mut fds = Vec::new();
-    if msg.msg_control.is_null() {
-        return fds;
-    }
-    let start = msg.msg_control as usize;
-    let end = start.saturating_add(msg.msg_controllen as usize);
-    // SAFETY: per this function's contract `msg` describes a valid control buffer.
-    let mut hdr = unsafe { libc::CMSG_FIRSTHDR(msg) };
-    while !hdr.is_null() {
-        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR return either null or a pointer to
-        // a header lying wholly inside the control buffer, which is aligned.
-        let h = unsafe { &*hdr };
-        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
-            // SAFETY: `hdr` is a valid header inside the buffer (see above).
-            let data = unsafe { libc::CMSG_DATA(hdr) } as usize;
-            let msg_end = (hdr as usize).saturating_add(h.cmsg_len as usize).min(end);
-            let count = msg_end.saturating_sub(data) / mem::size_of::<RawFd>();
-            for i in 0..count {
-                let p = (data + i * mem::size_of::<RawFd>()) as *const RawFd;
-                // SAFETY: `p` lies inside the header's data, which lies inside
-                // the control buffer (bounded by `end` above); the read is unaligned-safe.
-                let raw = unsafe { p.read_unaligned() };
-                if raw >= 0 {
-                    // SAFETY: the kernel just installed `raw` in our table for
-                    // this message; nothing else owns it, so we take ownership once.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
-                }
-            }
-        }
-        // SAFETY: `msg` and `hdr` are valid as above; CMSG_NXTHDR bounds-checks
-        // against `msg_controllen` and returns null past the end.
-        hdr = unsafe { libc::CMSG_NXTHDR(msg, hdr) };
-    }
-    fds
 }
 
 /// Writes one protocol frame with `fds` attached to its first byte.
@@ -255,22 +195,22 @@ pub fn write_frame_with_fds<T: Serialize>(
     msg: &T,
     fds: &[RawFd],
 ) -> Result<(), ProtocolError> {
-    let frame = protocol::encode_frame(msg)?;
+    let frame = frame::encode_frame(msg)?;
     send_with_fds(sock, &frame, fds)?;
     Ok(())
 }
 
 /// Reads one protocol frame and the descriptors that came with it.
 ///
-/// Reads exactly one frame (never into the next). Keeps at most `max_fds`
-/// descriptors in total and closes any others. Error semantics match
-/// [`protocol::read_frame`]: `Closed` at EOF before the first byte,
-/// `Truncated` at EOF later, `FrameTooLarge`/`EmptyFrame` for a bad length
-/// (checked before the body is allocated), `Malformed` for a bad body.
-pub fn read_frame_with_fds<T: DeserializeOwned>(
+/// Reads exactly one frame (never into the next) and decodes it with the strict
+/// [`Message::decode`]. Keeps at most `max_fds` descriptors in total and closes any
+/// others. Error semantics match [`frame::read_frame`]: `Closed` at EOF before the
+/// first byte, `Truncated` at EOF later, `FrameTooLarge`/`EmptyFrame` for a bad
+/// length (checked before the body is allocated), `Malformed` for a bad body.
+pub fn read_frame_with_fds<M: Message>(
     sock: &UnixStream,
     max_fds: usize,
-) -> Result<(T, Vec<OwnedFd>), ProtocolError> {
+) -> Result<(M, Vec<OwnedFd>), ProtocolError> {
     let mut fds = Vec::new();
     let mut header = [0u8; FRAME_HEADER_LEN];
     let got = recv_full(sock, &mut header, max_fds, &mut fds)?;
@@ -283,13 +223,13 @@ pub fn read_frame_with_fds<T: DeserializeOwned>(
             expected: FRAME_HEADER_LEN,
         });
     }
-    let len = protocol::parse_frame_len(header)?;
+    let len = frame::parse_frame_len(header)?;
     let mut body = vec![0u8; len];
     let got = recv_full(sock, &mut body, max_fds, &mut fds)?;
     if got < len {
         return Err(ProtocolError::Truncated { got, expected: len });
     }
-    let msg = protocol::decode(&body)?;
+    let msg = M::decode(&body)?;
     Ok((msg, fds))
 }
 
@@ -317,7 +257,8 @@ fn recv_full(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{DeliveryMode, Request, Response, TopicSpec};
+    use crate::protocol::{Request, Response};
+    use bus_core::layout::{Geometry, Mode, TypeInfo};
     use nix::sys::memfd::{memfd_create, MFdFlags};
     use std::fs::File;
     use std::io::{Read, Seek, SeekFrom, Write};
@@ -401,15 +342,13 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let f = memfd("shmbus-test-frame");
         f.set_len(4096).unwrap();
-        let spec = TopicSpec {
+        let spec = Geometry {
             capacity: 8,
             slot_size: 64,
-            mode: DeliveryMode::Lossy,
+            mode: Mode::Lossy,
             max_publishers: 1,
             max_subscribers: 1,
-            type_name: String::new(),
-            type_size: 0,
-            type_align: 1,
+            type_info: TypeInfo::bytes(),
         };
         let attached = Response::Attached {
             topic: "robot/odom".into(),
@@ -417,6 +356,7 @@ mod tests {
             index: 0,
             generation: 1,
             segment_len: 4096,
+            created: false,
         };
         write_frame_with_fds(&a, &attached, &[f.as_raw_fd()]).unwrap();
         write_frame_with_fds(&a, &Response::Detached, &[]).unwrap();
@@ -462,7 +402,7 @@ mod tests {
         let f = memfd("shmbus-test-large");
         let req = Request::Hello {
             version: 1,
-            client_name: "n".repeat(protocol::MAX_FRAME - 100),
+            client_name: "n".repeat(frame::MAX_FRAME - 100),
         };
         let t = std::thread::spawn(move || {
             write_frame_with_fds(&a, &req, &[f.as_raw_fd()]).unwrap();

@@ -1,25 +1,15 @@
-//! Topic names and the shared-memory file names derived from them.
+//! Topic names: the one validator, used by the daemon, the client and the tools.
 //!
 //! A topic name is hierarchical: parts separated by `/`, e.g. `robot/odom` or
 //! `md/XNAS/AAPL`. Each part is made of ASCII letters, digits, `_`, `-` and
 //! `.`; no part is empty, `.` or `..`; the whole name is at most
 //! [`MAX_TOPIC_NAME`] bytes. These rules keep names safe to embed in file names
 //! (no path traversal) and easy to type.
-//!
-//! Segment files are named `shmbus-<uid>-<topic with '/' as '~'>-<instance as 16 hex digits>`,
-//! always under `NAME_MAX` (255 bytes), so a clean-up can find exactly the
-//! files of one uid's bus and nothing else.
 
 use std::fmt;
 
 /// The longest topic name, in bytes.
 pub const MAX_TOPIC_NAME: usize = 200;
-
-/// Every segment file name starts with this.
-pub const SEGMENT_PREFIX: &str = "shmbus-";
-
-/// The longest file name Linux accepts in one path component.
-pub const NAME_MAX: usize = 255;
 
 /// Which naming rule a topic name breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,50 +85,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicNameError> {
         at += part.len() + 1;
     }
     Ok(())
-}
-
-/// The `/dev/shm` file name of one instance of a topic's segment (no leading `/`;
-/// prepend one for `shm_open`).
-///
-/// `/` becomes `~`; any byte outside the topic charset (only possible for an
-/// unvalidated name) becomes `_`, and the escaped topic is cut to
-/// [`MAX_TOPIC_NAME`] bytes, so the result always has no `/` and fits in
-/// [`NAME_MAX`]. The instance number keeps names unique.
-pub fn segment_file_name(uid: u32, topic: &str, instance: u64) -> String {
-    let escaped: String = topic
-        .bytes()
-        .take(MAX_TOPIC_NAME)
-        .map(|b| match b {
-            b'/' => '~',
-            b if is_name_byte(b) => char::from(b),
-            _ => '_',
-        })
-        .collect();
-    format!("{SEGMENT_PREFIX}{uid}-{escaped}-{instance:016x}")
-}
-
-/// True when `file_name` is a segment file name made by [`segment_file_name`] for `uid`.
-///
-/// Used to clean up stale segments: it never matches a file of another uid or
-/// a file the bus did not name.
-pub fn is_shmbus_segment_for_uid(file_name: &str, uid: u32) -> bool {
-    if file_name.len() > NAME_MAX {
-        return false;
-    }
-    let prefix = format!("{SEGMENT_PREFIX}{uid}-");
-    let Some(rest) = file_name.strip_prefix(prefix.as_str()) else {
-        return false;
-    };
-    let Some((topic, instance)) = rest.rsplit_once('-') else {
-        return false;
-    };
-    !topic.is_empty()
-        && topic.len() <= MAX_TOPIC_NAME
-        && topic.bytes().all(|b| b == b'~' || is_name_byte(b))
-        && instance.len() == 16
-        && instance
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A validated topic name.
@@ -281,44 +227,6 @@ mod tests {
     }
 
     #[test]
-    fn segment_name_contains_shmbus_and_no_slash() {
-        let n = segment_file_name(1000, "md/XNAS/AAPL", 0xabc);
-        assert_eq!(n, "shmbus-1000-md~XNAS~AAPL-0000000000000abc");
-        assert!(is_shmbus_segment_for_uid(&n, 1000));
-    }
-
-    #[test]
-    fn segment_name_stays_under_name_max_for_longest_topic() {
-        let n = segment_file_name(u32::MAX, &"a/".repeat(100), u64::MAX);
-        assert!(n.len() <= NAME_MAX, "{}", n.len());
-        assert!(!n.contains('/'));
-        assert!(is_shmbus_segment_for_uid(&n, u32::MAX));
-        // Even an unvalidated, overlong, hostile name stays a single safe component.
-        let n = segment_file_name(0, &"../é\0/".repeat(200), 1);
-        assert!(n.len() <= NAME_MAX);
-        assert!(!n.contains('/') && !n.contains('\0'));
-    }
-
-    #[test]
-    fn segment_filter_ignores_other_uids_and_foreign_files() {
-        let n = segment_file_name(1000, "robot/odom", 7);
-        assert!(!is_shmbus_segment_for_uid(&n, 100));
-        assert!(!is_shmbus_segment_for_uid(&n, 10000));
-        for other in [
-            "shmbus-1000-robot~odom",
-            "shmbus-1000--0000000000000007",
-            "shmbus-1000-robot~odom-7",
-            "shmbus-1000-robot~odom-000000000000000G",
-            "shmbus-1000-robot odom-0000000000000007",
-            "pulse-shm-1234",
-            "shmbusd.sock",
-            "xshmbus-1000-robot~odom-0000000000000007",
-        ] {
-            assert!(!is_shmbus_segment_for_uid(other, 1000), "{other}");
-        }
-    }
-
-    #[test]
     fn topic_name_type_validates() {
         assert!(TopicName::new("a/b").is_ok());
         assert!(TopicName::new("a/../b").is_err());
@@ -327,23 +235,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn segment_names_of_valid_topics_are_recognised(
-            topic in "[A-Za-z0-9_.-]{1,20}(/[A-Za-z0-9_-]{1,20}){0,5}",
-            uid in any::<u32>(),
-            instance in any::<u64>(),
-        ) {
-            prop_assume!(validate_topic_name(&topic).is_ok());
-            let n = segment_file_name(uid, &topic, instance);
-            prop_assert!(n.len() <= NAME_MAX);
-            prop_assert!(!n.contains('/'));
-            prop_assert!(is_shmbus_segment_for_uid(&n, uid));
-        }
-
-        #[test]
         fn validation_never_panics(name in any::<String>()) {
-            let _ = validate_topic_name(&name);
-            let n = segment_file_name(1, &name, 1);
-            prop_assert!(n.len() <= NAME_MAX && !n.contains('/'));
+            if validate_topic_name(&name).is_ok() {
+                prop_assert!(name.len() <= MAX_TOPIC_NAME && !name.contains("//"));
+            }
         }
     }
 }

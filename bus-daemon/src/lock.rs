@@ -1,8 +1,4 @@
-//! Where the daemon's socket lives, and the lock that makes one daemon per socket.
-//!
-//! The socket path is, in order: `$SHMBUS_SOCKET` (when set and non-empty);
-//! `$XDG_RUNTIME_DIR/shmbus/shmbusd.sock` (when that variable names an existing
-//! absolute directory); else `/tmp/shmbus-$UID/shmbusd.sock`.
+//! The socket's directory, and the lock that makes one daemon per socket.
 //!
 //! The socket's directory is created with mode 0700 and must never be
 //! world-writable or owned by another user ([`ensure_socket_dir`]). To let
@@ -12,58 +8,16 @@
 //! [`DaemonLock`] takes an exclusive `flock` on `<socket path>.lock`. The lock,
 //! not a connect probe, decides which daemon owns a socket, so two daemons
 //! started at once cannot both win; the winner may then unlink a stale socket.
+//! Where the socket is found is client knowledge too: `bus_proto::paths`.
 
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use bus_proto::paths::{lock_path_for, SOCKET_ENV};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-
-/// Environment variable that overrides the socket path.
-pub const SOCKET_ENV: &str = "SHMBUS_SOCKET";
-
-/// File name of the socket inside its directory.
-pub const SOCKET_FILE_NAME: &str = "shmbusd.sock";
-
-/// Suffix appended to the socket path to name the lock file.
-pub const LOCK_SUFFIX: &str = ".lock";
-
-/// The socket path this process should use (see the module docs for the order).
-pub fn default_socket_path() -> PathBuf {
-    socket_path_from(
-        std::env::var_os(SOCKET_ENV),
-        std::env::var_os("XDG_RUNTIME_DIR"),
-        nix::unistd::getuid().as_raw(),
-    )
-}
-
-/// [`default_socket_path`] with its inputs given explicitly (testable).
-pub fn socket_path_from(
-    shmbus_socket: Option<OsString>,
-    xdg_runtime_dir: Option<OsString>,
-    uid: u32,
-) -> PathBuf {
-    if let Some(p) = shmbus_socket.filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Some(dir) = xdg_runtime_dir
-        .map(PathBuf::from)
-        .filter(|d| d.is_absolute() && d.is_dir())
-    {
-        return dir.join("shmbus").join(SOCKET_FILE_NAME);
-    }
-    PathBuf::from(format!("/tmp/shmbus-{uid}")).join(SOCKET_FILE_NAME)
-}
-
-/// The lock file path for a socket path: `<socket path>.lock`.
-pub fn lock_path_for(socket_path: &Path) -> PathBuf {
-    let mut s = socket_path.as_os_str().to_os_string();
-    s.push(LOCK_SUFFIX);
-    PathBuf::from(s)
-}
 
 fn socket_dir(socket_path: &Path) -> &Path {
     match socket_path.parent() {
@@ -305,32 +259,6 @@ mod tests {
         fs::create_dir_all(&d).unwrap();
         fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).unwrap();
         d
-    }
-
-    #[test]
-    fn env_override_wins_when_non_empty() {
-        let p = socket_path_from(Some("/x/y.sock".into()), Some("/tmp".into()), 5);
-        assert_eq!(p, PathBuf::from("/x/y.sock"));
-        let p = socket_path_from(Some("".into()), None, 5);
-        assert_eq!(p, PathBuf::from("/tmp/shmbus-5/shmbusd.sock"));
-    }
-
-    #[test]
-    fn xdg_runtime_dir_used_only_when_it_exists() {
-        let d = temp_dir("xdg");
-        let p = socket_path_from(None, Some(d.clone().into()), 5);
-        assert_eq!(p, d.join("shmbus/shmbusd.sock"));
-        let p = socket_path_from(None, Some(d.join("missing").into()), 5);
-        assert_eq!(p, PathBuf::from("/tmp/shmbus-5/shmbusd.sock"));
-        let p = socket_path_from(None, Some("relative".into()), 5);
-        assert_eq!(p, PathBuf::from("/tmp/shmbus-5/shmbusd.sock"));
-        fs::remove_dir_all(d).unwrap();
-    }
-
-    #[test]
-    fn lock_path_appends_suffix_and_keeps_shmbus_name() {
-        let l = lock_path_for(Path::new("/run/user/1/shmbus/shmbusd.sock"));
-        assert_eq!(l, PathBuf::from("/run/user/1/shmbus/shmbusd.sock.lock"));
     }
 
     #[test]

@@ -1,0 +1,197 @@
+//! After a daemon restart: taking topics back from the ports that hand them in, letting those
+//! ports re-attach, and giving up on the ports whose processes died meanwhile.
+//!
+//! A restarted daemon knows the topics of the one that died only from its records
+//! (`crate::state`): segments are anonymous files, so it cannot open them itself. The first
+//! port of a topic to come back (`Reattach`) hands the topic's two files in; the daemon adopts
+//! the topic if they are exactly the recorded files, its own (uid, 0600) and sealed, and the
+//! header validates. The topic's active ports become *orphans*; each `Reattach` must name an
+//! orphan owned by the asking process. After the adopt grace, orphans whose process is gone
+//! are released like the ports of any departed client.
+
+use std::os::fd::OwnedFd;
+
+use bus_proto::protocol::{ErrorCode, Response, Role};
+use bus_proto::segment::SegmentFds;
+
+use super::attach::port_fds;
+use super::registry::{Attachment, Caller, Shared, State, Topic, ORPHAN};
+use super::{error, Answer};
+use crate::segment::adopt_segment;
+use crate::state::TopicRecord;
+
+/// Take the segment handed back for `record` if it is exactly the recorded one; its active
+/// ports become orphans, waiting for their processes to re-attach.
+fn adopt(record: &TopicRecord, fds: SegmentFds, uid: u32, epoch: u32) -> Result<Topic, String> {
+    let seg = adopt_segment(fds, uid, record.files).map_err(|e| e.to_string())?;
+    if seg.ring.is_closed() {
+        return Err("the topic was closed".into());
+    }
+    let spec = seg.ring.geometry().clone();
+    if spec != record.spec {
+        return Err(format!(
+            "the segment describes {spec:?}, but the topic was recorded as {:?}",
+            record.spec
+        ));
+    }
+    let orphan = |role, (index, generation, pid): (usize, u64, u32)| Attachment {
+        client: ORPHAN,
+        role,
+        index: index as u32,
+        generation,
+        pid,
+    };
+    let mut topic = Topic::new(spec, seg, record.files, record.owner_uid);
+    let ring = topic.ring.clone();
+    topic.attachments = ring
+        .active_publishers()
+        .into_iter()
+        .map(|e| orphan(Role::Publisher, e))
+        .chain(
+            ring.active_subscribers()
+                .into_iter()
+                .map(|e| orphan(Role::Subscriber, e)),
+        )
+        .collect();
+    topic.evicted = ring
+        .evicted_subscribers()
+        .into_iter()
+        .map(|e| orphan(Role::Subscriber, e))
+        .collect();
+    ring.set_epoch(epoch);
+    Ok(topic)
+}
+
+/// A process that held a port under the previous daemon takes it back. The first port of a
+/// topic to come back hands the topic's files in (`fds`): the daemon adopts the topic from them
+/// if they are the recorded files. Then the port must be an orphan of the adopted topic, active
+/// at that generation, and owned by the asking process.
+pub(super) fn reattach(
+    shared: &Shared,
+    caller: &Caller,
+    topic: &str,
+    role: Role,
+    index: u32,
+    generation: u64,
+    fds: Vec<OwnedFd>,
+) -> Answer {
+    let mut state = shared.lock();
+    let state = &mut *state;
+    if !state.topics.contains_key(topic) {
+        if let Some(record) = state.pending.get(topic) {
+            let mut fds = fds.into_iter();
+            let (Some(control), Some(data)) = (fds.next(), fds.next()) else {
+                return error(
+                    ErrorCode::BadRequest,
+                    format!("re-attaching to '{topic}' after a daemon restart needs its two segment descriptors"),
+                );
+            };
+            match adopt(
+                record,
+                SegmentFds { control, data },
+                shared.uid,
+                shared.epoch,
+            ) {
+                Ok(t) => {
+                    tracing::info!(
+                        topic,
+                        ports = t.attachments.len(),
+                        pid = caller.cred.pid,
+                        "adopted a topic handed back after a daemon restart"
+                    );
+                    state.pending.remove(topic);
+                    state.topics.insert(topic.to_string(), t);
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        topic,
+                        pid = caller.cred.pid,
+                        uid = caller.cred.uid,
+                        why = why.as_str(),
+                        "refused segment files handed back"
+                    );
+                    return error(
+                        ErrorCode::BadRequest,
+                        format!("the files handed back are not the segment of '{topic}': {why}; attach anew"),
+                    );
+                }
+            }
+        }
+    }
+    let Some(t) = state.topics.get_mut(topic) else {
+        return error(
+            ErrorCode::NoSuchTopic,
+            format!("no topic '{topic}' to re-attach to; attach anew"),
+        );
+    };
+    let owner_pid = match role {
+        Role::Publisher => t.ring.active_publishers(),
+        Role::Subscriber => t.ring.active_subscribers(),
+    }
+    .into_iter()
+    .find(|&(i, g, _)| i == index as usize && g == generation)
+    .map(|(_, _, pid)| pid);
+    let orphan = t
+        .attachments
+        .iter_mut()
+        .find(|a| a.client == ORPHAN && a.is(role, index, generation));
+    match (orphan, owner_pid) {
+        (Some(a), Some(pid)) if pid == caller.cred.pid => {
+            a.client = caller.id;
+            tracing::info!(topic, ?role, index, pid, "port re-attached after a daemon restart");
+            let answer = Response::Attached {
+                topic: topic.to_string(),
+                spec: t.spec.clone(),
+                index,
+                generation,
+                segment_len: t.bytes(),
+                created: false,
+            };
+            (answer, port_fds(t, role))
+        }
+        _ => error(
+            ErrorCode::BadRequest,
+            format!(
+                "no orphaned {role} {index} (generation {generation}) of process {} on '{topic}'; attach anew",
+                caller.cred.pid
+            ),
+        ),
+    }
+}
+
+/// Whether process `pid` exists (orphans have no connection to watch, so their liveness is
+/// checked by pid; a blocked subscriber that has not noticed the restart yet must keep its
+/// place, while a process that died meanwhile must not hold the ring).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Ok(()) | Err(nix::Error::EPERM)
+    )
+}
+
+/// After the grace period for adopted topics: let go of the orphans whose processes are gone.
+/// Orphans whose process lives on keep their place until it re-attaches or dies. Records that
+/// no port handed back within the grace and `keep` after it are forgotten.
+pub(super) fn give_up_orphans(shared: &Shared, state: &mut State, keep: std::time::Duration) {
+    state.release_ports("its process died while the daemon restarted", |a| {
+        a.client == ORPHAN && !process_alive(a.pid)
+    });
+    if !state.pending.is_empty()
+        && state
+            .adopt_deadline
+            .is_some_and(|d| std::time::Instant::now() >= d + keep)
+    {
+        let names: Vec<String> = std::mem::take(&mut state.pending).into_keys().collect();
+        tracing::info!(
+            ?names,
+            "forgot recorded topics that no port handed back; their ports attach anew"
+        );
+        shared.persist(state);
+    }
+}

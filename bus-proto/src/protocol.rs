@@ -1,0 +1,427 @@
+//! The control protocol's messages: what a client asks ([`Request`]) and what the daemon
+//! answers ([`Response`]). How they travel (a length prefix, a JSON body, descriptors beside
+//! it) is in [`crate::frame`] and [`crate::fdpass`].
+//!
+//! The first request on a connection is [`Request::Hello`]; versions must match exactly
+//! ([`check_version`]). Topic options travel as `bus_core`'s [`Geometry`] (with its
+//! [`TypeInfo`], `Mode`) and subscribers' starting points as its [`StartAt`]: the protocol,
+//! the daemon and the client share one vocabulary and one validator
+//! ([`Geometry::validate`]).
+//!
+//! | request | answer | descriptors beside the answer |
+//! | --- | --- | --- |
+//! | `hello` | `hello_ok` | the status page, read-only |
+//! | `attach` (open, create, or open or create) | `attached` | control file, data file (read-only for a subscriber) |
+//! | `detach` | `detached` | |
+//! | `list` | `topics` | |
+//! | `stats` | `stats` | |
+//! | `delete` | `deleted` | |
+//! | `shutdown` | `stopping` | |
+//! | `reattach` (with the two segment files beside it) | `attached` | as `attach` |
+//!
+//! Any request may be answered with `error` (an [`ErrorCode`] and a sentence).
+
+use std::fmt;
+use std::io;
+
+use bus_core::layout::{Geometry, Mismatch, TypeInfo};
+use bus_core::ring::StartAt;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks. Client and daemon must agree exactly.
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// Errors from encoding or decoding messages, and from the socket under them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The peer closed the connection cleanly, before the first byte of a frame.
+    #[error("the peer closed the connection")]
+    Closed,
+    /// The connection ended in the middle of a frame.
+    #[error("the connection ended in the middle of a frame ({got} of {expected} bytes); the peer died or sent a partial frame")]
+    Truncated {
+        /// Bytes of the current part (header or body) received.
+        got: usize,
+        /// Bytes of the current part expected.
+        expected: usize,
+    },
+    /// The length prefix was above [`crate::frame::MAX_FRAME`].
+    #[error("frame of {len} bytes exceeds the {max}-byte limit; the peer is not a shmbus peer or is broken")]
+    FrameTooLarge {
+        /// The length the frame claimed (or the size of the message to send).
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// The length prefix was zero.
+    #[error("empty frame (length 0); every frame must carry one JSON message")]
+    EmptyFrame,
+    /// The body was not valid UTF-8 JSON of the expected message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The client and the daemon speak different protocol versions.
+    #[error("protocol version mismatch: the client speaks v{client} but this shmbusd speaks v{daemon}; use a client library and daemon from the same release")]
+    VersionMismatch {
+        /// The client's version.
+        client: u32,
+        /// The daemon's version, [`PROTOCOL_VERSION`].
+        daemon: u32,
+    },
+    /// An I/O error on the socket.
+    #[error("control socket I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl ProtocolError {
+    /// The [`ErrorCode`] a daemon answers with when a request fails this way.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProtocolError::VersionMismatch { .. } => ErrorCode::VersionMismatch,
+            ProtocolError::Io(_) => ErrorCode::Internal,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+
+    /// The [`Response::Error`] a daemon sends back for this error.
+    pub fn to_response(&self) -> Response {
+        Response::error(self.code(), self.to_string())
+    }
+
+    /// Whether the connection itself is gone (closed, cut, or an I/O error), as opposed to a
+    /// message that could not be understood.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(
+            self,
+            ProtocolError::Closed | ProtocolError::Truncated { .. } | ProtocolError::Io(_)
+        )
+    }
+}
+
+/// Checks a client's protocol version against [`PROTOCOL_VERSION`].
+pub fn check_version(client: u32) -> Result<(), ProtocolError> {
+    if client == PROTOCOL_VERSION {
+        Ok(())
+    } else {
+        Err(ProtocolError::VersionMismatch {
+            client,
+            daemon: PROTOCOL_VERSION,
+        })
+    }
+}
+
+/// The role of a port on a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Writes messages.
+    Publisher,
+    /// Reads messages.
+    Subscriber,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Publisher => "publisher",
+            Role::Subscriber => "subscriber",
+        })
+    }
+}
+
+/// How an [`Request::Attach`] treats the topic's existence and options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum How {
+    /// The topic must exist. With a type, the topic must carry exactly that type (name, size
+    /// and alignment); without one (a tool that reads any topic as bytes), any type is taken.
+    Open {
+        /// The payload type the port reads or writes.
+        type_info: Option<TypeInfo>,
+    },
+    /// Create the topic with `spec`; if it exists, it must have exactly `spec`.
+    Create {
+        /// The topic's geometry.
+        spec: Geometry,
+    },
+    /// Open the topic if it exists (its type must be `spec`'s; its other options are taken
+    /// as they are), else create it with `spec`.
+    OpenOrCreate {
+        /// The geometry to create with; its type is checked against an existing topic's.
+        spec: Geometry,
+    },
+}
+
+/// A request from a client to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// The first request on every connection.
+    Hello {
+        /// The client's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// A free-form name for logs and stats.
+        client_name: String,
+    },
+    /// Attach a publisher or a subscriber to a topic.
+    Attach {
+        /// The topic name.
+        topic: String,
+        /// Publisher or subscriber.
+        role: Role,
+        /// Open, create, or open or create.
+        how: How,
+        /// Where a subscriber starts reading; [`StartAt::Latest`] when omitted.
+        #[serde(default)]
+        start: StartAt,
+    },
+    /// Release a port.
+    Detach {
+        /// The topic name.
+        topic: String,
+        /// Publisher or subscriber.
+        role: Role,
+        /// The table index from [`Response::Attached`].
+        index: u32,
+        /// The generation from [`Response::Attached`].
+        generation: u64,
+    },
+    /// List every topic.
+    List,
+    /// Stats for one topic, or all when `None`.
+    Stats {
+        /// The topic, or `None` for every topic.
+        topic: Option<String>,
+    },
+    /// Delete a topic.
+    Delete {
+        /// The topic name.
+        topic: String,
+    },
+    /// Stop the daemon (accepted only from the daemon's own uid).
+    Shutdown,
+    /// Take back a port this process held under a previous daemon (which died). The port's two
+    /// segment descriptors (control, data) travel beside this frame: the restarted daemon
+    /// adopts the topic from the first port that hands them back, if they are the files it
+    /// recorded, and waits a grace period for the other ports to come back.
+    Reattach {
+        /// The topic name.
+        topic: String,
+        /// Publisher or subscriber.
+        role: Role,
+        /// The port's table index.
+        index: u32,
+        /// The port's generation.
+        generation: u64,
+    },
+}
+
+impl Request {
+    /// The topic this request names, if any.
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            Request::Attach { topic, .. }
+            | Request::Detach { topic, .. }
+            | Request::Reattach { topic, .. }
+            | Request::Delete { topic } => Some(topic),
+            Request::Stats { topic } => topic.as_deref(),
+            Request::Hello { .. } | Request::List | Request::Shutdown => None,
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Client and daemon protocol versions differ.
+    VersionMismatch,
+    /// The request was malformed or not allowed in this state.
+    BadRequest,
+    /// The topic options are invalid (out of range, inconsistent).
+    InvalidOptions,
+    /// The topic name breaks the naming rules.
+    InvalidTopicName,
+    /// The topic does not exist.
+    NoSuchTopic,
+    /// The topic exists with another capacity, slot size, mode or table size.
+    GeometryMismatch,
+    /// The topic exists with another payload type.
+    TypeMismatch,
+    /// The access rules do not allow this peer to do this.
+    PermissionDenied,
+    /// A per-uid limit (topics, bytes, clients) was reached.
+    LimitReached,
+    /// The topic's publisher or subscriber table is full.
+    TableFull,
+    /// The daemon failed internally.
+    Internal,
+    /// The daemon is stopping.
+    ShuttingDown,
+}
+
+/// The error a daemon answers when an existing topic does not have what a port asked for;
+/// `None` when it does. `requested` is compared in full: callers that check only the type
+/// compare a geometry made of the topic's shape and the requested type.
+pub fn describe_mismatch(
+    topic: &str,
+    role: Role,
+    existing: &Geometry,
+    requested: &Geometry,
+) -> Option<(ErrorCode, String)> {
+    match existing.mismatch(requested)? {
+        Mismatch::Type { existing, requested } => Some((
+            ErrorCode::TypeMismatch,
+            format!(
+                "topic '{topic}' carries {existing} but this {role} asked for {requested}; open it with the type the topic was created with, or use another topic name"
+            ),
+        )),
+        Mismatch::Shape(fields) => {
+            let ours: Vec<String> = fields.iter().map(|(f, a, _)| format!("{f} {a}")).collect();
+            let theirs: Vec<String> = fields.iter().map(|(f, _, b)| format!("{f} {b}")).collect();
+            Some((
+                ErrorCode::GeometryMismatch,
+                format!(
+                    "topic '{topic}' exists with {} but this {role} asked for {}; open it without options to accept the existing ones, delete the topic (when no one uses it), or use another topic name",
+                    ours.join(", "),
+                    theirs.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// One topic in a [`Response::Topics`] listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicInfo {
+    /// The topic name.
+    pub name: String,
+    /// Its geometry and payload type.
+    pub spec: Geometry,
+    /// Publishers attached.
+    pub publishers: u32,
+    /// Subscribers attached.
+    pub subscribers: u32,
+    /// Messages published so far.
+    pub published: u64,
+    /// Bytes of shared memory the topic's segment commits.
+    pub bytes: u64,
+}
+
+/// Stats of one publisher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherStat {
+    /// Publisher table index.
+    pub index: u32,
+    /// The owning process.
+    pub pid: u32,
+    /// Messages it published.
+    pub published: u64,
+}
+
+/// Stats of one subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberStat {
+    /// Subscriber table index.
+    pub index: u32,
+    /// The owning process.
+    pub pid: u32,
+    /// Its read cursor (sequence number of the next message it reads).
+    pub cursor: u64,
+    /// Messages published but not yet read.
+    pub lag: u64,
+    /// Messages it lost to lag (lossy topics).
+    pub lagged: u64,
+}
+
+/// Stats of one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicStats {
+    /// The topic name.
+    pub name: String,
+    /// Its geometry and payload type.
+    pub spec: Geometry,
+    /// Bytes of shared memory the topic's segment commits.
+    pub bytes: u64,
+    /// Messages published so far.
+    pub published: u64,
+    /// Each publisher.
+    pub publishers: Vec<PublisherStat>,
+    /// Each subscriber.
+    pub subscribers: Vec<SubscriberStat>,
+    /// Messages overwritten before every subscriber read them (lossy).
+    pub drops: u64,
+    /// Times a publisher found the ring full (lossless).
+    pub stalls: u64,
+}
+
+/// A response from the daemon to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    /// Answer to [`Request::Hello`]. A read-only descriptor of the daemon's status page
+    /// travels beside it (SCM_RIGHTS; see [`crate::status`]).
+    HelloOk {
+        /// The daemon's [`PROTOCOL_VERSION`].
+        version: u32,
+        /// The daemon's crate version.
+        daemon_version: String,
+        /// The daemon's process id.
+        daemon_pid: u32,
+        /// The daemon's epoch (as on its status page).
+        epoch: u32,
+    },
+    /// A port was attached. Two descriptors travel beside this frame (SCM_RIGHTS): the
+    /// segment's control file and its data file (read-only for a subscriber).
+    Attached {
+        /// The topic name.
+        topic: String,
+        /// The topic's geometry and payload type.
+        spec: Geometry,
+        /// The port's table index.
+        index: u32,
+        /// The port's generation (for [`Request::Detach`]).
+        generation: u64,
+        /// The segment's length in bytes, to map.
+        segment_len: u64,
+        /// Whether this request created the topic.
+        created: bool,
+    },
+    /// A port was detached.
+    Detached,
+    /// A topic was deleted.
+    Deleted,
+    /// Answer to [`Request::Shutdown`]: the daemon stops once this is sent.
+    Stopping,
+    /// Answer to [`Request::List`].
+    Topics {
+        /// Every topic.
+        topics: Vec<TopicInfo>,
+    },
+    /// Answer to [`Request::Stats`].
+    Stats {
+        /// The requested topics.
+        topics: Vec<TopicStats>,
+    },
+    /// The request failed.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// What went wrong and what to do.
+        message: String,
+    },
+}
+
+impl Response {
+    /// Builds a [`Response::Error`].
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
