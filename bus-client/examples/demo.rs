@@ -218,7 +218,7 @@ fn cpu_model() -> String {
 fn run_publisher(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     pin(args.core);
     let bus = Bus::connect()?;
-    let mut publisher = bus.publisher::<Tick>(TOPIC).busy_poll().open()?;
+    let mut publisher = bus.publisher::<Tick>(TOPIC).busy_poll().create()?;
     let start = Instant::now();
     for seq in 0..args.messages {
         let mut t = publisher.loan()?;
@@ -260,7 +260,7 @@ fn run_subscriber(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut sub = bus
         .subscriber::<Tick>(TOPIC)
         .wait(WaitStrategy::BusyPoll)
-        .open()?;
+        .open_or_create()?;
     println!("ready");
     std::io::stdout().flush()?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;

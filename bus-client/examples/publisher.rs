@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: u64 = args.next().map(|c| c.parse()).transpose()?.unwrap_or(10);
 
     let bus = Bus::connect()?;
-    let mut publisher = bus.publisher::<Pose>(&topic).open()?;
+    let mut publisher = bus.publisher::<Pose>(&topic).create()?;
     for seq in 0..count {
         let mut pose = publisher.loan()?; // a slot in shared memory
         pose.seq = seq;

@@ -24,7 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: u64 = args.next().map(|c| c.parse()).transpose()?.unwrap_or(10);
 
     let bus = Bus::connect()?;
-    let mut subscriber = bus.subscriber::<Pose>(&topic).open()?;
+    // It may start before the publisher: open the topic, or create it if it is not there yet.
+    let mut subscriber = bus.subscriber::<Pose>(&topic).open_or_create()?;
     for _ in 0..count {
         match subscriber.recv() {
             Ok(pose) => println!("received {:?}", &*pose),

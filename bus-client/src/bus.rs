@@ -1,20 +1,21 @@
 //! [`Bus`]: a connection to the daemon, and the door to topics.
 
 use std::marker::PhantomData;
-use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 
+use bus_core::ring::StartAt;
 use bus_core::wait::WaitStrategy;
-use bus_daemon::protocol::{
-    ErrorCode, Request, Response, Role, StartAt as WireStart, TopicInfo, TopicSpec, TopicStats,
-};
-use bus_daemon::segment::{self, Access, SegmentFds, ShmRing};
+use bus_proto::protocol::{How, Request, Response, TopicInfo, TopicStats};
 
 use crate::conn::{unexpected, Conn};
+use crate::error::{ConnectError, OpenError, RequestError};
 use crate::options::topic_option_methods;
-use crate::{Error, Payload, Publisher, StartAt, Subscriber, TopicOptions};
+use crate::port::Port;
+use crate::publisher::Sender;
+use crate::raw::{RawPublisherBuilder, RawSubscriberBuilder};
+use crate::subscriber::Receiver;
+use crate::{Payload, Publisher, Subscriber, TopicOptions};
 
 /// A connection to `shmbusd`. Cheap to clone; ports keep it alive. Dropping the last clone
 /// (and every port) closes the connection, and the daemon frees what this process held.
@@ -31,17 +32,15 @@ impl std::fmt::Debug for Bus {
     }
 }
 
-static EMBEDDED: AtomicU64 = AtomicU64::new(0);
-
 impl Bus {
     /// Connect to the daemon at the default socket: `$SHMBUS_SOCKET`, else
     /// `$XDG_RUNTIME_DIR/shmbus/shmbusd.sock`, else `/tmp/shmbus-$UID/shmbusd.sock`.
-    pub fn connect() -> Result<Bus, Error> {
-        Bus::connect_to(bus_daemon::paths::default_socket_path())
+    pub fn connect() -> Result<Bus, ConnectError> {
+        Bus::connect_to(bus_proto::paths::default_socket_path())
     }
 
     /// Connect to the daemon at `socket`.
-    pub fn connect_to(socket: impl AsRef<Path>) -> Result<Bus, Error> {
+    pub fn connect_to(socket: impl AsRef<Path>) -> Result<Bus, ConnectError> {
         Ok(Bus {
             conn: Arc::new(Conn::connect(socket.as_ref(), None)?),
         })
@@ -49,9 +48,12 @@ impl Bus {
 
     /// Start a daemon inside this process, on a private socket, and connect to it. Other
     /// processes reach it through [`Bus::socket_path`] (pass it as `SHMBUS_SOCKET`). The daemon
-    /// stops, removing every segment, when the last clone of this bus and its ports are gone.
-    pub fn embedded() -> Result<Bus, Error> {
-        let dir = bus_daemon::paths::default_socket_path()
+    /// stops, closing every topic, when the last clone of this bus and its ports are gone.
+    #[cfg(feature = "embedded")]
+    pub fn embedded() -> Result<Bus, ConnectError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static EMBEDDED: AtomicU64 = AtomicU64::new(0);
+        let dir = bus_proto::paths::default_socket_path()
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(std::env::temp_dir);
@@ -60,7 +62,8 @@ impl Bus {
     }
 
     /// Start a daemon inside this process on `socket` and connect to it.
-    pub fn embedded_at(socket: impl Into<PathBuf>) -> Result<Bus, Error> {
+    #[cfg(feature = "embedded")]
+    pub fn embedded_at(socket: impl Into<std::path::PathBuf>) -> Result<Bus, ConnectError> {
         let handle = bus_daemon::spawn(bus_daemon::Config::new(socket.into()))?;
         let socket = handle.socket_path().to_path_buf();
         Ok(Bus {
@@ -78,7 +81,8 @@ impl Bus {
         self.conn.daemon_pid()
     }
 
-    /// A publisher on `topic` carrying `T` (a zerocopy type, or `[u8]` for bytes).
+    /// A publisher on `topic` carrying `T` (a zerocopy type, or `[u8]` for bytes). Finish with
+    /// `create()`, `open()` or `open_or_create()`.
     pub fn publisher<T: Payload + ?Sized>(&self, topic: &str) -> PublisherBuilder<'_, T> {
         PublisherBuilder {
             bus: self,
@@ -89,7 +93,8 @@ impl Bus {
         }
     }
 
-    /// A subscriber on `topic` carrying `T` (a zerocopy type, or `[u8]` for bytes).
+    /// A subscriber on `topic` carrying `T` (a zerocopy type, or `[u8]` for bytes). Finish
+    /// with `open()`, `open_or_create()` or `create()`.
     pub fn subscriber<T: Payload + ?Sized>(&self, topic: &str) -> SubscriberBuilder<'_, T> {
         SubscriberBuilder {
             bus: self,
@@ -101,40 +106,61 @@ impl Bus {
         }
     }
 
+    /// A subscriber that reads any topic's messages as bytes, whatever its type.
+    pub fn raw_subscriber(&self, topic: &str) -> RawSubscriberBuilder<'_> {
+        RawSubscriberBuilder {
+            bus: self,
+            topic: topic.to_string(),
+            wait: WaitStrategy::default(),
+            start: StartAt::Latest,
+        }
+    }
+
+    /// A publisher of bytes into a topic whose type the caller states.
+    pub fn raw_publisher(&self, topic: &str) -> RawPublisherBuilder<'_> {
+        RawPublisherBuilder {
+            bus: self,
+            topic: topic.to_string(),
+            wait: WaitStrategy::default(),
+        }
+    }
+
     /// Every topic this process may see.
-    pub fn list(&self) -> Result<Vec<TopicInfo>, Error> {
+    pub fn list(&self) -> Result<Vec<TopicInfo>, RequestError> {
         match self.conn.request(&Request::List)?.0 {
             Response::Topics { topics } => Ok(topics),
-            other => Err(unexpected(&other)),
+            other => Err(unexpected(&other).into()),
         }
     }
 
     /// Stats of one topic, or of all.
-    pub fn stats(&self, topic: Option<&str>) -> Result<Vec<TopicStats>, Error> {
-        match self
-            .conn
-            .request(&Request::Stats {
-                topic: topic.map(str::to_string),
-            })?
-            .0
-        {
+    pub fn stats(&self, topic: Option<&str>) -> Result<Vec<TopicStats>, RequestError> {
+        let request = Request::Stats {
+            topic: topic.map(str::to_string),
+        };
+        match self.conn.request(&request)?.0 {
             Response::Stats { topics } => Ok(topics),
-            other => Err(unexpected(&other)),
+            other => Err(unexpected(&other).into()),
         }
     }
 
-    /// Delete a topic: its ports see `Closed`, its segment is removed.
-    pub fn delete(&self, topic: &str) -> Result<(), Error> {
-        self.conn
-            .request(&Request::Delete {
-                topic: topic.to_string(),
-            })
-            .map(drop)
+    /// Delete a topic: its ports see `Closed` (subscribers after draining what is left).
+    pub fn delete(&self, topic: &str) -> Result<(), RequestError> {
+        let request = Request::Delete {
+            topic: topic.to_string(),
+        };
+        match self.conn.request(&request)?.0 {
+            Response::Deleted => Ok(()),
+            other => Err(unexpected(&other).into()),
+        }
     }
 
     /// Ask the daemon to stop (only the daemon's own uid may).
-    pub fn shutdown_daemon(&self) -> Result<(), Error> {
-        self.conn.request(&Request::Shutdown).map(drop)
+    pub fn shutdown_daemon(&self) -> Result<(), RequestError> {
+        match self.conn.request(&Request::Shutdown)?.0 {
+            Response::Stopping => Ok(()),
+            other => Err(unexpected(&other).into()),
+        }
     }
 
     pub(crate) fn conn(&self) -> &Arc<Conn> {
@@ -142,116 +168,8 @@ impl Bus {
     }
 }
 
-/// Attach a port: ask without a spec unless options were explicit; create on NoSuchTopic.
-pub(crate) fn attach_port<T: Payload + ?Sized>(
-    conn: &Conn,
-    topic: &str,
-    options: &TopicOptions,
-    role: Role,
-    start: StartAt,
-) -> Result<Attached, Error> {
-    {
-        let spec = options.spec::<T>();
-        let ask = |spec: Option<TopicSpec>| match role {
-            Role::Publisher => Request::AttachPublisher {
-                topic: topic.to_string(),
-                spec,
-            },
-            Role::Subscriber => Request::AttachSubscriber {
-                topic: topic.to_string(),
-                spec,
-                start: match start {
-                    StartAt::Latest => WireStart::Latest,
-                    StartAt::Oldest => WireStart::Oldest,
-                },
-            },
-        };
-        let result = if options.explicit {
-            conn.request(&ask(Some(spec.clone())))
-        } else {
-            match conn.request(&ask(None)) {
-                Err(Error::NoSuchTopic(_)) => conn.request(&ask(Some(spec.clone()))),
-                other => other,
-            }
-        };
-        let (resp, fds) = result?;
-        let Response::Attached {
-            spec: actual,
-            index,
-            generation,
-            ..
-        } = resp
-        else {
-            return Err(unexpected(&resp));
-        };
-        let attached = |fds: SegmentFds| -> Result<Attached, Error> {
-            let access = match role {
-                Role::Publisher => Access::ReadWrite,
-                Role::Subscriber => Access::Subscriber,
-            };
-            let ring = segment::open_ring(fds.control.as_fd(), fds.data.as_fd(), access)?;
-            // The header is only as trustworthy as whoever can write the segment: it must
-            // describe exactly the topic the daemon says it is.
-            let mapped = segment::spec_of(ring.geometry());
-            if mapped != actual {
-                return Err(Error::Invalid(format!(
-                    "the segment of topic '{topic}' describes {mapped:?}, but the daemon says {actual:?}: the segment was tampered with"
-                )));
-            }
-            Ok(Attached {
-                ring,
-                fds,
-                index: index as usize,
-                generation,
-                spec: actual.clone(),
-            })
-        };
-        let detach = || {
-            let _ = conn.request(&Request::Detach {
-                topic: topic.to_string(),
-                role,
-                index,
-                generation,
-            });
-        };
-        if let Some(m) = actual.describe_mismatch(topic, role, &spec_with_geometry(&actual, &spec))
-        {
-            detach();
-            return Err(Error::from_daemon(m.code, m.message));
-        }
-        let mut fds = fds.into_iter();
-        let (Some(control), Some(data)) = (fds.next(), fds.next()) else {
-            detach();
-            return Err(Error::Refused {
-                code: ErrorCode::Internal,
-                message: "the daemon did not send the segment's two descriptors".into(),
-            });
-        };
-        attached(SegmentFds { control, data }).inspect_err(|_| detach())
-    }
-}
-
-/// `requested`'s type with `actual`'s geometry: only the type is checked when the geometry
-/// was not given explicitly (and when it was, the daemon has checked it already).
-fn spec_with_geometry(actual: &TopicSpec, requested: &TopicSpec) -> TopicSpec {
-    TopicSpec {
-        type_name: requested.type_name.clone(),
-        type_size: requested.type_size,
-        type_align: requested.type_align,
-        ..actual.clone()
-    }
-}
-
-pub(crate) struct Attached {
-    pub(crate) ring: Arc<ShmRing>,
-    /// The segment's descriptors, kept to hand back to a restarted daemon.
-    pub(crate) fds: SegmentFds,
-    pub(crate) index: usize,
-    pub(crate) generation: u64,
-    pub(crate) spec: TopicSpec,
-}
-
 /// Opens a [`Publisher`]; see [`Bus::publisher`].
+#[derive(Debug)]
 pub struct PublisherBuilder<'b, T: ?Sized> {
     bus: &'b Bus,
     topic: String,
@@ -263,21 +181,38 @@ pub struct PublisherBuilder<'b, T: ?Sized> {
 impl<T: Payload + ?Sized> PublisherBuilder<'_, T> {
     topic_option_methods!();
 
-    /// Attach the publisher, creating the topic if it does not exist.
-    pub fn open(self) -> Result<Publisher<T>, Error> {
-        let conn = self.bus.conn();
-        let a = attach_port::<T>(
-            conn,
-            &self.topic,
-            &self.options,
-            Role::Publisher,
-            StartAt::Latest,
-        )?;
-        Publisher::new(conn.clone(), self.topic, self.options, a, self.wait)
+    fn attach(self, how: How) -> Result<Publisher<T>, OpenError> {
+        let port = Port::attach(self.bus.conn(), &self.topic, how, StartAt::Latest)?;
+        Ok(Publisher::new(Sender::new(port, self.wait)))
+    }
+
+    /// Attach to the existing topic; it must carry `T`. Fails with
+    /// [`OpenError::NotFound`] if there is no such topic: `open()` never creates one, so a
+    /// mistyped name is an error, not a new empty topic.
+    pub fn open(self) -> Result<Publisher<T>, OpenError> {
+        self.attach(How::Open {
+            type_info: Some(T::type_info()),
+        })
+    }
+
+    /// Create the topic with these options, or attach to it if it exists with exactly these
+    /// options and type (so a restarted program creates the same topic again without error).
+    pub fn create(self) -> Result<Publisher<T>, OpenError> {
+        let spec = self.options.geometry::<T>();
+        self.attach(How::Create { spec, exact: true })
+    }
+
+    /// Attach to the topic if it exists (it must carry `T`; options set explicitly must
+    /// match), or create it with these options.
+    pub fn open_or_create(self) -> Result<Publisher<T>, OpenError> {
+        let spec = self.options.geometry::<T>();
+        let exact = self.options.explicit;
+        self.attach(How::Create { spec, exact })
     }
 }
 
 /// Opens a [`Subscriber`]; see [`Bus::subscriber`].
+#[derive(Debug)]
 pub struct SubscriberBuilder<'b, T: ?Sized> {
     bus: &'b Bus,
     topic: String,
@@ -302,16 +237,32 @@ impl<T: Payload + ?Sized> SubscriberBuilder<'_, T> {
         self.start_at(StartAt::Oldest)
     }
 
-    /// Attach the subscriber, creating the topic if it does not exist.
-    pub fn open(self) -> Result<Subscriber<T>, Error> {
-        let conn = self.bus.conn();
-        let a = attach_port::<T>(
-            conn,
-            &self.topic,
-            &self.options,
-            Role::Subscriber,
-            self.start,
-        )?;
-        Subscriber::new(conn.clone(), self.topic, self.options, a, self.wait)
+    fn attach(self, how: How) -> Result<Subscriber<T>, OpenError> {
+        let port = Port::attach(self.bus.conn(), &self.topic, how, self.start)?;
+        Ok(Subscriber::new(Receiver::new(port, self.wait, T::fits)))
+    }
+
+    /// Attach to the existing topic; it must carry `T`. Fails with [`OpenError::NotFound`]
+    /// if there is no such topic.
+    pub fn open(self) -> Result<Subscriber<T>, OpenError> {
+        self.attach(How::Open {
+            type_info: Some(T::type_info()),
+        })
+    }
+
+    /// Attach to the topic if it exists (it must carry `T`; options set explicitly must
+    /// match), or create it with these options: for a subscriber that may start before its
+    /// publishers.
+    pub fn open_or_create(self) -> Result<Subscriber<T>, OpenError> {
+        let spec = self.options.geometry::<T>();
+        let exact = self.options.explicit;
+        self.attach(How::Create { spec, exact })
+    }
+
+    /// Create the topic with these options, or attach to it if it exists with exactly these
+    /// options and type.
+    pub fn create(self) -> Result<Subscriber<T>, OpenError> {
+        let spec = self.options.geometry::<T>();
+        self.attach(How::Create { spec, exact: true })
     }
 }

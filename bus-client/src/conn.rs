@@ -10,22 +10,27 @@
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use bus_daemon::fdpass;
-use bus_daemon::protocol::{self, ProtocolError, Request, Response};
-use bus_daemon::status::StatusPage;
-use bus_daemon::DaemonHandle;
-use std::sync::Arc;
+use bus_proto::fdpass;
+use bus_proto::protocol::{self, ProtocolError, Request, Response};
+use bus_proto::status::StatusPage;
 
-use crate::Error;
+use crate::error::{ConnectError, RequestError};
+
+/// A daemon running inside this process, kept alive by its connections.
+#[cfg(feature = "embedded")]
+pub(crate) type Embedded = Option<bus_daemon::DaemonHandle>;
+/// Without the `embedded` feature there is no daemon inside the process.
+#[cfg(not(feature = "embedded"))]
+pub(crate) type Embedded = Option<std::convert::Infallible>;
 
 pub(crate) struct Conn {
     link: Mutex<Link>,
     socket: PathBuf,
     daemon_pid: u32,
     // Declared last: an embedded daemon stops only after this connection has closed.
-    _embedded: Option<DaemonHandle>,
+    _embedded: Embedded,
 }
 
 /// The live stream, the epoch of the daemon behind it, and its status page.
@@ -36,7 +41,7 @@ struct Link {
 }
 
 impl Conn {
-    pub(crate) fn connect(socket: &Path, embedded: Option<DaemonHandle>) -> Result<Conn, Error> {
+    pub(crate) fn connect(socket: &Path, embedded: Embedded) -> Result<Conn, ConnectError> {
         let (link, daemon_pid) = handshake(socket)?;
         Ok(Conn {
             link: Mutex::new(link),
@@ -66,7 +71,7 @@ impl Conn {
 
     /// Follow a restarted daemon: if `epoch` (read from the status page) is not the epoch of
     /// the daemon this connection talks to, connect again. Returns whether it reconnected.
-    pub(crate) fn follow(&self, epoch: u32) -> Result<bool, Error> {
+    pub(crate) fn follow(&self, epoch: u32) -> Result<bool, ConnectError> {
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         if link.epoch == epoch {
             return Ok(false);
@@ -79,7 +84,7 @@ impl Conn {
 
     /// One request, one response (and the descriptors that came with it). If the daemon went
     /// away (and perhaps a new one took its place), connect again and retry once.
-    pub(crate) fn request(&self, req: &Request) -> Result<(Response, Vec<OwnedFd>), Error> {
+    pub(crate) fn request(&self, req: &Request) -> Result<(Response, Vec<OwnedFd>), RequestError> {
         self.request_with_fds(req, &[])
     }
 
@@ -88,12 +93,10 @@ impl Conn {
         &self,
         req: &Request,
         fds: &[RawFd],
-    ) -> Result<(Response, Vec<OwnedFd>), Error> {
+    ) -> Result<(Response, Vec<OwnedFd>), RequestError> {
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
         match exchange(&link.stream, req, fds) {
-            Err(Error::Protocol(
-                ProtocolError::Io(_) | ProtocolError::Closed | ProtocolError::Truncated { .. },
-            )) => {
+            Err(RequestError::Protocol(e)) if e.is_disconnect() => {
                 let (new, pid) = handshake(&self.socket)?;
                 tracing::info!(socket = %self.socket.display(), daemon_pid = pid, "reconnected to shmbusd");
                 *link = new;
@@ -108,19 +111,23 @@ fn exchange(
     stream: &UnixStream,
     req: &Request,
     fds: &[RawFd],
-) -> Result<(Response, Vec<OwnedFd>), Error> {
+) -> Result<(Response, Vec<OwnedFd>), RequestError> {
     // sendmsg with MSG_NOSIGNAL: a dead daemon is an error here, never a SIGPIPE.
     fdpass::write_frame_with_fds(stream, req, fds)?;
     let (resp, fds) = fdpass::read_frame_with_fds::<Response>(stream, 2)?;
     if let Response::Error { code, message } = resp {
-        return Err(Error::from_daemon(code, message));
+        return Err(RequestError::Refused { code, message });
     }
     Ok((resp, fds))
 }
 
 /// Connect and say hello; returns the link (stream, epoch, status page) and the daemon's pid.
-fn handshake(socket: &Path) -> Result<(Link, u32), Error> {
-    let stream = UnixStream::connect(socket).map_err(|source| Error::Connect {
+fn handshake(socket: &Path) -> Result<(Link, u32), ConnectError> {
+    let protocol = |source| ConnectError::Protocol {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let stream = UnixStream::connect(socket).map_err(|source| ConnectError::Unreachable {
         socket: socket.to_path_buf(),
         source,
     })?;
@@ -134,20 +141,19 @@ fn handshake(socket: &Path) -> Result<(Link, u32), Error> {
     // and closes at once, and its answer says why, where the write error would not.
     let (resp, mut fds) = match (fdpass::read_frame_with_fds::<Response>(&stream, 1), sent) {
         (Ok(answer), _) => answer,
-        (Err(_), Err(e)) => return Err(e.into()),
-        (Err(e), Ok(())) => return Err(e.into()),
+        (Err(_), Err(e)) | (Err(e), Ok(())) => return Err(protocol(e)),
     };
     match resp {
         Response::HelloOk {
             daemon_pid, epoch, ..
         } => {
             let fd = fds.pop().ok_or_else(|| {
-                Error::Protocol(ProtocolError::Malformed(
+                protocol(ProtocolError::Malformed(
                     "shmbusd sent no status page with its hello".into(),
                 ))
             })?;
             let status = StatusPage::map(fd.as_fd()).map_err(|e| {
-                Error::Protocol(ProtocolError::Malformed(format!(
+                protocol(ProtocolError::Malformed(format!(
                     "shmbusd's status page: {e}"
                 )))
             })?;
@@ -160,13 +166,15 @@ fn handshake(socket: &Path) -> Result<(Link, u32), Error> {
                 daemon_pid,
             ))
         }
-        Response::Error { code, message } => Err(Error::from_daemon(code, message)),
-        other => Err(unexpected(&other)),
+        Response::Error { code, message } => Err(ConnectError::Refused {
+            socket: socket.to_path_buf(),
+            code,
+            message,
+        }),
+        other => Err(protocol(unexpected(&other))),
     }
 }
 
-pub(crate) fn unexpected(resp: &Response) -> Error {
-    Error::Protocol(ProtocolError::Malformed(format!(
-        "unexpected answer from shmbusd: {resp:?}"
-    )))
+pub(crate) fn unexpected(resp: &Response) -> ProtocolError {
+    ProtocolError::Malformed(format!("unexpected answer from shmbusd: {resp:?}"))
 }

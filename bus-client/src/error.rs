@@ -1,35 +1,232 @@
-//! Errors of the control plane (connecting, opening topics). The data path has its own:
-//! [`SendError`](crate::SendError) and [`RecvError`](crate::RecvError).
+//! Errors, one type per operation where what can go wrong differs.
+//!
+//! | operation | error |
+//! | --- | --- |
+//! | [`Bus::connect`](crate::Bus::connect), [`Bus::embedded`](crate::Bus::embedded) | [`ConnectError`] |
+//! | opening a port: `open()`, `create()`, `open_or_create()` | [`OpenError`] (names the topic) |
+//! | [`Bus::list`](crate::Bus::list), `stats`, `delete`, `shutdown_daemon` | [`RequestError`] |
+//! | `loan()`, `publish()` (wait for space) | [`SendError`] |
+//! | `try_loan()`, `try_send()` | [`TrySendError`] (adds `Full`) |
+//! | `loan_timeout()`, `send_timeout()` | [`SendTimeoutError`] (adds `Timeout`) |
+//! | `recv()` | [`RecvError`] |
+//! | `try_recv()` | [`TryRecvError`] (adds `Empty`) |
+//! | `recv_timeout()` | [`RecvTimeoutError`] (adds `Timeout`) |
 
 use std::io;
 use std::path::PathBuf;
 
-use bus_daemon::protocol::{ErrorCode, ProtocolError};
+use bus_core::ring::{RecvError as CoreRecv, SendError as CoreSend};
+use bus_proto::protocol::{ErrorCode, ProtocolError};
+use bus_proto::segment::MapError;
 
-/// Why connecting to the daemon or opening a topic failed.
+/// Why connecting to the daemon failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+#[non_exhaustive]
+pub enum ConnectError {
     /// No daemon answers at the socket.
     #[error("cannot connect to shmbusd at {socket}: {source}. Is the daemon running? Start `shmbusd` (or `shmbusd --socket {socket}`), or use Bus::embedded() to run one inside this process")]
-    Connect {
+    Unreachable {
         /// The socket tried.
         socket: PathBuf,
         /// The error.
         source: io::Error,
     },
-    /// The topic exists with another payload type.
-    #[error("{0}")]
-    TypeMismatch(String),
-    /// The topic exists with another geometry or delivery mode.
-    #[error("{0}")]
-    GeometryMismatch(String),
+    /// The daemon refused the connection (a limit, another protocol version).
+    #[error("shmbusd at {socket} refused the connection ({code:?}): {message}")]
+    Refused {
+        /// The socket.
+        socket: PathBuf,
+        /// The daemon's error code.
+        code: ErrorCode,
+        /// What went wrong and what to do.
+        message: String,
+    },
+    /// The conversation with the daemon failed.
+    #[error("talking to shmbusd at {socket}: {source}")]
+    Protocol {
+        /// The socket.
+        socket: PathBuf,
+        /// What failed.
+        source: ProtocolError,
+    },
+    /// The embedded daemon could not start.
+    #[cfg(feature = "embedded")]
+    #[error("starting the embedded daemon: {0}")]
+    Embedded(#[from] bus_daemon::StartError),
+}
+
+/// Why a publisher or subscriber could not be opened. Every variant names the topic.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The topic does not exist (`open()` never creates one).
+    #[error("{message}")]
+    NotFound {
+        /// The topic.
+        topic: String,
+        /// The daemon's sentence.
+        message: String,
+    },
+    /// The topic carries another payload type.
+    #[error("{message}")]
+    TypeMismatch {
+        /// The topic.
+        topic: String,
+        /// Both types and what to do.
+        message: String,
+    },
+    /// The topic exists with other options (`create()`, or explicit options).
+    #[error("{message}")]
+    GeometryMismatch {
+        /// The topic.
+        topic: String,
+        /// The differing options and what to do.
+        message: String,
+    },
+    /// The topic name breaks the naming rules.
+    #[error("{message}")]
+    InvalidName {
+        /// The topic.
+        topic: String,
+        /// Which rule, where.
+        message: String,
+    },
+    /// The options are invalid (out of range, inconsistent with the type).
+    #[error("{message}")]
+    InvalidOptions {
+        /// The topic.
+        topic: String,
+        /// Which option and why.
+        message: String,
+    },
     /// The daemon's access rules refuse this.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
-    /// The topic does not exist (and no options were given to create it).
-    #[error("{0}")]
-    NoSuchTopic(String),
-    /// The daemon refused the request for another reason.
+    #[error("permission denied on topic '{topic}': {message}")]
+    PermissionDenied {
+        /// The topic.
+        topic: String,
+        /// Who may not do what, and the fix.
+        message: String,
+    },
+    /// The topic's publisher or subscriber table is full.
+    #[error("{message}")]
+    TableFull {
+        /// The topic.
+        topic: String,
+        /// The limit and what to do.
+        message: String,
+    },
+    /// A per-uid limit (topics, bytes) was reached.
+    #[error("{message}")]
+    LimitReached {
+        /// The topic.
+        topic: String,
+        /// Which limit, and what to do.
+        message: String,
+    },
+    /// The daemon refused for another reason (it is stopping, or failed internally).
+    #[error("shmbusd refused topic '{topic}' ({code:?}): {message}")]
+    Refused {
+        /// The topic.
+        topic: String,
+        /// The daemon's error code.
+        code: ErrorCode,
+        /// What went wrong.
+        message: String,
+    },
+    /// The conversation with the daemon failed.
+    #[error("opening topic '{topic}': talking to shmbusd: {source}")]
+    Protocol {
+        /// The topic.
+        topic: String,
+        /// What failed.
+        source: ProtocolError,
+    },
+    /// The topic's shared memory could not be mapped, or its header did not validate.
+    #[error("mapping the shared memory of topic '{topic}': {source}")]
+    Map {
+        /// The topic.
+        topic: String,
+        /// What failed.
+        source: MapError,
+    },
+    /// The segment does not describe the topic the daemon says it is: someone with write
+    /// access to it changed its header.
+    #[error("the shared memory of topic '{topic}' was tampered with: {message}")]
+    Tampered {
+        /// The topic.
+        topic: String,
+        /// What disagrees.
+        message: String,
+    },
+    /// Reconnecting to a restarted daemon failed.
+    #[error("opening topic '{topic}': {source}")]
+    Connect {
+        /// The topic.
+        topic: String,
+        /// Why the connection failed.
+        source: Box<ConnectError>,
+    },
+}
+
+impl OpenError {
+    /// The topic this error is about.
+    pub fn topic(&self) -> &str {
+        match self {
+            OpenError::NotFound { topic, .. }
+            | OpenError::TypeMismatch { topic, .. }
+            | OpenError::GeometryMismatch { topic, .. }
+            | OpenError::InvalidName { topic, .. }
+            | OpenError::InvalidOptions { topic, .. }
+            | OpenError::PermissionDenied { topic, .. }
+            | OpenError::TableFull { topic, .. }
+            | OpenError::LimitReached { topic, .. }
+            | OpenError::Refused { topic, .. }
+            | OpenError::Protocol { topic, .. }
+            | OpenError::Map { topic, .. }
+            | OpenError::Tampered { topic, .. }
+            | OpenError::Connect { topic, .. } => topic,
+        }
+    }
+
+    pub(crate) fn from_daemon(topic: &str, code: ErrorCode, message: String) -> OpenError {
+        let topic = topic.to_string();
+        match code {
+            ErrorCode::NoSuchTopic => OpenError::NotFound { topic, message },
+            ErrorCode::TypeMismatch => OpenError::TypeMismatch { topic, message },
+            ErrorCode::GeometryMismatch => OpenError::GeometryMismatch { topic, message },
+            ErrorCode::InvalidTopicName => OpenError::InvalidName { topic, message },
+            ErrorCode::InvalidOptions => OpenError::InvalidOptions { topic, message },
+            ErrorCode::PermissionDenied => OpenError::PermissionDenied { topic, message },
+            ErrorCode::TableFull => OpenError::TableFull { topic, message },
+            ErrorCode::LimitReached => OpenError::LimitReached { topic, message },
+            code => OpenError::Refused {
+                topic,
+                code,
+                message,
+            },
+        }
+    }
+
+    pub(crate) fn from_request(topic: &str, e: RequestError) -> OpenError {
+        match e {
+            RequestError::Refused { code, message } => OpenError::from_daemon(topic, code, message),
+            RequestError::Protocol(source) => OpenError::Protocol {
+                topic: topic.to_string(),
+                source,
+            },
+            RequestError::Connect(source) => OpenError::Connect {
+                topic: topic.to_string(),
+                source: Box::new(source),
+            },
+        }
+    }
+}
+
+/// Why a request to the daemon (list, stats, delete, shutdown) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The daemon answered with an error.
     #[error("shmbusd refused ({code:?}): {message}")]
     Refused {
         /// The daemon's error code.
@@ -37,28 +234,249 @@ pub enum Error {
         /// What went wrong and what to do.
         message: String,
     },
-    /// The conversation with the daemon failed (it stopped, or sent something unexpected).
+    /// The conversation with the daemon failed.
     #[error("talking to shmbusd: {0}")]
     Protocol(#[from] ProtocolError),
-    /// The topic's segment could not be mapped or failed validation.
-    #[error("mapping the topic's shared memory: {0}")]
-    Segment(#[from] bus_daemon::segment::OpenError),
-    /// The embedded daemon could not start.
-    #[error("starting the embedded daemon: {0}")]
-    Embedded(#[from] bus_daemon::StartError),
-    /// An argument is invalid.
-    #[error("{0}")]
-    Invalid(String),
+    /// The daemon went away and a new one could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
 }
 
-impl Error {
-    pub(crate) fn from_daemon(code: ErrorCode, message: String) -> Error {
-        match code {
-            ErrorCode::TypeMismatch => Error::TypeMismatch(message),
-            ErrorCode::GeometryMismatch => Error::GeometryMismatch(message),
-            ErrorCode::PermissionDenied => Error::PermissionDenied(message),
-            ErrorCode::NoSuchTopic => Error::NoSuchTopic(message),
-            code => Error::Refused { code, message },
+impl RequestError {
+    /// The daemon's error code, if it answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            RequestError::Refused { code, .. } => Some(*code),
+            _ => None,
         }
+    }
+}
+
+/// A message longer than the topic's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("message of {len} bytes does not fit the topic's slot size of {max} bytes")]
+pub struct TooLarge {
+    /// Bytes offered.
+    pub len: usize,
+    /// The slot size.
+    pub max: usize,
+}
+
+macro_rules! send_errors {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $extra:ident,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[$vm])* $extra,)*
+            /// The topic was closed (the daemon is stopping or the topic was deleted).
+            #[error("the topic is closed")]
+            Closed,
+            /// This publisher's entry was taken away (the topic was deleted, or the daemon
+            /// gave it up after a restart and it could not attach anew); open a new one.
+            #[error("this publisher was detached from the topic; open a new one")]
+            Evicted,
+            /// The message does not fit the slot.
+            #[error("{0}")]
+            TooLarge(TooLarge),
+            /// The message has the wrong size for the topic's type (raw publishers on typed
+            /// topics).
+            #[error("message of {len} bytes is not the {expected}-byte type the topic carries")]
+            WrongSize {
+                /// Bytes offered.
+                len: usize,
+                /// The type's size.
+                expected: usize,
+            },
+            /// The message was dropped: the daemon repaired this publisher's claim, believing
+            /// it dead.
+            #[error("this publisher's claim was repaired by the daemon; the message was dropped")]
+            Repaired,
+            /// The message was dropped: the slot's previous message was never finished within
+            /// a second (its publisher hung or died with no daemon), so this sequence was skipped
+            /// for the topic to move on.
+            #[error("the slot's previous message was never finished; this message was dropped so the topic can move on")]
+            Stalled,
+            /// The topic's shared state is corrupted (a claim counter out of range).
+            #[error("the topic's shared state is corrupted")]
+            Corrupted,
+        }
+
+        impl $name {
+            pub(crate) fn from_core(e: CoreSend) -> Option<$name> {
+                Some(match e {
+                    CoreSend::Closed => $name::Closed,
+                    CoreSend::Evicted => $name::Evicted,
+                    CoreSend::TooLarge { len, max } => $name::TooLarge(TooLarge { len, max }),
+                    CoreSend::Repaired => $name::Repaired,
+                    CoreSend::Stalled => $name::Stalled,
+                    CoreSend::Corrupted => $name::Corrupted,
+                    _ => return None,
+                })
+            }
+        }
+
+        impl From<TooLarge> for $name {
+            fn from(e: TooLarge) -> $name {
+                $name::TooLarge(e)
+            }
+        }
+    };
+}
+
+send_errors!(
+    /// Why a blocking `loan()` or `publish()` failed.
+    SendError {}
+);
+send_errors!(
+    /// Why a `try_loan()` or `try_send()` failed.
+    TrySendError {
+        /// Lossless topic: every slot is held by a subscriber that has not caught up. Try
+        /// again, or use a waiting send.
+        #[error("the ring is full: a subscriber has not released the oldest slot")]
+        Full,
+    }
+);
+send_errors!(
+    /// Why a `loan_timeout()` or `send_timeout()` failed.
+    SendTimeoutError {
+        /// No slot freed up before the timeout.
+        #[error("timed out waiting for a free slot")]
+        Timeout,
+    }
+);
+
+impl From<CoreSend> for SendError {
+    fn from(e: CoreSend) -> SendError {
+        // A wait without a deadline never times out and never reports `Full`; a ring that
+        // did would be corrupted.
+        SendError::from_core(e).unwrap_or(SendError::Corrupted)
+    }
+}
+
+impl From<CoreSend> for TrySendError {
+    fn from(e: CoreSend) -> TrySendError {
+        match e {
+            CoreSend::Full => TrySendError::Full,
+            e => TrySendError::from_core(e).unwrap_or(TrySendError::Corrupted),
+        }
+    }
+}
+
+impl From<CoreSend> for SendTimeoutError {
+    fn from(e: CoreSend) -> SendTimeoutError {
+        match e {
+            CoreSend::Timeout | CoreSend::Full => SendTimeoutError::Timeout,
+            e => SendTimeoutError::from_core(e).unwrap_or(SendTimeoutError::Corrupted),
+        }
+    }
+}
+
+macro_rules! recv_errors {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $extra:ident,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+        #[non_exhaustive]
+        pub enum $name {
+            $($(#[$vm])* $extra,)*
+            /// Lossy topic: this subscriber fell behind and `n` messages were overwritten
+            /// before it read them. The next receive returns the oldest message still present.
+            #[error("fell behind: {0} messages were overwritten before they were read")]
+            Lagged(u64),
+            /// The topic is closed and every message has been read.
+            #[error("the topic is closed and drained")]
+            Closed,
+            /// This subscriber was detached: it held a lossless topic back too long, the topic
+            /// was deleted, or the daemon gave it up after a restart and it could not attach
+            /// anew. Drop every sample it still holds (their slots may be reused) and open a
+            /// new subscriber, which starts at the newest message.
+            #[error("this subscriber was evicted from the topic; drop its samples and open a new one")]
+            Evicted,
+        }
+
+        impl $name {
+            pub(crate) fn from_core(e: CoreRecv) -> Option<$name> {
+                Some(match e {
+                    CoreRecv::Lagged(n) => $name::Lagged(n),
+                    CoreRecv::Closed => $name::Closed,
+                    CoreRecv::Evicted => $name::Evicted,
+                    _ => return None,
+                })
+            }
+        }
+    };
+}
+
+recv_errors!(
+    /// Why a blocking `recv()` returned no message.
+    RecvError {}
+);
+recv_errors!(
+    /// Why a `try_recv()` returned no message.
+    TryRecvError {
+        /// Nothing new yet.
+        #[error("no message yet")]
+        Empty,
+    }
+);
+recv_errors!(
+    /// Why a `recv_timeout()` returned no message.
+    RecvTimeoutError {
+        /// Nothing arrived before the timeout.
+        #[error("timed out waiting for a message")]
+        Timeout,
+    }
+);
+
+/// The receive errors, with the waiting ones folded in: what the port core returns, turned
+/// into the caller's type by the operation.
+pub(crate) trait FromRecv: Sized {
+    fn from_recv(e: CoreRecv) -> Self;
+}
+
+impl FromRecv for RecvError {
+    fn from_recv(e: CoreRecv) -> RecvError {
+        // No deadline and waiting: `Empty` and `Timeout` cannot end a blocking receive.
+        RecvError::from_core(e).unwrap_or(RecvError::Closed)
+    }
+}
+
+impl FromRecv for TryRecvError {
+    fn from_recv(e: CoreRecv) -> TryRecvError {
+        match e {
+            CoreRecv::Empty | CoreRecv::Timeout => TryRecvError::Empty,
+            e => TryRecvError::from_core(e).unwrap_or(TryRecvError::Closed),
+        }
+    }
+}
+
+impl FromRecv for RecvTimeoutError {
+    fn from_recv(e: CoreRecv) -> RecvTimeoutError {
+        match e {
+            CoreRecv::Empty | CoreRecv::Timeout => RecvTimeoutError::Timeout,
+            e => RecvTimeoutError::from_core(e).unwrap_or(RecvTimeoutError::Closed),
+        }
+    }
+}
+
+pub(crate) trait FromSend: Sized {
+    fn from_send(e: CoreSend) -> Self;
+}
+
+impl FromSend for SendError {
+    fn from_send(e: CoreSend) -> SendError {
+        e.into()
+    }
+}
+
+impl FromSend for TrySendError {
+    fn from_send(e: CoreSend) -> TrySendError {
+        e.into()
+    }
+}
+
+impl FromSend for SendTimeoutError {
+    fn from_send(e: CoreSend) -> SendTimeoutError {
+        e.into()
     }
 }

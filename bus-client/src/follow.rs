@@ -13,12 +13,12 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus_daemon::protocol::{Request, Role};
-use bus_daemon::segment::SegmentFds;
-use bus_daemon::status::StatusPage;
+use bus_proto::protocol::{Request, Role};
+use bus_proto::segment::SegmentFds;
+use bus_proto::status::StatusPage;
 
 use crate::conn::Conn;
-use crate::Error;
+use crate::error::RequestError;
 
 /// How often a waiting port looks at the daemon's epoch.
 pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -109,6 +109,7 @@ impl Follower {
         }
         match conn
             .follow(epoch)
+            .map_err(RequestError::from)
             .and_then(|_| conn.request_with_fds(&reattach, &fds))
         {
             Ok(_) => {
@@ -116,7 +117,7 @@ impl Follower {
                 self.next_try = None;
             }
             // The daemon answered: it has no such orphan. Waiting will not change that.
-            Err(e @ (Error::NoSuchTopic(_) | Error::Refused { .. })) => {
+            Err(e @ RequestError::Refused { .. }) => {
                 tracing::warn!(error = %e, "the restarted daemon did not take this port back; attaching anew");
                 return Next::AttachAfresh;
             }

@@ -14,8 +14,8 @@
 //!
 //! // An embedded daemon for this example; real applications use Bus::connect().
 //! let bus = Bus::embedded()?;
+//! let mut publisher = bus.publisher::<Odometry>("robot/odom").create()?;
 //! let mut subscriber = bus.subscriber::<Odometry>("robot/odom").open()?;
-//! let mut publisher = bus.publisher::<Odometry>("robot/odom").open()?;
 //!
 //! let mut odom = publisher.loan()?;      // a slot in shared memory
 //! odom.x = 1.0;                          // written in place
@@ -28,34 +28,50 @@
 //! ```
 //!
 //! * [`Bus`]: the connection to the daemon ([`Bus::connect`], [`Bus::embedded`]).
+//! * Ports are opened with one of three verbs: `open()` (the topic must exist and carry the
+//!   port's type), `create()` (create it with these options, or find it with exactly them),
+//!   `open_or_create()` (for a port that may come first).
 //! * [`Publisher`]: `loan()` a slot, write it in place, `send()`; or `publish(&value)`.
 //! * [`Subscriber`]: `recv()`, `try_recv()`, `recv_timeout()`, `iter()`; samples deref into
 //!   the slot.
+//! * [`RawSubscriber`], [`RawPublisher`]: any topic as bytes, for tools that learn a topic's
+//!   type at run time.
 //! * [`TopicOptions`]: capacity, slot size, mode, table sizes; every default in one place.
+//! * Errors: one type per operation (see [`error`]).
 //!
 //! Ports have no background threads and can move between threads. The data path makes no
 //! system call unless someone sleeps.
+//!
+//! Features: `embedded` (default) adds [`Bus::embedded`], which runs the daemon inside the
+//! process; without it the client depends on the protocol crate only.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 mod bus;
 mod conn;
-mod error;
+pub mod error;
 mod follow;
 mod options;
 mod payload;
+mod port;
 mod publisher;
+mod raw;
 mod subscriber;
 
 pub use bus::{Bus, PublisherBuilder, SubscriberBuilder};
-pub use bus_core::ring::{RecvError, SendError, StartAt};
+pub use bus_core::layout::{Geometry, Mode, TypeInfo};
+pub use bus_core::ring::StartAt;
 pub use bus_core::wait::WaitStrategy;
-pub use bus_daemon::protocol::{TopicInfo, TopicSpec, TopicStats};
-pub use error::Error;
-pub use options::{Mode, TopicOptions};
+pub use bus_proto::protocol::{ErrorCode, PublisherStat, SubscriberStat, TopicInfo, TopicStats};
+pub use error::{
+    ConnectError, OpenError, RecvError, RecvTimeoutError, RequestError, SendError,
+    SendTimeoutError, TooLarge, TryRecvError, TrySendError,
+};
+pub use options::TopicOptions;
 pub use payload::Payload;
 pub use publisher::{Publisher, SampleMut};
+pub use raw::{RawPublisher, RawPublisherBuilder, RawSample, RawSubscriber, RawSubscriberBuilder};
 pub use subscriber::{Iter, Sample, Subscriber};
 
 /// Ports and the bus move between threads.
@@ -69,4 +85,6 @@ fn assert_send_sync() {
     send::<Publisher<[u8]>>();
     send::<Subscriber<u64>>();
     send::<Subscriber<[u8]>>();
+    send::<RawPublisher>();
+    send::<RawSubscriber>();
 }

@@ -1,23 +1,13 @@
 //! Topic options: every QoS default in one place.
 
-use bus_daemon::protocol::{DeliveryMode, TopicSpec};
+use bus_core::layout::{Geometry, Mode};
 
 use crate::Payload;
 
-/// How a topic treats slow subscribers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// Nothing is lost: a publisher waits (or gets `Full`) while a subscriber holds the oldest
-    /// slot; subscribers read in place, zero copy. The default.
-    #[default]
-    Lossless,
-    /// A publisher never waits; a subscriber that falls behind gets `Lagged(n)` and resumes at
-    /// the oldest message still present. Reads are validated copies.
-    Lossy,
-}
-
-/// The shape of a topic. The first opener creates the topic with these; later openers that
-/// set any of them explicitly must match, and otherwise take the topic's own.
+/// The shape of a topic, for the ports that create it (`create()`, `open_or_create()`).
+/// `create()` requires an existing topic to have exactly these; `open_or_create()` does only
+/// if some option was set explicitly, and otherwise takes the existing topic's own. `open()`
+/// ignores them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicOptions {
     /// Slots in the ring, a power of two. Default: as many as fit in 16 MiB, between 2 and 1024.
@@ -51,24 +41,20 @@ impl Default for TopicOptions {
 const DEFAULT_RING_BYTES: u64 = 16 << 20;
 
 impl TopicOptions {
-    pub(crate) fn spec<T: Payload + ?Sized>(&self) -> TopicSpec {
+    /// The geometry these options give a topic carrying `T`.
+    pub(crate) fn geometry<T: Payload + ?Sized>(&self) -> Geometry {
         let slot_size = self.slot_size.unwrap_or_else(T::default_slot_size);
         let capacity = self.capacity.unwrap_or_else(|| {
             let fit = (DEFAULT_RING_BYTES / u64::from(slot_size.max(1))).clamp(2, 1024);
             1 << (63 - fit.leading_zeros())
         });
-        TopicSpec {
+        Geometry {
             capacity,
             slot_size,
-            mode: match self.mode {
-                Mode::Lossless => DeliveryMode::Lossless,
-                Mode::Lossy => DeliveryMode::Lossy,
-            },
+            mode: self.mode,
             max_publishers: self.max_publishers,
             max_subscribers: self.max_subscribers,
-            type_name: T::type_name(),
-            type_size: T::type_size(),
-            type_align: T::type_align(),
+            type_info: T::type_info(),
         }
     }
 }

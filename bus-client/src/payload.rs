@@ -1,97 +1,82 @@
 //! What a topic carries: a fixed-size zerocopy type `T`, or variable-length bytes `[u8]`.
 
+use bus_core::layout::TypeInfo;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// A message type. Implemented for every `T: FromBytes + IntoBytes + KnownLayout + Immutable`
 /// (fixed size, checked against the topic's recorded type name, size and alignment) and for
 /// `[u8]` (a byte topic: any length up to the slot size).
 pub trait Payload: FromBytes + IntoBytes + KnownLayout + Immutable {
-    /// The name recorded in the topic header.
-    fn type_name() -> String;
-    /// The size recorded in the topic header (0 for bytes).
-    fn type_size() -> u32;
-    /// The alignment recorded in the topic header.
-    fn type_align() -> u32;
+    /// The type recorded in the topic header: name, size (0 for bytes), alignment.
+    fn type_info() -> TypeInfo;
     /// The slot size a topic gets when none is given.
     fn default_slot_size() -> u32;
-    /// View a slot's message bytes as `Self`; `None` if the length does not fit.
+    /// View a message's bytes as `Self`; `None` if the length does not fit.
     fn from_message(bytes: &[u8]) -> Option<&Self>;
+    /// View a slot's bytes as `Self` for writing; `None` if the length does not fit.
+    fn from_slot_mut(bytes: &mut [u8]) -> Option<&mut Self>;
     /// Whether a message of `len` bytes is a valid `Self`.
     fn fits(len: usize) -> bool;
-    /// View a slot's bytes as `Self` for writing.
-    fn from_slot_mut(bytes: &mut [u8]) -> Option<&mut Self>;
-    /// The message length to commit for a freshly loaned value of `Self`.
-    fn loan_len(slot_size: usize) -> usize;
-    /// A heap copy of `self`.
-    fn to_box(&self) -> Box<Self>;
 }
 
 impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Payload for T {
-    fn type_name() -> String {
-        short_type_name(std::any::type_name::<T>())
-    }
-    fn type_size() -> u32 {
-        std::mem::size_of::<T>() as u32
-    }
-    fn type_align() -> u32 {
-        std::mem::align_of::<T>() as u32
+    fn type_info() -> TypeInfo {
+        TypeInfo {
+            name: short_type_name(std::any::type_name::<T>()),
+            size: std::mem::size_of::<T>() as u32,
+            align: std::mem::align_of::<T>() as u32,
+        }
     }
     fn default_slot_size() -> u32 {
         (std::mem::size_of::<T>() as u32).max(1)
     }
     fn from_message(bytes: &[u8]) -> Option<&T> {
-        if bytes.len() != std::mem::size_of::<T>() {
-            return None;
-        }
         T::ref_from_bytes(bytes).ok()
+    }
+    fn from_slot_mut(bytes: &mut [u8]) -> Option<&mut T> {
+        T::mut_from_bytes(bytes).ok()
     }
     fn fits(len: usize) -> bool {
         len == std::mem::size_of::<T>()
     }
-    fn from_slot_mut(bytes: &mut [u8]) -> Option<&mut T> {
-        T::mut_from_bytes(bytes.get_mut(..std::mem::size_of::<T>())?).ok()
-    }
-    fn loan_len(_slot_size: usize) -> usize {
-        std::mem::size_of::<T>()
-    }
-    fn to_box(&self) -> Box<T> {
-        // Built on the heap: a multi-megabyte `T` must never pass through the stack.
-        let mut b = match T::new_box_zeroed() {
-            Ok(b) => b,
-            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<T>()),
-        };
-        b.as_mut_bytes().copy_from_slice(self.as_bytes());
-        b
-    }
 }
 
 impl Payload for [u8] {
-    fn type_name() -> String {
-        "bytes".to_string()
-    }
-    fn type_size() -> u32 {
-        0
-    }
-    fn type_align() -> u32 {
-        1
+    fn type_info() -> TypeInfo {
+        TypeInfo::bytes()
     }
     fn default_slot_size() -> u32 {
-        4096
+        DEFAULT_BYTES_SLOT
     }
     fn from_message(bytes: &[u8]) -> Option<&[u8]> {
+        Some(bytes)
+    }
+    fn from_slot_mut(bytes: &mut [u8]) -> Option<&mut [u8]> {
         Some(bytes)
     }
     fn fits(_len: usize) -> bool {
         true
     }
-    fn from_slot_mut(bytes: &mut [u8]) -> Option<&mut [u8]> {
-        Some(bytes)
+}
+
+/// The slot size of a byte topic opened without one.
+pub(crate) const DEFAULT_BYTES_SLOT: u32 = 4096;
+
+/// `bytes` as a `T`. The bytes come from a slot of a topic whose validated layout sizes and
+/// aligns the payload for `T`, and whose message length was checked against `T` (`fits`)
+/// before the sample or loan was made; a mismatch is a broken invariant of this crate.
+pub(crate) fn view<T: Payload + ?Sized>(bytes: &[u8]) -> &T {
+    match T::from_message(bytes) {
+        Some(v) => v,
+        None => unreachable!("a message is sized and aligned for its type by the topic's layout"),
     }
-    fn loan_len(slot_size: usize) -> usize {
-        slot_size
-    }
-    fn to_box(&self) -> Box<[u8]> {
-        self.into()
+}
+
+/// [`view`] for writing.
+pub(crate) fn view_mut<T: Payload + ?Sized>(bytes: &mut [u8]) -> &mut T {
+    match T::from_slot_mut(bytes) {
+        Some(v) => v,
+        None => unreachable!("a slot is sized and aligned for its type by the topic's layout"),
     }
 }
 
@@ -138,12 +123,13 @@ mod tests {
 }
 
 /// A heap buffer aligned to 64 bytes (the largest payload alignment), for lossy copies.
+#[derive(Debug)]
 pub(crate) struct AlignedBuf {
     blocks: Vec<Block>,
     len: usize,
 }
 
-#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C, align(64))]
 struct Block([u8; 64]);
 

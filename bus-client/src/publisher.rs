@@ -1,25 +1,21 @@
-//! [`Publisher`]: loan a slot, write in place, send.
+//! [`Publisher`]: loan a slot, write in place, send. The machinery is shared with the raw
+//! publisher ([`crate::RawPublisher`]) in [`Sender`].
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus_core::doorbell::Futex;
-use bus_core::layout::Mode as CoreMode;
-use bus_core::ring::{Loan, PublisherPort};
+use bus_core::layout::{Geometry, Mode};
+use bus_core::ring::{Loan, SendError as CoreSend};
 use bus_core::storage::RawStorage;
 use bus_core::wait::WaitStrategy;
-use bus_daemon::protocol::{Request, Role, TopicSpec};
-use bus_daemon::segment::{Mapping, SegmentFds};
+use bus_proto::segment::Mapping;
 
-use crate::bus::{attach_port, Attached};
-use crate::conn::Conn;
-use crate::follow::{Follower, Next, PortId, CHECK_EVERY};
+use crate::error::{FromSend, SendError, SendTimeoutError, TooLarge, TrySendError};
 use crate::payload::AlignedBuf;
-use crate::{Error, Payload, SendError, StartAt, TopicOptions};
-
-type Port = PublisherPort<RawStorage<Mapping>, Futex>;
+use crate::port::{Lost, Port, RingPublisher, Slice, Waited};
+use crate::Payload;
 
 /// Publishes `T` on one topic. Move it to any thread; it has no background thread. Dropping it
 /// detaches it.
@@ -28,7 +24,7 @@ type Port = PublisherPort<RawStorage<Mapping>, Futex>;
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use bus_client::Bus;
 /// let bus = Bus::embedded()?;
-/// let mut publisher = bus.publisher::<u64>("doc/publisher").open()?;
+/// let mut publisher = bus.publisher::<u64>("doc/publisher").create()?;
 /// let mut subscriber = bus.subscriber::<u64>("doc/publisher").open()?;
 ///
 /// let mut sample = publisher.loan()?; // a slot in shared memory
@@ -40,221 +36,294 @@ type Port = PublisherPort<RawStorage<Mapping>, Futex>;
 /// assert_eq!(*subscriber.recv()?, 43);
 /// # Ok(()) }
 /// ```
+#[derive(Debug)]
 pub struct Publisher<T: Payload + ?Sized> {
-    port: Port,
-    conn: Arc<Conn>,
-    topic: String,
-    spec: TopicSpec,
-    wait: WaitStrategy,
-    /// Lossy topics are written from here with atomic word stores.
-    scratch: Option<AlignedBuf>,
-    /// The options this publisher was opened with (to attach afresh after a daemon restart).
-    options: TopicOptions,
-    /// Follows a restarted daemon (see `follow`).
-    follower: Follower,
-    /// The segment's descriptors, handed back to a restarted daemon.
-    fds: SegmentFds,
+    inner: Sender,
     _t: PhantomData<fn(&T)>,
 }
 
-impl<T: Payload + ?Sized> std::fmt::Debug for Publisher<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher")
-            .field("topic", &self.topic)
-            .field("index", &self.port.index())
-            .finish()
+/// What every publisher is made of: the port, how it waits for space, and (lossy topics) the
+/// private buffer a loan is written into before it is copied in atomically.
+#[derive(Debug)]
+pub(crate) struct Sender {
+    port: Port<RingPublisher>,
+    wait: WaitStrategy,
+    /// Lossy topics are written from here with atomic word stores.
+    scratch: Option<AlignedBuf>,
+    /// The length every message must have (typed topics), or `None` (byte topics).
+    exact: Option<usize>,
+}
+
+impl Sender {
+    pub(crate) fn new(port: Port<RingPublisher>, wait: WaitStrategy) -> Sender {
+        let spec = port.spec();
+        let scratch =
+            (spec.mode == Mode::Lossy).then(|| AlignedBuf::new(spec.slot_size as usize));
+        let exact = (!spec.type_info.is_bytes()).then_some(spec.type_info.size as usize);
+        Sender {
+            port,
+            wait,
+            scratch,
+            exact,
+        }
+    }
+
+    pub(crate) fn topic(&self) -> &str {
+        self.port.topic()
+    }
+
+    pub(crate) fn spec(&self) -> &Geometry {
+        self.port.spec()
+    }
+
+    pub(crate) fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+
+    /// Wait as the wait strategy says, for at most `timeout`, until a lossless topic has room.
+    fn wait_space<E: FromSend>(&mut self, timeout: Option<Duration>) -> Result<(), E> {
+        let wait = self.wait;
+        self.port
+            .sliced(timeout, |ring, slice| {
+                ring.wait_space(wait, Some(slice)).map_err(|e| match e {
+                    CoreSend::Timeout => Slice::TimedOut,
+                    e => Slice::Failed(e),
+                })
+            })
+            .map_err(|w| {
+                E::from_send(match w {
+                    Waited::TimedOut => CoreSend::Timeout,
+                    Waited::Lost => CoreSend::Evicted,
+                    Waited::Failed(e) => e,
+                })
+            })
+    }
+
+    /// A loan, waiting for space for at most `timeout` (`Some(ZERO)`-like behaviour comes from
+    /// [`Sender::try_loan`]).
+    pub(crate) fn loan<E: FromSend>(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<BytesLoan<'_>, E> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.wait_space::<E>(timeout)?;
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let loan = self
+            .port
+            .ring
+            .loan(self.wait, left)
+            .map_err(E::from_send)?;
+        Ok(BytesLoan::new(loan, self.scratch.as_mut(), self.exact))
+    }
+
+    pub(crate) fn try_loan(&mut self) -> Result<BytesLoan<'_>, TrySendError> {
+        self.port
+            .ensure_attached()
+            .map_err(|Lost| TrySendError::Evicted)?;
+        let loan = self.port.ring.try_loan()?;
+        Ok(BytesLoan::new(loan, self.scratch.as_mut(), self.exact))
+    }
+
+    /// Copy `bytes` in and send, waiting for space for at most `timeout`.
+    pub(crate) fn send<E: FromSend + From<WrongSize>>(
+        &mut self,
+        bytes: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<u64, E> {
+        self.check_size(bytes)?;
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.wait_space::<E>(timeout)?;
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        self.port
+            .ring
+            .send(bytes, self.wait, left)
+            .map_err(E::from_send)
+    }
+
+    pub(crate) fn try_send(&mut self, bytes: &[u8]) -> Result<u64, TrySendError> {
+        self.check_size::<TrySendError>(bytes)?;
+        self.port
+            .ensure_attached()
+            .map_err(|Lost| TrySendError::Evicted)?;
+        Ok(self.port.ring.try_send(bytes)?)
+    }
+
+    /// A typed topic takes messages of exactly its type's size.
+    fn check_size<E: From<WrongSize>>(&self, bytes: &[u8]) -> Result<(), E> {
+        match self.exact {
+            Some(expected) if bytes.len() != expected => Err(E::from(WrongSize {
+                len: bytes.len(),
+                expected,
+            })),
+            _ => Ok(()),
+        }
     }
 }
 
+/// A message whose length is not the topic's type size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WrongSize {
+    len: usize,
+    expected: usize,
+}
+
+macro_rules! from_wrong_size {
+    ($($t:ident),*) => {$(
+        impl From<WrongSize> for $t {
+            fn from(w: WrongSize) -> $t {
+                $t::WrongSize { len: w.len, expected: w.expected }
+            }
+        }
+    )*};
+}
+from_wrong_size!(SendError, TrySendError, SendTimeoutError);
+
 impl<T: Payload + ?Sized> Publisher<T> {
-    pub(crate) fn new(
-        conn: Arc<Conn>,
-        topic: String,
-        options: TopicOptions,
-        a: Attached,
-        wait: WaitStrategy,
-    ) -> Result<Self, Error> {
-        let port = PublisherPort::new(a.ring, a.index, a.generation).map_err(|e| {
-            Error::Invalid(format!("the daemon handed over an entry not held: {e}"))
-        })?;
-        let slot_size = a.spec.slot_size as usize;
-        let scratch =
-            (port.ring().geometry().mode == CoreMode::Lossy).then(|| AlignedBuf::new(slot_size));
-        let follower = Follower::new(&conn);
-        Ok(Publisher {
-            port,
-            conn,
-            topic,
-            spec: a.spec,
-            wait,
-            scratch,
-            options,
-            follower,
-            fds: a.fds,
+    pub(crate) fn new(inner: Sender) -> Publisher<T> {
+        Publisher {
+            inner,
             _t: PhantomData,
-        })
+        }
     }
 
     /// The topic name.
     pub fn topic(&self) -> &str {
-        &self.topic
+        self.inner.topic()
     }
 
-    /// The topic's options as the daemon holds them.
-    pub fn spec(&self) -> &TopicSpec {
-        &self.spec
+    /// The topic's geometry and payload type, as the topic holds them.
+    pub fn spec(&self) -> &Geometry {
+        self.inner.spec()
     }
 
     /// Change how this publisher waits for space (lossless topics).
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.wait = strategy;
-    }
-
-    /// Before each operation: follow a restarted daemon (one load of a line nobody writes
-    /// while the daemon runs, unless a restart happened).
-    #[inline]
-    fn ensure_attached(&mut self) -> Result<(), SendError> {
-        if self.follower.stale() {
-            let (index, generation) = (self.port.index(), self.port.generation());
-            let port = PortId {
-                topic: &self.topic,
-                role: Role::Publisher,
-                index,
-                generation,
-                held: self.port.ring().publisher_held(index, generation),
-                fds: &self.fds,
-            };
-            if self.follower.follow(&self.conn, port) == Next::AttachAfresh {
-                self.attach_afresh()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Wait for space as the wait strategy says, for at most `timeout`, in slices of
-    /// [`CHECK_EVERY`] with a look at the daemon's epoch between them (a port blocked on a full
-    /// topic follows a restarted daemon too). Returns the time left.
-    fn wait_space(&mut self, timeout: Option<Duration>) -> Result<Option<Duration>, SendError> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            self.ensure_attached()?;
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let slice = left.map_or(CHECK_EVERY, |l| l.min(CHECK_EVERY));
-            match self.port.wait_space(self.wait, Some(slice)) {
-                Ok(()) => return Ok(left),
-                Err(SendError::Timeout) if left.is_none_or(|l| l > slice) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    #[cold]
-    fn attach_afresh(&mut self) -> Result<(), SendError> {
-        let a = attach_port::<T>(&self.conn, &self.topic, &self.options, Role::Publisher, StartAt::Latest)
-            .map_err(|e| {
-                tracing::warn!(topic = self.topic.as_str(), error = %e, "cannot attach anew after a daemon restart");
-                SendError::Evicted
-            })?;
-        self.port =
-            PublisherPort::new(a.ring, a.index, a.generation).map_err(|_| SendError::Evicted)?;
-        self.fds = a.fds;
-        self.follower = Follower::new(&self.conn);
-        tracing::info!(
-            topic = self.topic.as_str(),
-            "attached anew after a daemon restart"
-        );
-        Ok(())
+        self.inner.set_wait_strategy(strategy);
     }
 
     /// Loan the next slot to write in place, waiting for space (lossless topics) as the wait
     /// strategy says. Lossy topics never wait.
     pub fn loan(&mut self) -> Result<SampleMut<'_, T>, SendError> {
-        let left = self.wait_space(None)?;
-        let loan = self.port.loan(self.wait, left);
-        sample(loan, self.scratch.as_mut())
+        Ok(SampleMut::new(self.inner.loan::<SendError>(None)?))
     }
 
     /// Loan the next slot without waiting: `Full` when a lossless topic has no free slot.
-    pub fn try_loan(&mut self) -> Result<SampleMut<'_, T>, SendError> {
-        self.ensure_attached()?;
-        let loan = self.port.try_loan();
-        sample(loan, self.scratch.as_mut())
+    pub fn try_loan(&mut self) -> Result<SampleMut<'_, T>, TrySendError> {
+        Ok(SampleMut::new(self.inner.try_loan()?))
     }
 
     /// Loan the next slot, waiting at most `timeout` for space.
-    pub fn loan_timeout(&mut self, timeout: Duration) -> Result<SampleMut<'_, T>, SendError> {
-        let left = self.wait_space(Some(timeout))?;
-        let loan = self.port.loan(self.wait, left);
-        sample(loan, self.scratch.as_mut())
+    pub fn loan_timeout(&mut self, timeout: Duration) -> Result<SampleMut<'_, T>, SendTimeoutError> {
+        Ok(SampleMut::new(self.inner.loan::<SendTimeoutError>(Some(timeout))?))
     }
 
-    /// Copy `value` into the next slot and send it, waiting for space as `loan` does.
-    pub fn publish(&mut self, value: &T) -> Result<(), SendError> {
-        let left = self.wait_space(None)?;
-        self.port.send(value.as_bytes(), self.wait, left).map(drop)
+    /// Copy `value` into the next slot and send it, waiting for space as `loan` does; returns
+    /// its sequence number.
+    pub fn publish(&mut self, value: &T) -> Result<u64, SendError> {
+        self.inner.send(value.as_bytes(), None)
     }
 
     /// Copy `value` into the next slot and send it without waiting: `Full` when a lossless
     /// topic has no free slot.
-    pub fn try_send(&mut self, value: &T) -> Result<(), SendError> {
-        self.ensure_attached()?;
-        self.port.try_send(value.as_bytes()).map(drop)
+    pub fn try_send(&mut self, value: &T) -> Result<u64, TrySendError> {
+        self.inner.try_send(value.as_bytes())
     }
 
     /// Copy `value` in and send it, waiting at most `timeout` for space.
-    pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<(), SendError> {
-        let left = self.wait_space(Some(timeout))?;
-        self.port.send(value.as_bytes(), self.wait, left).map(drop)
+    pub fn send_timeout(&mut self, value: &T, timeout: Duration) -> Result<u64, SendTimeoutError> {
+        self.inner.send(value.as_bytes(), Some(timeout))
     }
 }
 
-impl<T: Payload + ?Sized> Drop for Publisher<T> {
-    fn drop(&mut self) {
-        let ring = self.port.ring();
-        let _ = ring.release_publisher(self.port.index(), self.port.generation());
-        let _ = self.conn.request(&Request::Detach {
-            topic: self.topic.clone(),
-            role: Role::Publisher,
-            index: self.port.index() as u32,
-            generation: self.port.generation(),
-        });
-    }
-}
-
-fn sample<'a, T: Payload + ?Sized>(
-    loan: Result<Loan<'a, RawStorage<Mapping>, Futex>, SendError>,
+/// A loaned slot as bytes: the ring's loan, and (lossy topics) the private buffer it is
+/// written into before `send` copies it in atomically.
+pub(crate) struct BytesLoan<'a> {
+    loan: Loan<'a, RawStorage<Mapping>, Futex>,
     scratch: Option<&'a mut AlignedBuf>,
-) -> Result<SampleMut<'a, T>, SendError> {
-    let mut loan = loan?;
-    let slot_size = loan.slot_size();
-    loan.set_len(T::loan_len(slot_size))?;
-    Ok(SampleMut {
-        loan,
-        scratch,
-        _t: PhantomData,
-    })
+    exact: Option<usize>,
+}
+
+impl<'a> BytesLoan<'a> {
+    fn new(
+        mut loan: Loan<'a, RawStorage<Mapping>, Futex>,
+        scratch: Option<&'a mut AlignedBuf>,
+        exact: Option<usize>,
+    ) -> BytesLoan<'a> {
+        let len = exact.unwrap_or(loan.slot_size()).min(loan.slot_size());
+        // `len` is at most the slot size, which `set_len` accepts.
+        let _ = loan.set_len(len);
+        BytesLoan {
+            loan,
+            scratch,
+            exact,
+        }
+    }
+
+    pub(crate) fn send(mut self) -> u64 {
+        if let Some(buf) = self.scratch.take() {
+            let len = self.loan.len();
+            // The loan's length was checked against the slot size, which is the buffer's size.
+            let written = self.loan.write(&buf.bytes()[..len]);
+            debug_assert!(written.is_ok());
+        }
+        self.loan.commit()
+    }
+
+    pub(crate) fn sequence(&self) -> u64 {
+        self.loan.sequence()
+    }
+
+    pub(crate) fn set_len(&mut self, len: usize) -> Result<(), TooLarge> {
+        let max = self.exact.unwrap_or(self.loan.slot_size());
+        if len > max || self.exact.is_some_and(|e| e != len) {
+            return Err(TooLarge { len, max });
+        }
+        self.loan.set_len(len).map_err(|_| TooLarge { len, max })
+    }
+
+    /// The bytes to send (the loan's length).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        let len = self.loan.len();
+        match (&self.scratch, self.loan.payload()) {
+            (Some(buf), _) => &buf.bytes()[..len],
+            (None, Some(slot)) => &slot[..len],
+            // A lossless loan always has a payload; a lossy one always has a buffer.
+            (None, None) => &[],
+        }
+    }
+
+    /// The bytes to send, to write.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.loan.len();
+        match &mut self.scratch {
+            Some(buf) => &mut buf.bytes_mut()[..len],
+            None => match self.loan.payload_mut() {
+                Some(slot) => &mut slot[..len],
+                None => &mut [],
+            },
+        }
+    }
 }
 
 /// A loaned slot: dereferences to the `T` in shared memory (lossless topics) or to a private
 /// buffer copied in atomically at send (lossy topics). [`SampleMut::send`] publishes it;
 /// dropping it unsent publishes nothing (subscribers skip it).
 pub struct SampleMut<'a, T: Payload + ?Sized> {
-    loan: Loan<'a, RawStorage<Mapping>, Futex>,
-    scratch: Option<&'a mut AlignedBuf>,
+    loan: BytesLoan<'a>,
     _t: PhantomData<fn(&T)>,
 }
 
-impl<T: Payload + ?Sized> SampleMut<'_, T> {
-    /// Publish the message; returns its sequence number (from 0).
-    pub fn send(mut self) -> u64 {
-        if let Some(buf) = self.scratch.take() {
-            let len = self.loan.len();
-            // The loan's length was checked against the slot size, which is the buffer's size.
-            if self.loan.write(&buf.bytes()[..len]).is_err() {
-                unreachable!("loan length exceeds the slot size");
-            }
+impl<'a, T: Payload + ?Sized> SampleMut<'a, T> {
+    pub(crate) fn new(loan: BytesLoan<'a>) -> SampleMut<'a, T> {
+        SampleMut {
+            loan,
+            _t: PhantomData,
         }
-        self.loan.commit()
+    }
+
+    /// Publish the message; returns its sequence number (from 0).
+    pub fn send(self) -> u64 {
+        self.loan.send()
     }
 
     /// The sequence number this message will carry.
@@ -265,7 +334,7 @@ impl<T: Payload + ?Sized> SampleMut<'_, T> {
 
 impl SampleMut<'_, [u8]> {
     /// Set how many bytes of the slot to send (byte topics; the default is the whole slot).
-    pub fn set_len(&mut self, len: usize) -> Result<(), SendError> {
+    pub fn set_len(&mut self, len: usize) -> Result<(), TooLarge> {
         self.loan.set_len(len)
     }
 }
@@ -273,32 +342,12 @@ impl SampleMut<'_, [u8]> {
 impl<T: Payload + ?Sized> Deref for SampleMut<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        let len = self.loan.len();
-        let bytes: &[u8] = match (&self.scratch, self.loan.payload()) {
-            (Some(buf), _) => buf.bytes(),
-            (None, Some(slot)) => slot,
-            (None, None) => unreachable!("a lossless loan always has a payload"),
-        };
-        match T::from_message(&bytes[..len]) {
-            Some(v) => v,
-            None => unreachable!("slot sized and aligned for T by the topic's validated layout"),
-        }
+        crate::payload::view(self.loan.bytes())
     }
 }
 
 impl<T: Payload + ?Sized> DerefMut for SampleMut<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        let len = self.loan.len();
-        let bytes: &mut [u8] = match &mut self.scratch {
-            Some(buf) => buf.bytes_mut(),
-            None => match self.loan.payload_mut() {
-                Some(slot) => slot,
-                None => unreachable!("a lossless loan always has a payload"),
-            },
-        };
-        match T::from_slot_mut(&mut bytes[..len]) {
-            Some(v) => v,
-            None => unreachable!("slot sized and aligned for T by the topic's validated layout"),
-        }
+        crate::payload::view_mut(self.loan.bytes_mut())
     }
 }

@@ -1,25 +1,21 @@
-//! [`Subscriber`]: receive samples that point straight into the slot.
+//! [`Subscriber`]: receive samples that point straight into the slot. The machinery is shared
+//! with the raw subscriber ([`crate::RawSubscriber`]) in [`Receiver`].
 
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bus_core::doorbell::Futex;
-use bus_core::layout::Mode as CoreMode;
-use bus_core::ring::{Sample as CoreSample, SubscriberPort};
+use bus_core::layout::{Geometry, Mode};
+use bus_core::ring::{RecvError as CoreRecv, Sample as CoreSample};
 use bus_core::storage::RawStorage;
 use bus_core::wait::WaitStrategy;
-use bus_daemon::protocol::{Request, Role, TopicSpec};
-use bus_daemon::segment::{Mapping, SegmentFds};
+use bus_proto::segment::Mapping;
 
-use crate::bus::{attach_port, Attached};
-use crate::conn::Conn;
-use crate::follow::{Follower, Next, PortId, CHECK_EVERY};
+use crate::error::{FromRecv, RecvError, RecvTimeoutError, TryRecvError};
 use crate::payload::AlignedBuf;
-use crate::{Error, Payload, RecvError, StartAt, TopicOptions};
-
-type Port = SubscriberPort<RawStorage<Mapping>, Futex>;
+use crate::port::{Port, RingSubscriber, Slice, Waited};
+use crate::Payload;
 
 /// Receives `T` from one topic. Move it to any thread; it has no background thread. Dropping
 /// it detaches it (on a lossless topic, publishers stop waiting for it at once).
@@ -27,276 +23,279 @@ type Port = SubscriberPort<RawStorage<Mapping>, Futex>;
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
-/// use bus_client::{Bus, RecvError};
+/// use bus_client::{Bus, RecvTimeoutError, TryRecvError};
 /// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<[u8]>("doc/bytes").create()?;
 /// let mut subscriber = bus.subscriber::<[u8]>("doc/bytes").open()?;
-/// let mut publisher = bus.publisher::<[u8]>("doc/bytes").open()?;
 /// publisher.publish(b"hello")?;
 ///
 /// let sample = subscriber.recv()?;        // points into shared memory, no copy
 /// assert_eq!(&*sample, b"hello");
 /// drop(sample);                           // releases the slot
-/// assert_eq!(subscriber.try_recv().err(), Some(RecvError::Empty));
-/// assert_eq!(subscriber.recv_timeout(Duration::from_millis(10)).err(), Some(RecvError::Timeout));
+/// assert_eq!(subscriber.try_recv().err(), Some(TryRecvError::Empty));
+/// let waited = subscriber.recv_timeout(Duration::from_millis(10));
+/// assert_eq!(waited.err(), Some(RecvTimeoutError::Timeout));
 /// # Ok(()) }
 /// ```
+#[derive(Debug)]
 pub struct Subscriber<T: Payload + ?Sized> {
-    port: Port,
-    conn: Arc<Conn>,
-    topic: String,
-    spec: TopicSpec,
-    wait: WaitStrategy,
-    /// Lossy topics are copied here (validated) before the caller sees them.
-    buf: Option<AlignedBuf>,
-    /// Messages skipped because they did not fit `T` (a publisher wrote a wrong length).
-    malformed: u64,
-    /// The options this subscriber was opened with (to attach afresh after a daemon restart).
-    options: TopicOptions,
-    /// Follows a restarted daemon (see `follow`).
-    follower: Follower,
-    /// The segment's descriptors, handed back to a restarted daemon.
-    fds: SegmentFds,
+    inner: Receiver,
     _t: PhantomData<fn() -> Box<T>>,
 }
 
-impl<T: Payload + ?Sized> std::fmt::Debug for Subscriber<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscriber")
-            .field("topic", &self.topic)
-            .field("index", &self.port.index())
-            .finish()
+/// What every subscriber is made of: the port, how it waits, and (lossy topics) the buffer a
+/// validated copy lands in.
+#[derive(Debug)]
+pub(crate) struct Receiver {
+    port: Port<RingSubscriber>,
+    wait: WaitStrategy,
+    /// Lossy topics are copied here (validated) before the caller sees them.
+    buf: Option<AlignedBuf>,
+    /// Which message lengths the caller's type accepts.
+    fits: fn(usize) -> bool,
+    /// Messages skipped because they did not fit (a publisher wrote a wrong length).
+    malformed: u64,
+}
+
+/// A received message, as bytes: in place (lossless) or copied (lossy).
+pub(crate) enum Got<'a> {
+    InPlace(CoreSample<'a, RawStorage<Mapping>, Futex>),
+    Copied {
+        bytes: &'a [u8],
+        sequence: u64,
+        publisher: u32,
+    },
+}
+
+impl Got<'_> {
+    pub(crate) fn sequence(&self) -> u64 {
+        match self {
+            Got::InPlace(s) => s.sequence(),
+            Got::Copied { sequence, .. } => *sequence,
+        }
+    }
+
+    pub(crate) fn publisher(&self) -> u32 {
+        match self {
+            Got::InPlace(s) => s.publisher(),
+            Got::Copied { publisher, .. } => *publisher,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Got::InPlace(s) => in_place(s),
+            Got::Copied { bytes, .. } => bytes,
+        }
     }
 }
 
-enum Got<'a> {
-    InPlace(CoreSample<'a, RawStorage<Mapping>, Futex>),
-    Copied { bytes: &'a [u8], sequence: u64 },
+fn in_place<'s>(s: &'s CoreSample<'_, RawStorage<Mapping>, Futex>) -> &'s [u8] {
+    s.bytes()
+}
+
+fn waited(w: Waited<CoreRecv>) -> CoreRecv {
+    match w {
+        Waited::TimedOut => CoreRecv::Timeout,
+        Waited::Lost => CoreRecv::Evicted,
+        Waited::Failed(e) => e,
+    }
+}
+
+impl Receiver {
+    pub(crate) fn new(
+        port: Port<RingSubscriber>,
+        wait: WaitStrategy,
+        fits: fn(usize) -> bool,
+    ) -> Receiver {
+        let spec = port.spec();
+        let buf = (spec.mode == Mode::Lossy).then(|| AlignedBuf::new(spec.slot_size as usize));
+        Receiver {
+            port,
+            wait,
+            buf,
+            fits,
+            malformed: 0,
+        }
+    }
+
+    pub(crate) fn topic(&self) -> &str {
+        self.port.topic()
+    }
+
+    pub(crate) fn spec(&self) -> &Geometry {
+        self.port.spec()
+    }
+
+    pub(crate) fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+
+    pub(crate) fn lagged(&self) -> u64 {
+        self.port.ring.lagged()
+    }
+
+    pub(crate) fn malformed(&self) -> u64 {
+        self.malformed + self.port.ring.corrupt()
+    }
+
+    pub(crate) fn backlog(&self) -> u64 {
+        self.port.ring.backlog()
+    }
+
+    /// Wait (when `wait`, for at most `timeout`) until a message that fits is ready; messages
+    /// of a wrong length are skipped and counted on the way.
+    fn wait_ready(&mut self, timeout: Option<Duration>, wait: bool) -> Result<(), CoreRecv> {
+        let (strategy, fits) = (self.wait, self.fits);
+        let mut malformed = 0;
+        let buf = &mut self.buf;
+        let result = self.port.sliced(timeout, |ring, slice| {
+            loop {
+                match ring.peek(strategy, Some(slice), wait) {
+                    Ok(len) if fits(len) => return Ok(()),
+                    // A misbehaving publisher wrote a length the type does not take: skip it.
+                    Ok(_) => {
+                        malformed += 1;
+                        let skipped = match buf {
+                            None => ring.try_recv().map(drop),
+                            Some(buf) => ring.try_recv_into(buf.bytes_mut()).map(drop),
+                        };
+                        skipped.map_err(Slice::Failed)?;
+                    }
+                    Err(CoreRecv::Timeout) => return Err(Slice::TimedOut),
+                    Err(e) => return Err(Slice::Failed(e)),
+                }
+            }
+        });
+        self.malformed += malformed;
+        result.map_err(waited)
+    }
+
+    /// The next message that fits, waiting when `wait` for at most `timeout`.
+    pub(crate) fn next<E: FromRecv>(
+        &mut self,
+        timeout: Option<Duration>,
+        wait: bool,
+    ) -> Result<Got<'_>, E> {
+        let fits = self.fits;
+        if self.buf.is_none() {
+            self.wait_ready(timeout, wait).map_err(E::from_recv)?;
+            // Ready and of the right length: take it without waiting (only this port moves
+            // its cursor, and a lossless slot stays put until it does).
+            let sample = self
+                .port
+                .ring
+                .recv_where(self.wait, None, false, fits)
+                .map_err(E::from_recv)?;
+            return Ok(Got::InPlace(sample));
+        }
+        // A lossy slot can be overwritten between the wait and the copy: copy, check, and wait
+        // again if what was copied does not fit.
+        let received = loop {
+            self.wait_ready(timeout, wait).map_err(E::from_recv)?;
+            let Some(buf) = self.buf.as_mut() else {
+                break None;
+            };
+            let r = self
+                .port
+                .ring
+                .try_recv_copy(buf.bytes_mut())
+                .map_err(E::from_recv)?;
+            if fits(r.len) {
+                break Some(r);
+            }
+            self.malformed += 1;
+        };
+        match (received, self.buf.as_ref()) {
+            (Some(r), Some(buf)) => Ok(Got::Copied {
+                bytes: &buf.bytes()[..r.len],
+                sequence: r.sequence,
+                publisher: r.publisher,
+            }),
+            // The buffer exists for as long as the port (lossy topics), checked just above.
+            _ => Err(E::from_recv(CoreRecv::Closed)),
+        }
+    }
 }
 
 impl<T: Payload + ?Sized> Subscriber<T> {
-    pub(crate) fn new(
-        conn: Arc<Conn>,
-        topic: String,
-        options: TopicOptions,
-        a: Attached,
-        wait: WaitStrategy,
-    ) -> Result<Self, Error> {
-        let port = SubscriberPort::new(a.ring, a.index, a.generation).map_err(|e| {
-            Error::Invalid(format!("the daemon handed over an entry not held: {e}"))
-        })?;
-        let buf = (port.ring().geometry().mode == CoreMode::Lossy)
-            .then(|| AlignedBuf::new(a.spec.slot_size as usize));
-        Ok(Subscriber {
-            follower: Follower::new(&conn),
-            conn,
-            topic,
-            spec: a.spec,
-            wait,
-            buf,
-            malformed: 0,
-
-            fds: a.fds,
-            port,
-            options,
+    pub(crate) fn new(inner: Receiver) -> Subscriber<T> {
+        Subscriber {
+            inner,
             _t: PhantomData,
-        })
+        }
     }
 
     /// The topic name.
     pub fn topic(&self) -> &str {
-        &self.topic
+        self.inner.topic()
     }
 
-    /// The topic's options as the daemon holds them.
-    pub fn spec(&self) -> &TopicSpec {
-        &self.spec
+    /// The topic's geometry and payload type, as the topic holds them.
+    pub fn spec(&self) -> &Geometry {
+        self.inner.spec()
     }
 
     /// Change how `recv` waits.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.wait = strategy;
+        self.inner.set_wait_strategy(strategy);
     }
 
     /// Messages lost to lag so far (lossy topics).
     pub fn lagged(&self) -> u64 {
-        self.port.lagged()
+        self.inner.lagged()
     }
 
     /// Messages skipped because they were malformed (a wrong length for `T`, or a corrupted
     /// slot).
     pub fn malformed(&self) -> u64 {
-        self.malformed + self.port.corrupt()
+        self.inner.malformed()
     }
 
     /// Messages published that this subscriber has not read yet.
     pub fn backlog(&self) -> u64 {
-        self.port.backlog()
-    }
-
-    /// Before each call, and between the slices of a wait: follow a restarted daemon (one load
-    /// of a line nobody writes while the daemon runs, unless a restart happened).
-    #[inline]
-    fn ensure_attached(&mut self) -> Result<(), RecvError> {
-        if self.follower.stale() {
-            let (index, generation) = (self.port.index(), self.port.generation());
-            let port = PortId {
-                topic: &self.topic,
-                role: Role::Subscriber,
-                index,
-                generation,
-                held: self.port.ring().subscriber_held(index, generation),
-                fds: &self.fds,
-            };
-            if self.follower.follow(&self.conn, port) == Next::AttachAfresh {
-                self.attach_afresh()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Wait (when `wait`) until a message that fits `T` is ready, in slices of [`CHECK_EVERY`]
-    /// with a look at the daemon's epoch between them, so that a port blocked on a quiet topic
-    /// follows a restarted daemon too. Messages of a wrong length are skipped and counted.
-    fn wait_ready(
-        &mut self,
-        strategy: WaitStrategy,
-        timeout: Option<Duration>,
-        wait: bool,
-    ) -> Result<(), RecvError> {
-        let deadline = if wait {
-            timeout.and_then(|t| Instant::now().checked_add(t))
-        } else {
-            None
-        };
-        loop {
-            self.ensure_attached()?;
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let slice = left.map_or(CHECK_EVERY, |l| l.min(CHECK_EVERY));
-            match self.port.peek(strategy, Some(slice), wait) {
-                Ok(len) if T::fits(len) => return Ok(()),
-                Ok(_) => self.skip_malformed()?,
-                Err(RecvError::Timeout) if left.is_none_or(|l| l > slice) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Skip the ready message, whose length does not fit `T` (a misbehaving publisher).
-    fn skip_malformed(&mut self) -> Result<(), RecvError> {
-        self.malformed += 1;
-        match &mut self.buf {
-            None => drop(self.port.try_recv()?),
-            Some(buf) => drop(self.port.try_recv_into(buf.bytes_mut())?),
-        }
-        Ok(())
-    }
-
-    fn next(
-        &mut self,
-        strategy: WaitStrategy,
-        timeout: Option<Duration>,
-        wait: bool,
-    ) -> Result<Sample<'_, T>, RecvError> {
-        let got = match self.buf {
-            None => {
-                self.wait_ready(strategy, timeout, wait)?;
-                // Ready and of the right length: take it without waiting (only this port
-                // moves its cursor, and a lossless slot stays put until it does).
-                Got::InPlace(self.port.recv_where(strategy, None, false, T::fits)?)
-            }
-            Some(_) => {
-                // A lossy slot can be overwritten between the wait and the copy: copy, check,
-                // and wait again if what was copied does not fit.
-                let (sequence, len) = loop {
-                    self.wait_ready(strategy, timeout, wait)?;
-                    let Some(buf) = self.buf.as_mut() else {
-                        return Err(RecvError::WrongMode);
-                    };
-                    let (sequence, len) = self.port.try_recv_into(buf.bytes_mut())?;
-                    if T::fits(len) {
-                        break (sequence, len);
-                    }
-                    self.malformed += 1;
-                };
-                let Some(buf) = self.buf.as_ref() else {
-                    return Err(RecvError::WrongMode);
-                };
-                Got::Copied {
-                    bytes: &buf.bytes()[..len],
-                    sequence,
-                }
-            }
-        };
-        Ok(Sample {
-            got,
-            _t: PhantomData,
-        })
-    }
-
-    /// The restarted daemon gave this port up (it did not re-attach in time): take a new one,
-    /// starting with the next message.
-    #[cold]
-    fn attach_afresh(&mut self) -> Result<(), RecvError> {
-        // If the old entry was evicted, the daemon reuses it only once we let go of it.
-        let _ = self.conn.request(&Request::Detach {
-            topic: self.topic.clone(),
-            role: Role::Subscriber,
-            index: self.port.index() as u32,
-            generation: self.port.generation(),
-        });
-        let a = attach_port::<T>(&self.conn, &self.topic, &self.options, Role::Subscriber, StartAt::Latest)
-            .map_err(|e| {
-                tracing::warn!(topic = self.topic.as_str(), error = %e, "cannot attach anew after a daemon restart");
-                RecvError::Evicted
-            })?;
-        self.port =
-            SubscriberPort::new(a.ring, a.index, a.generation).map_err(|_| RecvError::Evicted)?;
-        self.fds = a.fds;
-        self.follower = Follower::new(&self.conn);
-        tracing::warn!(
-            topic = self.topic.as_str(),
-            "attached anew after a daemon restart; messages published meanwhile were missed"
-        );
-        Ok(())
+        self.inner.backlog()
     }
 
     /// Receive the next message, waiting as the wait strategy says (default: spin, then park).
     pub fn recv(&mut self) -> Result<Sample<'_, T>, RecvError> {
-        self.next(self.wait, None, true)
+        self.inner.next(None, true).map(Sample::new)
     }
 
     /// Receive the next message without waiting: `Empty` if there is none.
-    pub fn try_recv(&mut self) -> Result<Sample<'_, T>, RecvError> {
-        self.next(self.wait, None, false)
+    pub fn try_recv(&mut self) -> Result<Sample<'_, T>, TryRecvError> {
+        self.inner.next(None, false).map(Sample::new)
     }
 
     /// Receive the next message, waiting at most `timeout`: `Timeout` if none came.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Sample<'_, T>, RecvError> {
-        self.next(self.wait, Some(timeout), true)
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Sample<'_, T>, RecvTimeoutError> {
+        self.inner.next(Some(timeout), true).map(Sample::new)
     }
 
-    /// An iterator of owned copies of the messages, waiting for each; it ends when the topic
-    /// is closed and drained. `Lagged` and other errors are yielded as items.
+    /// The messages as they come, waiting for each, without copying or allocating: a lending
+    /// iterator, since each sample borrows the subscriber until it is dropped. It ends when the
+    /// topic is closed and drained, or the subscriber is evicted (that error is its last item);
+    /// `Lagged` comes as an item and reading goes on.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let bus = bus_client::Bus::embedded()?;
+    /// # let mut publisher = bus.publisher::<u64>("doc/iter").create()?;
+    /// let mut subscriber = bus.subscriber::<u64>("doc/iter").open()?;
+    /// # publisher.publish(&1)?; publisher.publish(&2)?; bus.delete("doc/iter")?;
+    /// let mut sum = 0;
+    /// let mut messages = subscriber.iter();
+    /// while let Some(sample) = messages.next() {
+    ///     sum += *sample?;
+    /// }
+    /// # assert_eq!(sum, 3);
+    /// # Ok(()) }
+    /// ```
     pub fn iter(&mut self) -> Iter<'_, T> {
         Iter {
             sub: self,
             done: false,
         }
-    }
-}
-
-impl<T: Payload + ?Sized> Drop for Subscriber<T> {
-    fn drop(&mut self) {
-        let _ = self
-            .port
-            .ring()
-            .release_subscriber(self.port.index(), self.port.generation());
-        let _ = self.conn.request(&Request::Detach {
-            topic: self.topic.clone(),
-            role: Role::Subscriber,
-            index: self.port.index() as u32,
-            generation: self.port.generation(),
-        });
     }
 }
 
@@ -307,52 +306,48 @@ pub struct Sample<'a, T: Payload + ?Sized> {
     _t: PhantomData<fn() -> Box<T>>,
 }
 
-impl<T: Payload + ?Sized> Sample<'_, T> {
+impl<'a, T: Payload + ?Sized> Sample<'a, T> {
+    fn new(got: Got<'a>) -> Sample<'a, T> {
+        Sample {
+            got,
+            _t: PhantomData,
+        }
+    }
+
     /// The message's sequence number (from 0 for the topic's first message).
     pub fn sequence(&self) -> u64 {
-        match &self.got {
-            Got::InPlace(s) => s.sequence(),
-            Got::Copied { sequence, .. } => *sequence,
-        }
+        self.got.sequence()
     }
 
     /// The message bytes.
     pub fn bytes(&self) -> &[u8] {
-        match &self.got {
-            Got::InPlace(s) => s_bytes(s),
-            Got::Copied { bytes, .. } => bytes,
-        }
+        self.got.bytes()
     }
-}
-
-fn s_bytes<'s>(s: &'s CoreSample<'_, RawStorage<Mapping>, Futex>) -> &'s [u8] {
-    s.bytes()
 }
 
 impl<T: Payload + ?Sized> Deref for Sample<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        match T::from_message(self.bytes()) {
-            Some(v) => v,
-            None => unreachable!("checked in Subscriber::next before the sample was made"),
-        }
+        crate::payload::view(self.bytes())
     }
 }
 
-/// Owned copies of messages; see [`Subscriber::iter`].
+/// The messages of a [`Subscriber`], one sample at a time; see [`Subscriber::iter`].
 pub struct Iter<'a, T: Payload + ?Sized> {
     sub: &'a mut Subscriber<T>,
     done: bool,
 }
 
-impl<T: Payload + ?Sized> Iterator for Iter<'_, T> {
-    type Item = Result<Box<T>, RecvError>;
-    fn next(&mut self) -> Option<Self::Item> {
+impl<T: Payload + ?Sized> Iter<'_, T> {
+    /// The next message, waiting for it; `None` once the topic is closed and drained, or after
+    /// the subscriber was evicted.
+    #[allow(clippy::should_implement_trait)] // a lending iterator: samples borrow `self`
+    pub fn next(&mut self) -> Option<Result<Sample<'_, T>, RecvError>> {
         if self.done {
             return None;
         }
         match self.sub.recv() {
-            Ok(s) => Some(Ok(s.to_box())),
+            Ok(s) => Some(Ok(s)),
             Err(RecvError::Closed) => {
                 self.done = true;
                 None

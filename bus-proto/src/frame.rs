@@ -293,7 +293,10 @@ mod tests {
             Request::Attach {
                 topic: "robot/odom".into(),
                 role: Role::Publisher,
-                how: How::Create { spec: odom() },
+                how: How::Create {
+                    spec: odom(),
+                    exact: true,
+                },
                 start: StartAt::Latest,
             },
             Request::Attach {
@@ -313,7 +316,10 @@ mod tests {
             Request::Attach {
                 topic: "logs".into(),
                 role: Role::Publisher,
-                how: How::OpenOrCreate { spec: odom() },
+                how: How::Create {
+                    spec: odom(),
+                    exact: false,
+                },
                 start: StartAt::Latest,
             },
             Request::Detach {
@@ -445,8 +451,9 @@ mod tests {
             br#"{"topic":"x"}"#,
             br#"{"op":"attach","topic":"x","role":"subscriber","how":{"open":{"type_info":null,"x":1}}}"#,
             br#"{"op":"attach","topic":"x","role":"subscriber","how":{"close":{}}}"#,
-            br#"{"op":"attach","topic":"x","role":"publisher","how":{"create":{"spec":{"capacity":2,"slot_size":8,"mode":"lossless","max_publishers":1,"max_subscribers":1,"type_info":{"name":"bytes","size":0,"align":1},"evil":1}}}}"#,
-            br#"{"op":"attach","topic":"x","role":"publisher","how":{"create":{"spec":{"capacity":2,"slot_size":8,"mode":"sideways","max_publishers":1,"max_subscribers":1,"type_info":{"name":"bytes","size":0,"align":1}}}}}"#,
+            br#"{"op":"attach","topic":"x","role":"publisher","how":{"create":{"exact":true,"spec":{"capacity":2,"slot_size":8,"mode":"lossless","max_publishers":1,"max_subscribers":1,"type_info":{"name":"bytes","size":0,"align":1},"evil":1}}}}"#,
+            br#"{"op":"attach","topic":"x","role":"publisher","how":{"create":{"exact":true,"spec":{"capacity":2,"slot_size":8,"mode":"sideways","max_publishers":1,"max_subscribers":1,"type_info":{"name":"bytes","size":0,"align":1}}}}}"#,
+            br#"{"op":"attach","topic":"x","role":"publisher","how":{"create":{"spec":{"capacity":2,"slot_size":8,"mode":"lossless","max_publishers":1,"max_subscribers":1,"type_info":{"name":"bytes","size":0,"align":1}}}}}"#,
         ] {
             assert!(
                 matches!(decode_request(body), Err(ProtocolError::Malformed(_))),
@@ -731,8 +738,7 @@ mod tests {
         let how = prop_oneof![
             proptest::option::of(arb_geometry().prop_map(|g| g.type_info))
                 .prop_map(|type_info| How::Open { type_info }),
-            arb_geometry().prop_map(|spec| How::Create { spec }),
-            arb_geometry().prop_map(|spec| How::OpenOrCreate { spec }),
+            (arb_geometry(), any::<bool>()).prop_map(|(spec, exact)| How::Create { spec, exact }),
         ];
         prop_oneof![
             (any::<u32>(), arb_string()).prop_map(|(version, client_name)| Request::Hello {

@@ -11,7 +11,7 @@
 //! | request | answer | descriptors beside the answer |
 //! | --- | --- | --- |
 //! | `hello` | `hello_ok` | the status page, read-only |
-//! | `attach` (open, create, or open or create) | `attached` | control file, data file (read-only for a subscriber) |
+//! | `attach` (open, or create) | `attached` | control file, data file (read-only for a subscriber) |
 //! | `detach` | `detached` | |
 //! | `list` | `topics` | |
 //! | `stats` | `stats` | |
@@ -139,16 +139,14 @@ pub enum How {
         /// The payload type the port reads or writes.
         type_info: Option<TypeInfo>,
     },
-    /// Create the topic with `spec`; if it exists, it must have exactly `spec`.
+    /// Create the topic with `spec` if it does not exist. If it exists: with `exact`, it must
+    /// have exactly `spec`; without, it must carry `spec`'s type, and its other options are
+    /// taken as they are.
     Create {
-        /// The topic's geometry.
+        /// The geometry to create with.
         spec: Geometry,
-    },
-    /// Open the topic if it exists (its type must be `spec`'s; its other options are taken
-    /// as they are), else create it with `spec`.
-    OpenOrCreate {
-        /// The geometry to create with; its type is checked against an existing topic's.
-        spec: Geometry,
+        /// Whether an existing topic must match `spec` in full (the caller chose options).
+        exact: bool,
     },
 }
 
@@ -169,7 +167,7 @@ pub enum Request {
         topic: String,
         /// Publisher or subscriber.
         role: Role,
-        /// Open, create, or open or create.
+        /// Open an existing topic, or create it.
         how: How,
         /// Where a subscriber starts reading; [`StartAt::Latest`] when omitted.
         #[serde(default)]

@@ -74,7 +74,10 @@ fn requests() -> Vec<Request> {
         Request::Attach {
             topic: "robot/odom".into(),
             role: Role::Publisher,
-            how: How::Create { spec: spec() },
+            how: How::Create {
+                spec: spec(),
+                exact: true,
+            },
             start: StartAt::Latest,
         },
         Request::Attach {
@@ -86,11 +89,12 @@ fn requests() -> Vec<Request> {
         Request::Attach {
             topic: "robot/odom".into(),
             role: Role::Subscriber,
-            how: How::OpenOrCreate {
+            how: How::Create {
                 spec: Geometry {
                     mode: Mode::Lossy,
                     ..spec()
                 },
+                exact: false,
             },
             start: StartAt::Oldest,
         },

@@ -45,6 +45,17 @@ pub enum RecvError {
     WrongMode,
 }
 
+/// A message copied out of the ring (see [`SubscriberPort::try_recv_copy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The message's sequence (counted from 0 for the topic's first message).
+    pub sequence: u64,
+    /// Its length in bytes.
+    pub len: usize,
+    /// The publisher entry that wrote it.
+    pub publisher: u32,
+}
+
 /// A message ready to be read.
 #[derive(Debug, Clone, Copy)]
 struct Ready {
@@ -322,8 +333,18 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
     /// Copy the next message into `buf` without waiting (both modes); returns its
     /// `(sequence, length)`.
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<(u64, usize), RecvError> {
+        self.try_recv_copy(buf).map(|r| (r.sequence, r.len))
+    }
+
+    /// [`SubscriberPort::try_recv_into`], also telling which publisher entry wrote the message.
+    pub fn try_recv_copy(&mut self, buf: &mut [u8]) -> Result<Received, RecvError> {
         let r = self.poll()?;
-        self.copy_out(r, buf)
+        let publisher = r.publisher;
+        self.copy_out(r, buf).map(|(sequence, len)| Received {
+            sequence,
+            len,
+            publisher,
+        })
     }
 
     /// Copy the next message into `buf`, waiting as `strategy` says (both modes).

@@ -136,11 +136,11 @@ pub(super) fn plan(
                 type_info: t.clone(),
                 ..topic.spec.clone()
             }),
-            How::OpenOrCreate { spec } => Some(Geometry {
+            How::Create { spec, exact: true } => Some(spec.clone()),
+            How::Create { spec, exact: false } => Some(Geometry {
                 type_info: spec.type_info.clone(),
                 ..topic.spec.clone()
             }),
-            How::Create { spec } => Some(spec.clone()),
         };
         if let Some((code, message)) = requested
             .as_ref()
@@ -172,11 +172,11 @@ pub(super) fn plan(
             return Plan::Done(error(
                 ErrorCode::NoSuchTopic,
                 format!(
-                    "no topic '{name}': check the name, or create it first (create() or open_or_create())"
+                    "no topic '{name}': check the name, or create it first (a port's create() or open_or_create())"
                 ),
             ))
         }
-        How::Create { spec } | How::OpenOrCreate { spec } => spec,
+        How::Create { spec, .. } => spec,
     };
     let layout = match Layout::compute(spec) {
         Ok(l) => l,

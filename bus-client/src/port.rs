@@ -1,0 +1,375 @@
+//! What every port shares, publisher or subscriber, typed or raw: attaching (map the segment,
+//! check it is what the daemon says), following a restarted daemon, attaching afresh when the
+//! daemon gave the entry up, waiting in slices with a look at the daemon between them, and
+//! detaching on drop. The restart logic is the subtlest code of the client; it lives here
+//! once.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bus_core::doorbell::Futex;
+use bus_core::layout::Geometry;
+use bus_core::ring::{AttachError, PublisherPort, StartAt, SubscriberPort};
+use bus_core::storage::RawStorage;
+use bus_proto::protocol::{describe_mismatch, ErrorCode, How, Request, Response, Role};
+use bus_proto::segment::{open_ring, Access, Mapping, SegmentFds, ShmRing};
+
+use crate::conn::{unexpected, Conn};
+use crate::error::OpenError;
+use crate::follow::{Follower, Next, PortId, CHECK_EVERY};
+
+/// A publisher's handle on a mapped ring.
+pub(crate) type RingPublisher = PublisherPort<RawStorage<Mapping>, Futex>;
+/// A subscriber's handle on a mapped ring.
+pub(crate) type RingSubscriber = SubscriberPort<RawStorage<Mapping>, Futex>;
+
+/// The ring-side handle of a port: a [`RingPublisher`] or a [`RingSubscriber`].
+pub(crate) trait RingPort: Sized {
+    const ROLE: Role;
+    fn new(ring: Arc<ShmRing>, index: usize, generation: u64) -> Result<Self, AttachError>;
+    fn ring(&self) -> &Arc<ShmRing>;
+    fn index(&self) -> usize;
+    fn generation(&self) -> u64;
+
+    /// Whether the entry is still this port's.
+    fn held(&self) -> bool {
+        let (index, generation) = (self.index(), self.generation());
+        match Self::ROLE {
+            Role::Publisher => self.ring().publisher_held(index, generation),
+            Role::Subscriber => self.ring().subscriber_held(index, generation),
+        }
+    }
+
+    /// Free the entry in the ring at once (the daemon is told too, see `Port`'s drop).
+    fn release(&self) {
+        let (index, generation) = (self.index(), self.generation());
+        let _ = match Self::ROLE {
+            Role::Publisher => self.ring().release_publisher(index, generation),
+            Role::Subscriber => self.ring().release_subscriber(index, generation),
+        };
+    }
+}
+
+impl RingPort for RingPublisher {
+    const ROLE: Role = Role::Publisher;
+    fn new(ring: Arc<ShmRing>, index: usize, generation: u64) -> Result<Self, AttachError> {
+        PublisherPort::new(ring, index, generation)
+    }
+    fn ring(&self) -> &Arc<ShmRing> {
+        PublisherPort::ring(self)
+    }
+    fn index(&self) -> usize {
+        PublisherPort::index(self)
+    }
+    fn generation(&self) -> u64 {
+        PublisherPort::generation(self)
+    }
+}
+
+impl RingPort for RingSubscriber {
+    const ROLE: Role = Role::Subscriber;
+    fn new(ring: Arc<ShmRing>, index: usize, generation: u64) -> Result<Self, AttachError> {
+        SubscriberPort::new(ring, index, generation)
+    }
+    fn ring(&self) -> &Arc<ShmRing> {
+        SubscriberPort::ring(self)
+    }
+    fn index(&self) -> usize {
+        SubscriberPort::index(self)
+    }
+    fn generation(&self) -> u64 {
+        SubscriberPort::generation(self)
+    }
+}
+
+/// The port lost its place and could not attach anew (the topic was deleted meanwhile, or the
+/// daemon is unreachable): the caller reports it as `Evicted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lost;
+
+/// How one slice of a wait ended without a result.
+pub(crate) enum Slice<E> {
+    /// The slice's time ran out (not necessarily the caller's).
+    TimedOut,
+    /// Anything else: the wait is over.
+    Failed(E),
+}
+
+/// How a sliced wait ended without a result.
+pub(crate) enum Waited<E> {
+    /// The caller's deadline passed.
+    TimedOut,
+    /// The port lost its place (see [`Lost`]).
+    Lost,
+    /// The step failed.
+    Failed(E),
+}
+
+/// A port: its ring handle, and what it needs to follow the daemon.
+pub(crate) struct Port<P: RingPort> {
+    pub(crate) ring: P,
+    conn: Arc<Conn>,
+    topic: String,
+    /// How it was attached: attaching afresh asks the same.
+    how: How,
+    start: StartAt,
+    spec: Geometry,
+    follower: Follower,
+    /// The segment's descriptors, handed back to a restarted daemon.
+    fds: SegmentFds,
+}
+
+impl<P: RingPort> std::fmt::Debug for Port<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(match P::ROLE {
+            Role::Publisher => "Publisher",
+            Role::Subscriber => "Subscriber",
+        })
+        .field("topic", &self.topic)
+        .field("index", &self.ring.index())
+        .finish()
+    }
+}
+
+/// What an attach brought: the ring handle, the descriptors, the topic's geometry.
+struct Attached<P> {
+    ring: P,
+    fds: SegmentFds,
+    spec: Geometry,
+    created: bool,
+}
+
+fn attach<P: RingPort>(
+    conn: &Conn,
+    topic: &str,
+    how: &How,
+    start: StartAt,
+) -> Result<Attached<P>, OpenError> {
+    let (resp, fds) = conn
+        .request(&Request::Attach {
+            topic: topic.to_string(),
+            role: P::ROLE,
+            how: how.clone(),
+            start,
+        })
+        .map_err(|e| OpenError::from_request(topic, e))?;
+    let Response::Attached {
+        spec,
+        index,
+        generation,
+        created,
+        ..
+    } = resp
+    else {
+        return Err(OpenError::Protocol {
+            topic: topic.to_string(),
+            source: unexpected(&resp),
+        });
+    };
+    let detach = || {
+        let _ = conn.request(&Request::Detach {
+            topic: topic.to_string(),
+            role: P::ROLE,
+            index,
+            generation,
+        });
+    };
+    // The daemon checked the type; check its answer too, so a confused daemon cannot hand a
+    // typed port a topic of another type.
+    let asked = match how {
+        How::Open { type_info: None } => None,
+        How::Open {
+            type_info: Some(t),
+        } => Some(t),
+        How::Create { spec, .. } => Some(&spec.type_info),
+    };
+    if let Some(t) = asked {
+        let requested = Geometry {
+            type_info: t.clone(),
+            ..spec.clone()
+        };
+        if let Some((code, message)) = describe_mismatch(topic, P::ROLE, &spec, &requested) {
+            detach();
+            return Err(OpenError::from_daemon(topic, code, message));
+        }
+    }
+    let mut fds = fds.into_iter();
+    let (Some(control), Some(data)) = (fds.next(), fds.next()) else {
+        detach();
+        return Err(OpenError::from_daemon(
+            topic,
+            ErrorCode::Internal,
+            "the daemon did not send the segment's two descriptors".into(),
+        ));
+    };
+    let fds = SegmentFds { control, data };
+    let access = match P::ROLE {
+        Role::Publisher => Access::ReadWrite,
+        Role::Subscriber => Access::Subscriber,
+    };
+    let ring = match open_ring(fds.control.as_fd(), fds.data.as_fd(), access) {
+        Ok(r) => r,
+        Err(source) => {
+            detach();
+            return Err(OpenError::Map {
+                topic: topic.to_string(),
+                source,
+            });
+        }
+    };
+    // The header is only as trustworthy as whoever can write the segment: it must describe
+    // exactly the topic the daemon says it is.
+    if ring.geometry() != &spec {
+        detach();
+        return Err(OpenError::Tampered {
+            topic: topic.to_string(),
+            message: format!(
+                "the segment describes {:?}, but the daemon says {spec:?}",
+                ring.geometry()
+            ),
+        });
+    }
+    let ring = P::new(ring, index as usize, generation).map_err(|e| {
+        detach();
+        OpenError::Tampered {
+            topic: topic.to_string(),
+            message: format!("the daemon handed over an entry the segment does not show held: {e}"),
+        }
+    })?;
+    Ok(Attached {
+        ring,
+        fds,
+        spec,
+        created,
+    })
+}
+
+impl<P: RingPort> Port<P> {
+    /// Attach a port to `topic`.
+    pub(crate) fn attach(
+        conn: &Arc<Conn>,
+        topic: &str,
+        how: How,
+        start: StartAt,
+    ) -> Result<Port<P>, OpenError> {
+        let a = attach::<P>(conn, topic, &how, start)?;
+        tracing::debug!(topic, role = %P::ROLE, created = a.created, "attached");
+        Ok(Port {
+            ring: a.ring,
+            follower: Follower::new(conn),
+            conn: conn.clone(),
+            topic: topic.to_string(),
+            how,
+            start,
+            spec: a.spec,
+            fds: a.fds,
+        })
+    }
+
+    /// The topic name.
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The topic's geometry and payload type, as the segment holds them.
+    pub(crate) fn spec(&self) -> &Geometry {
+        &self.spec
+    }
+
+    /// Before each operation: follow a restarted daemon (one load of a line nobody writes
+    /// while the daemon runs, unless a restart happened).
+    #[inline]
+    pub(crate) fn ensure_attached(&mut self) -> Result<(), Lost> {
+        if self.follower.stale() {
+            self.follow()?;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn follow(&mut self) -> Result<(), Lost> {
+        let port = PortId {
+            topic: &self.topic,
+            role: P::ROLE,
+            index: self.ring.index(),
+            generation: self.ring.generation(),
+            held: self.ring.held(),
+            fds: &self.fds,
+        };
+        if self.follower.follow(&self.conn, port) == Next::AttachAfresh {
+            self.attach_afresh()?;
+        }
+        Ok(())
+    }
+
+    /// The restarted daemon gave this port up (it did not re-attach in time): take a new
+    /// entry. A subscriber starts with the next message.
+    #[cold]
+    fn attach_afresh(&mut self) -> Result<(), Lost> {
+        // If the old entry was evicted, the daemon reuses it only once we let go of it.
+        let _ = self.conn.request(&self.detach_request());
+        let start = match P::ROLE {
+            Role::Publisher => self.start,
+            Role::Subscriber => StartAt::Latest,
+        };
+        let a = attach::<P>(&self.conn, &self.topic, &self.how, start).map_err(|e| {
+            tracing::warn!(topic = self.topic.as_str(), error = %e, "cannot attach anew after a daemon restart");
+            Lost
+        })?;
+        self.ring = a.ring;
+        self.fds = a.fds;
+        self.spec = a.spec;
+        self.follower = Follower::new(&self.conn);
+        match P::ROLE {
+            Role::Publisher => tracing::info!(
+                topic = self.topic.as_str(),
+                "attached anew after a daemon restart"
+            ),
+            Role::Subscriber => tracing::warn!(
+                topic = self.topic.as_str(),
+                "attached anew after a daemon restart; messages published meanwhile were missed"
+            ),
+        }
+        Ok(())
+    }
+
+    fn detach_request(&self) -> Request {
+        Request::Detach {
+            topic: self.topic.clone(),
+            role: P::ROLE,
+            index: self.ring.index() as u32,
+            generation: self.ring.generation(),
+        }
+    }
+
+    /// Wait for at most `timeout` (forever with `None`) by running `step` in slices of at most
+    /// [`CHECK_EVERY`], with a look at the daemon's epoch before each: a port blocked on a
+    /// quiet or full topic follows a restarted daemon too. `step` gets the slice's length and
+    /// reports [`Slice::TimedOut`] when it ran out.
+    pub(crate) fn sliced<R, E>(
+        &mut self,
+        timeout: Option<Duration>,
+        mut step: impl FnMut(&mut P, Duration) -> Result<R, Slice<E>>,
+    ) -> Result<R, Waited<E>> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            self.ensure_attached().map_err(|Lost| Waited::Lost)?;
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let slice = left.map_or(CHECK_EVERY, |l| l.min(CHECK_EVERY));
+            match step(&mut self.ring, slice) {
+                Ok(r) => return Ok(r),
+                Err(Slice::TimedOut) if left.is_none_or(|l| l > slice) => continue,
+                Err(Slice::TimedOut) => return Err(Waited::TimedOut),
+                Err(Slice::Failed(e)) => return Err(Waited::Failed(e)),
+            }
+        }
+    }
+}
+
+impl<P: RingPort> Drop for Port<P> {
+    fn drop(&mut self) {
+        self.ring.release();
+        let _ = self.conn.request(&self.detach_request());
+    }
+}
