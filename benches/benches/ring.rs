@@ -2,7 +2,7 @@
 //! segment file, no processes).
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/tmp/target-crit cargo bench -p shmbus-benches --bench ring
+//! CARGO_TARGET_DIR=/tmp/target-crit cargo bench -p bus-benches --bench ring
 //! ```
 //!
 //! | benchmark                          | what one iteration is                                     |

@@ -111,7 +111,7 @@ impl Contender for Shmbus {
                 .capacity(cap)
                 .slot_size(slot)
                 .busy_poll()
-                .open()
+                .open_or_create()
                 .map_err(io::Error::other)
         };
         let subscriber = |topic: &str| {
@@ -119,7 +119,7 @@ impl Contender for Shmbus {
                 .capacity(cap)
                 .slot_size(slot)
                 .wait(self.receiver_wait)
-                .open()
+                .open_or_create()
                 .map_err(io::Error::other)
         };
         let (a, b) = (format!("bench/{tag}/a"), format!("bench/{tag}/b"));

@@ -5,11 +5,11 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shmbus_benches::contenders::find;
-use shmbus_benches::coordinator::{Cell, Config, Coordinator};
-use shmbus_benches::protocol::{RoleReport, Timing};
-use shmbus_benches::stats::Hist;
-use shmbus_benches::transport::{
+use bus_benches::contenders::find;
+use bus_benches::coordinator::{Cell, Config, Coordinator};
+use bus_benches::protocol::{RoleReport, Timing};
+use bus_benches::stats::Hist;
+use bus_benches::transport::{
     ChildCtx, Contender, Endpoint, Prepared, Role, RunSpec, Scenario, Support,
 };
 

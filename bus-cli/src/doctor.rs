@@ -2,13 +2,15 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::num::NonZeroUsize;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use bus_client::Bus;
-use bus_daemon::segment::SEALS;
+use bus_proto::segment::{sealed_file, seals, SealStep, SEALS};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use nix::sys::uio::pread;
 use clap::Args;
 use nix::libc;
 use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
@@ -81,7 +83,7 @@ pub fn run(socket: &Path, _args: &DoctorArgs) -> Result<(), CliError> {
     println!(
         "shmbus {} (protocol v{}), socket {}",
         env!("CARGO_PKG_VERSION"),
-        bus_daemon::protocol::PROTOCOL_VERSION,
+        bus_proto::protocol::PROTOCOL_VERSION,
         socket.display()
     );
     let checks = [
@@ -125,188 +127,110 @@ fn check_shared_memory() -> Check {
     }
 }
 
-/// `what failed (error): hint`, for one step of [`probe_sealed_memory`].
-fn step_failed(step: &str, e: &io::Error, hint: &str) -> String {
-    if hint.is_empty() {
-        format!("{step} failed ({e})")
-    } else {
-        format!("{step} failed ({e}): {hint}")
-    }
-}
-
-/// A shared mapping, unmapped on drop.
-struct Mapped {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` and `len` are exactly a mapping that mmap returned and that nothing
-        // references any more (the probe's reads and writes are done).
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
-}
-
-/// Do what shmbusd does for every topic segment (`sealed_file` in `bus-daemon/src/segment.rs`),
-/// on a small scale: a `memfd_create` file that allows sealing, mode 0600, fallocated, sealed
-/// against shrinking and growing, mapped shared read-write, written and read back. The file
-/// is freed when this returns.
+/// Do what shmbusd does for every topic segment, with the very same code
+/// (`bus_proto::segment::sealed_file`), on a small scale: a memory file that allows sealing,
+/// mode 0600, fallocated, sealed against shrinking and growing; then map it shared read-write,
+/// write it and read it back. The file is freed when this returns.
 fn probe_sealed_memory() -> Result<(), String> {
     let seccomp = "(Docker: --security-opt seccomp=<profile>, systemd: SystemCallFilter=)";
-    // SAFETY: the name is a NUL-terminated C string literal that outlives the call;
-    // memfd_create only reads it and returns a fresh descriptor or -1.
-    let raw = unsafe {
-        libc::memfd_create(
-            c"shmbus-doctor".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if raw < 0 {
-        let e = io::Error::last_os_error();
-        let hint = match e.raw_os_error() {
-            Some(libc::ENOSYS) => format!(
+    let fd = sealed_file("shmbus-doctor", PROBE_LEN as u64).map_err(|e| {
+        let errno = e.source.raw_os_error();
+        let hint = match (e.step, errno) {
+            (SealStep::Create, Some(libc::ENOSYS)) => format!(
                 "this kernel lacks memfd_create (Linux 3.17 or newer has it), or a seccomp \
                  profile blocks it; update the kernel or allow memfd_create in the profile \
                  {seccomp}"
             ),
-            Some(libc::EPERM | libc::EACCES) => format!(
+            (SealStep::Create, Some(libc::EPERM | libc::EACCES)) => format!(
                 "a seccomp profile or security module blocks memfd_create; allow it {seccomp}"
             ),
-            Some(libc::EINVAL) => "this kernel does not know MFD_ALLOW_SEALING (Linux 3.17 or \
-                 newer has it); update the kernel"
+            (SealStep::Create, Some(libc::EINVAL)) => "this kernel does not know \
+                 MFD_ALLOW_SEALING (Linux 3.17 or newer has it); update the kernel"
                 .to_string(),
-            Some(libc::EMFILE | libc::ENFILE) => {
+            (SealStep::Create, Some(libc::EMFILE | libc::ENFILE)) => {
                 "out of file descriptors; raise the open-file limit (`ulimit -n`)".to_string()
             }
-            _ => String::new(),
-        };
-        return Err(step_failed("memfd_create(MFD_ALLOW_SEALING)", &e, &hint));
-    }
-    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-
-    // SAFETY: fchmod on a valid descriptor we own; it touches no memory of ours.
-    if unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(step_failed("fchmod 0600 of a memory file", &e, ""));
-    }
-
-    let len = PROBE_LEN as libc::off_t;
-    // SAFETY: fallocate on a valid descriptor we own; it touches no memory of ours.
-    if unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) } != 0 {
-        let e = io::Error::last_os_error();
-        let hint = match e.raw_os_error() {
-            Some(libc::ENOSPC | libc::ENOMEM) => {
+            (SealStep::Reserve(_), Some(libc::ENOSPC | libc::ENOMEM)) => {
                 "no memory left, on the machine or under this cgroup's memory limit; free memory \
                  or raise the limit (systemd: MemoryMax=, Docker: --memory)"
                     .to_string()
             }
-            Some(libc::ENOSYS | libc::EPERM) => {
+            (SealStep::Reserve(_), Some(libc::ENOSYS | libc::EPERM)) => {
                 format!("a seccomp profile blocks fallocate; allow it {seccomp}")
             }
-            Some(libc::EOPNOTSUPP) => {
+            (SealStep::Reserve(_), Some(libc::EOPNOTSUPP)) => {
                 "this kernel cannot reserve memory-file pages; update the kernel".to_string()
             }
-            _ => String::new(),
-        };
-        return Err(step_failed(
-            &format!("fallocate of {}", human_bytes(PROBE_LEN as f64)),
-            &e,
-            &hint,
-        ));
-    }
-
-    // SAFETY: F_ADD_SEALS on a valid descriptor we own, made with MFD_ALLOW_SEALING; it
-    // touches no memory of ours.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
-        let e = io::Error::last_os_error();
-        let hint = match e.raw_os_error() {
-            Some(libc::EINVAL) => {
-                "this kernel does not support file sealing (Linux 3.17 or newer does); update \
-                 the kernel"
-                    .to_string()
-            }
-            Some(libc::EPERM | libc::ENOSYS) => format!(
+            (SealStep::Seal, Some(libc::EINVAL)) => "this kernel does not support file sealing \
+                 (Linux 3.17 or newer does); update the kernel"
+                .to_string(),
+            (SealStep::Seal, Some(libc::EPERM | libc::ENOSYS)) => format!(
                 "sealing is refused, perhaps by a seccomp profile filtering fcntl {seccomp}"
             ),
             _ => String::new(),
         };
-        return Err(step_failed(
-            "fcntl(F_ADD_SEALS, SHRINK|GROW|SEAL)",
-            &e,
-            &hint,
-        ));
+        if hint.is_empty() {
+            e.to_string()
+        } else {
+            format!("{e}: {hint}")
+        }
+    })?;
+    match seals(fd.as_fd()) {
+        Ok(s) if s.contains(SEALS) => {}
+        got => {
+            return Err(format!(
+                "the seals did not hold (asked for {:#x}, the file has {got:?}); a segment \
+                 could be shrunk under its readers. Update the kernel",
+                SEALS.bits()
+            ))
+        }
     }
-    // SAFETY: F_GET_SEALS only reads the seals of a valid descriptor we own.
-    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-    if seals < 0 || seals & SEALS != SEALS {
-        return Err(format!(
-            "the seals did not hold (asked for {SEALS:#x}, the file has {seals:#x}); a segment \
-             could be shrunk under its readers. Update the kernel"
-        ));
-    }
-
+    let len = NonZeroUsize::new(PROBE_LEN).ok_or("empty probe")?;
     // SAFETY: a new mapping (the kernel picks the address, so it overlaps nothing of ours) of
     // PROBE_LEN bytes of a descriptor we own that is PROBE_LEN bytes long and sealed against
     // shrinking, so every page of the mapping stays backed while it exists.
     let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            PROBE_LEN,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+            fd.as_fd(),
             0,
         )
-    };
-    if ptr == libc::MAP_FAILED {
-        let e = io::Error::last_os_error();
-        let hint = match e.raw_os_error() {
-            Some(libc::EPERM | libc::EACCES) => {
-                "a security policy refuses shared writable mappings of memory files".to_string()
-            }
-            Some(libc::ENOMEM) => {
-                "out of address space or mappings (sysctl vm.max_map_count)".to_string()
-            }
-            _ => String::new(),
-        };
-        return Err(step_failed("mmap(MAP_SHARED, read-write)", &e, &hint));
     }
-    let map = Mapped {
-        ptr,
-        len: PROBE_LEN,
-    };
-
+    .map_err(|e| {
+        let hint = match e {
+            nix::Error::EPERM | nix::Error::EACCES => {
+                ": a security policy refuses shared writable mappings of memory files"
+            }
+            nix::Error::ENOMEM => ": out of address space or mappings (sysctl vm.max_map_count)",
+            _ => "",
+        };
+        format!("mmap(MAP_SHARED, read-write) failed ({e}){hint}")
+    })?;
     // The last byte: it is on the last page fallocate reserved.
     let at = PROBE_LEN - 1;
     let byte = 0xa5u8;
-    // SAFETY: `at` < PROBE_LEN, inside the live read-write mapping `map`, every page of which
-    // is backed (above); the memory file is fresh and held by no other process or thread, so
-    // nothing else reads or writes it.
+    // SAFETY: `at` < PROBE_LEN, inside the live read-write mapping made above, every page of
+    // which is backed; the memory file is fresh and held by no other process or thread, so
+    // nothing else reads or writes it. The mapping is unmapped right after, and nothing
+    // references it any more then.
     let back = unsafe {
-        let p = map.ptr.cast::<u8>().add(at);
+        let p = ptr.cast::<u8>().as_ptr().add(at);
         p.write_volatile(byte);
-        p.read_volatile()
+        let back = p.read_volatile();
+        let _ = munmap(ptr, PROBE_LEN);
+        back
     };
     // Read it through the file too: a shared mapping writes the file's own pages.
-    let mut through_file = 0u8;
-    // SAFETY: reads at most one byte into `through_file`, a live local valid for writes, from
-    // a valid descriptor we own.
-    let n = unsafe {
-        libc::pread(
-            fd.as_raw_fd(),
-            (&raw mut through_file).cast(),
-            1,
-            at as libc::off_t,
-        )
-    };
-    drop(map);
-    if back != byte || n != 1 || through_file != byte {
+    let mut through_file = [0u8; 1];
+    let n = pread(fd.as_fd(), &mut through_file, at as i64).unwrap_or(0);
+    if back != byte || n != 1 || through_file[0] != byte {
         return Err(format!(
             "a byte written to the shared mapping read back as {back:#04x} from it and \
-             {through_file:#04x} from the file (wrote {byte:#04x}); shared memory is broken on \
-             this machine"
+             {:#04x} from the file (wrote {byte:#04x}); shared memory is broken on this machine",
+            through_file[0]
         ));
     }
     Ok(())
@@ -557,7 +481,7 @@ fn check_daemon(socket: &Path) -> Check {
                 socket.display()
             ))
         }
-        Err(bus_client::Error::Connect { source, .. }) => {
+        Err(bus_client::ConnectError::Unreachable { source, .. }) => {
             let stale = fs::symlink_metadata(socket).is_ok();
             let hint = if stale {
                 " The socket file is there but no one listens: the daemon died; starting `shmbusd` replaces it."

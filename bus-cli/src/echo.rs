@@ -8,7 +8,6 @@ use bus_client::{RecvError, StartAt};
 use clap::{Args, ValueEnum};
 
 use crate::error::{is_broken_pipe, CliError};
-use crate::raw::AnySubscriber;
 use crate::util;
 
 #[derive(Debug, Args)]
@@ -16,9 +15,9 @@ use crate::util;
     long_about = "Subscribe to TOPIC and print each message as it arrives, one per line, \
 flushing after each (so it works in pipelines: `shmbus echo t | consumer`).
 
-The topic's existing options are used; a topic that does not exist yet is created as a byte topic \
-with the defaults. Only messages published after echo attached are printed, unless --replay is \
-given. On a lossless topic echo holds publishers back when it falls behind (nothing is lost); on a \
+Any topic can be echoed, whatever its type (typed topics are printed as hex by default). A topic \
+that does not exist yet is waited for, never created. Only messages published after echo attached \
+are printed, unless --replay is given. On a lossless topic echo holds publishers back when it falls behind (nothing is lost); on a \
 lossy topic it reports lost messages on standard error.
 
 When it is attached, echo writes `listening on TOPIC` to standard error. It exits 0 after -n \
@@ -59,9 +58,9 @@ pub fn run(socket: &Path, args: &EchoArgs) -> Result<(), CliError> {
     } else {
         StartAt::Latest
     };
-    let mut sub = AnySubscriber::open(&bus, socket, &args.topic, start)?;
+    let mut sub = util::watch(&bus, socket, &args.topic, start)?;
     let spec = sub.spec();
-    let format = args.format.unwrap_or(if spec.is_bytes() {
+    let format = args.format.unwrap_or(if spec.type_info.is_bytes() {
         Format::Text
     } else {
         Format::Hex
@@ -79,7 +78,7 @@ pub fn run(socket: &Path, args: &EchoArgs) -> Result<(), CliError> {
     let mut line = Vec::with_capacity(4096);
     let mut received = 0u64;
     loop {
-        match sub.recv(None) {
+        match sub.recv() {
             Ok(sample) => {
                 line.clear();
                 format_message(format, sample.sequence(), sample.bytes(), &mut line);
@@ -99,7 +98,6 @@ pub fn run(socket: &Path, args: &EchoArgs) -> Result<(), CliError> {
                 eprintln!("shmbus echo: fell behind on a lossy topic: {n} messages were lost");
             }
             Err(RecvError::Closed) => return Ok(()),
-            Err(RecvError::Empty | RecvError::Timeout) => {}
             Err(e) => return Err(CliError::recv(e, &args.topic)),
         }
     }

@@ -3,8 +3,9 @@
 use std::io;
 use std::path::Path;
 
-use bus_client::{Error, RecvError, SendError};
-use bus_daemon::protocol::{ErrorCode, ProtocolError};
+use bus_client::error::{ConnectError, OpenError, RequestError};
+use bus_client::{ErrorCode, RecvError, SendError};
+use bus_proto::protocol::ProtocolError;
 
 /// Exit code: a failure while running.
 pub const FAILURE: u8 = 1;
@@ -42,36 +43,68 @@ impl CliError {
         }
     }
 
-    /// A failure connecting to or talking with the daemon at `socket`.
-    pub fn bus(err: Error, socket: &Path) -> CliError {
+    /// A failure connecting to the daemon at `socket`.
+    pub fn connect(err: ConnectError, socket: &Path) -> CliError {
         match err {
-            Error::Connect { source, .. } => CliError::usage(format!(
+            ConnectError::Unreachable { source, .. } => CliError::usage(format!(
                 "no shmbusd answers at {} ({source}).\n  Start the daemon with `shmbusd` (or `shmbusd --socket {}`), or point --socket / SHMBUS_SOCKET at the socket of a running one.",
                 socket.display(),
                 socket.display()
             )),
-            Error::Refused {
-                code: ErrorCode::InvalidTopicName,
-                message,
-            } => CliError::usage(message),
-            Error::Refused {
+            e @ (ConnectError::Refused { .. }
+            | ConnectError::Protocol {
+                source: ProtocolError::VersionMismatch { .. },
+                ..
+            }) => CliError::refused(e.to_string()),
+            e => CliError::failure(e.to_string()),
+        }
+    }
+
+    /// A request (list, stats, delete) the daemon at `socket` did not answer as asked.
+    pub fn request(err: RequestError, socket: &Path) -> CliError {
+        match err {
+            RequestError::Refused {
                 code: ErrorCode::ShuttingDown,
                 message,
             } => CliError::failure(format!("shmbusd is stopping: {message}")),
-            Error::Protocol(ProtocolError::Closed | ProtocolError::Truncated { .. }) => {
+            RequestError::Refused {
+                code: ErrorCode::InvalidTopicName,
+                message,
+            } => CliError::usage(message),
+            e @ RequestError::Refused { .. } => CliError::refused(e.to_string()),
+            RequestError::Protocol(e) if e.is_disconnect() => CliError::failure(format!(
+                "shmbusd at {} closed the connection (it stopped or crashed); restart it with `shmbusd`",
+                socket.display()
+            )),
+            RequestError::Connect(e) => CliError::connect(e, socket),
+            e => CliError::failure(e.to_string()),
+        }
+    }
+
+    /// A publisher or subscriber that could not be opened.
+    pub fn open(err: OpenError, socket: &Path) -> CliError {
+        match err {
+            e @ OpenError::InvalidName { .. } => CliError::usage(e.to_string()),
+            OpenError::Refused {
+                code: ErrorCode::ShuttingDown,
+                message,
+                ..
+            } => CliError::failure(format!("shmbusd is stopping: {message}")),
+            OpenError::Protocol { source, .. } if source.is_disconnect() => {
                 CliError::failure(format!(
                     "shmbusd at {} closed the connection (it stopped or crashed); restart it with `shmbusd`",
                     socket.display()
                 ))
             }
-            Error::Protocol(e @ ProtocolError::VersionMismatch { .. }) => {
-                CliError::refused(e.to_string())
-            }
-            e @ (Error::TypeMismatch(_)
-            | Error::GeometryMismatch(_)
-            | Error::PermissionDenied(_)
-            | Error::NoSuchTopic(_)
-            | Error::Refused { .. }) => CliError::refused(e.to_string()),
+            OpenError::Connect { source, .. } => CliError::connect(*source, socket),
+            e @ (OpenError::NotFound { .. }
+            | OpenError::TypeMismatch { .. }
+            | OpenError::GeometryMismatch { .. }
+            | OpenError::InvalidOptions { .. }
+            | OpenError::PermissionDenied { .. }
+            | OpenError::TableFull { .. }
+            | OpenError::LimitReached { .. }
+            | OpenError::Refused { .. }) => CliError::refused(e.to_string()),
             e => CliError::failure(e.to_string()),
         }
     }
@@ -89,7 +122,7 @@ impl CliError {
     /// A failure sending on `topic`.
     pub fn send(err: SendError, topic: &str) -> CliError {
         match err {
-            SendError::TooLarge { len, max } => CliError::failure(format!(
+            SendError::TooLarge(bus_client::TooLarge { len, max }) => CliError::failure(format!(
                 "a message of {len} bytes does not fit the slot size of '{topic}' ({max} bytes); create the topic with a larger --slot-size (before anyone uses it), or send shorter messages"
             )),
             SendError::Closed => CliError::failure(format!(

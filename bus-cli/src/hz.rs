@@ -5,11 +5,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bus_client::{RecvError, StartAt};
+use bus_client::{RecvTimeoutError, StartAt};
 use clap::Args;
 
 use crate::error::{is_broken_pipe, CliError};
-use crate::raw::AnySubscriber;
 use crate::util;
 
 #[derive(Debug, Args)]
@@ -39,7 +38,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 pub fn run(socket: &Path, args: &HzArgs) -> Result<(), CliError> {
     util::check_topic(&args.topic)?;
     let bus = util::connect(socket)?;
-    let mut sub = AnySubscriber::open(&bus, socket, &args.topic, StartAt::Latest)?;
+    let mut sub = util::watch(&bus, socket, &args.topic, StartAt::Latest)?;
     eprintln!("listening on {}", args.topic);
     let mut stats = Window::new(args.window as usize);
     let mut last: Option<Instant> = None;
@@ -65,7 +64,7 @@ pub fn run(socket: &Path, args: &HzArgs) -> Result<(), CliError> {
     };
     loop {
         let timeout = next_report.saturating_duration_since(Instant::now());
-        match sub.recv(Some(timeout)) {
+        match sub.recv_timeout(timeout) {
             Ok(sample) => {
                 drop(sample);
                 let now = Instant::now();
@@ -80,15 +79,18 @@ pub fn run(socket: &Path, args: &HzArgs) -> Result<(), CliError> {
                     return Ok(());
                 }
             }
-            Err(RecvError::Timeout | RecvError::Empty) => {}
-            Err(RecvError::Lagged(n)) => lost += n,
-            Err(RecvError::Closed) => {
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Lagged(n)) => lost += n,
+            Err(RecvTimeoutError::Closed) => {
                 if new_since_report > 0 {
                     report(&stats, new_since_report, lost)?;
                 }
                 return Ok(());
             }
-            Err(e) => return Err(CliError::recv(e, &args.topic)),
+            Err(RecvTimeoutError::Evicted) => {
+                return Err(CliError::recv(bus_client::RecvError::Evicted, &args.topic))
+            }
+            Err(e) => return Err(CliError::failure(format!("receiving from '{}': {e}", args.topic))),
         }
         if Instant::now() >= next_report {
             if !report(&stats, new_since_report, lost)? {

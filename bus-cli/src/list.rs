@@ -21,7 +21,7 @@ pub struct ListArgs {
 
 pub fn run(socket: &Path, args: &ListArgs) -> Result<(), CliError> {
     let bus = util::connect(socket)?;
-    let topics = bus.list().map_err(|e| CliError::bus(e, socket))?;
+    let topics = bus.list().map_err(|e| CliError::request(e, socket))?;
     let out = if args.json {
         let mut s = serde_json::to_string_pretty(&topics)
             .map_err(|e| CliError::failure(format!("encoding JSON: {e}")))?;

@@ -9,7 +9,6 @@ mod error;
 mod hz;
 mod list;
 mod publish;
-mod raw;
 mod stat;
 mod util;
 
@@ -76,7 +75,7 @@ fn main() -> ExitCode {
     let socket = cli
         .socket
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(bus_daemon::paths::default_socket_path);
+        .unwrap_or_else(bus_proto::paths::default_socket_path);
     let result = match cli.command {
         Command::List(args) => list::run(&socket, &args),
         Command::Stat(args) => stat::run(&socket, &args),

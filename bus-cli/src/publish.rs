@@ -61,7 +61,9 @@ pub fn run(socket: &Path, args: &PubArgs) -> Result<(), CliError> {
     if args.lossy {
         builder = builder.lossy();
     }
-    let mut publisher = builder.open().map_err(|e| CliError::bus(e, socket))?;
+    let mut publisher = builder
+        .open_or_create()
+        .map_err(|e| CliError::open(e, socket))?;
     let mut pacer = Pacer::new(args.rate);
     if let Some(message) = &args.message {
         return send(&mut publisher, message.as_bytes(), &args.topic);
@@ -94,6 +96,7 @@ pub fn run(socket: &Path, args: &PubArgs) -> Result<(), CliError> {
 fn send(publisher: &mut Publisher<[u8]>, bytes: &[u8], topic: &str) -> Result<(), CliError> {
     publisher
         .publish(bytes)
+        .map(drop)
         .map_err(|e| CliError::send(e, topic))
 }
 

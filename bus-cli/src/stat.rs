@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bus_client::{Bus, TopicStats};
-use bus_daemon::protocol::{PublisherStat, SubscriberStat};
+use bus_client::{PublisherStat, SubscriberStat};
 use clap::Args;
 use serde::Serialize;
 
@@ -123,8 +123,10 @@ fn sample(bus: &Bus, socket: &Path, topic: Option<&str>) -> Result<Sample, CliEr
         ))
     };
     let topics = match (bus.stats(topic), topic) {
-        (Err(bus_client::Error::NoSuchTopic(_)), Some(name)) => return Err(no_such(name)),
-        (Err(e), _) => return Err(CliError::bus(e, socket)),
+        (Err(e), Some(name)) if e.code() == Some(bus_client::ErrorCode::NoSuchTopic) => {
+            return Err(no_such(name))
+        }
+        (Err(e), _) => return Err(CliError::request(e, socket)),
         (Ok(t), Some(name)) if t.is_empty() => return Err(no_such(name)),
         (Ok(t), _) => t,
     };
@@ -140,10 +142,10 @@ fn rates(socket: &Path, before: &Sample, after: &Sample) -> Report {
         .topics
         .iter()
         .map(|t| {
-            let per_message = if t.spec.is_bytes() {
+            let per_message = if t.spec.type_info.is_bytes() {
                 t.spec.slot_size
             } else {
-                t.spec.type_size
+                t.spec.type_info.size
             };
             let messages_per_sec = before
                 .topics
@@ -159,7 +161,7 @@ fn rates(socket: &Path, before: &Sample, after: &Sample) -> Report {
                 published: t.published,
                 messages_per_sec,
                 bytes_per_sec: messages_per_sec.map(|r| r * f64::from(per_message)),
-                bytes_per_sec_exact: !t.spec.is_bytes(),
+                bytes_per_sec_exact: !t.spec.type_info.is_bytes(),
                 drops: t.drops,
                 stalls: t.stalls,
                 max_lag: t.subscribers.iter().map(|s| s.lag).max().unwrap_or(0),

@@ -2,28 +2,57 @@
 
 use std::path::Path;
 
-use bus_client::Bus;
-use bus_daemon::protocol::TopicSpec;
+use std::time::Duration;
+
+use bus_client::{Bus, Geometry, OpenError, RawSubscriber, StartAt};
 
 use crate::error::CliError;
 
 /// Connect to the daemon at `socket`.
 pub fn connect(socket: &Path) -> Result<Bus, CliError> {
-    Bus::connect_to(socket).map_err(|e| CliError::bus(e, socket))
+    Bus::connect_to(socket).map_err(|e| CliError::connect(e, socket))
 }
 
 /// Check a topic name before asking the daemon (exit code 2 with the rule it breaks).
 pub fn check_topic(name: &str) -> Result<(), CliError> {
-    bus_daemon::names::validate_topic_name(name)
+    bus_proto::names::validate_topic_name(name)
         .map_err(|e| CliError::usage(format!("invalid topic name {name:?}: {e}")))
 }
 
+/// Subscribe to `topic` whatever its type. A topic that does not exist yet is waited for
+/// (saying so on standard error): a tool that watches must not create a topic, or the real
+/// publisher could no longer create it with its own type.
+pub fn watch(
+    bus: &Bus,
+    socket: &Path,
+    topic: &str,
+    start: StartAt,
+) -> Result<RawSubscriber, CliError> {
+    let mut said = false;
+    loop {
+        match bus.raw_subscriber(topic).start_at(start).open() {
+            Ok(sub) => return Ok(sub),
+            Err(OpenError::NotFound { .. }) => {
+                if !said {
+                    eprintln!(
+                        "shmbus: topic '{topic}' does not exist yet; waiting for it to be created (Ctrl-C to stop)"
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(CliError::open(e, socket)),
+        }
+    }
+}
+
 /// `bytes` for byte topics, else the type's name and size.
-pub fn type_label(spec: &TopicSpec) -> String {
-    if spec.is_bytes() {
+pub fn type_label(spec: &Geometry) -> String {
+    let t = &spec.type_info;
+    if t.is_bytes() {
         "bytes".to_string()
     } else {
-        format!("{} ({} B)", spec.type_name, spec.type_size)
+        format!("{} ({} B)", t.name, t.size)
     }
 }
 

@@ -23,7 +23,7 @@ impl TempDir {
     fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "shmbus-cli-test-{}-{tag}-{}",
+            "bus-cli-test-{}-{tag}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
@@ -266,7 +266,7 @@ fn pipeline_pub_to_echo_delivers_every_line_in_order() {
 #[test]
 fn list_and_stat_show_topic_and_subscriber() {
     let d = Daemon::start("list");
-    let mut sub = d.bus.subscriber::<[u8]>("robot/odom").open().unwrap();
+    let mut sub = d.bus.subscriber::<[u8]>("robot/odom").open_or_create().unwrap();
     let mut publisher = d.bus.publisher::<[u8]>("robot/odom").open().unwrap();
     for i in 0..5u8 {
         publisher.publish(&[i; 8]).unwrap();
@@ -318,7 +318,7 @@ fn list_and_stat_show_topic_and_subscriber() {
 fn stat_watch_refreshes_in_place() {
     const CLEAR: &str = "\x1b[H\x1b[2J";
     let d = Daemon::start("watch");
-    let _sub = d.bus.subscriber::<[u8]>("watch/t").open().unwrap();
+    let _sub = d.bus.subscriber::<[u8]>("watch/t").open_or_create().unwrap();
     let watch = Running::spawn(&mut d.shmbus(&["stat", "--watch", "--interval-ms", "20"]));
     watch.wait_stdout("two refreshes", |out| out.matches(CLEAR).count() >= 2);
     let out = watch.stop();
@@ -498,7 +498,7 @@ fn echo_replays_lossy_topic_as_json_lines() {
 #[test]
 fn echo_reads_typed_topic_as_hex_and_exits_0_when_deleted() {
     let d = Daemon::start("typed");
-    let mut publisher = d.bus.publisher::<u64>("typed/t").open().unwrap();
+    let mut publisher = d.bus.publisher::<u64>("typed/t").create().unwrap();
     let echo = Running::spawn(&mut d.shmbus(&["echo", "typed/t"]));
     d.wait_subscribers("typed/t", 1);
     publisher.publish(&0x0102_0304_0506_0708).unwrap();

@@ -252,6 +252,8 @@ pub enum ErrorCode {
     LimitReached,
     /// The topic's publisher or subscriber table is full.
     TableFull,
+    /// The machine, or the daemon's cgroup, has no memory left for the topic.
+    NoMemory,
     /// The daemon failed internally.
     Internal,
     /// The daemon is stopping.

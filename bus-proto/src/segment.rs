@@ -85,6 +85,9 @@ pub enum MapError {
     /// A system call failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// A segment file could not be made (the daemon, creating a topic).
+    #[error("{0}")]
+    Create(#[from] SealedFileError),
     /// The header failed validation (a corrupted or foreign segment).
     #[error("invalid segment: {0}")]
     Invalid(#[from] bus_core::layout::SegmentError),
@@ -173,33 +176,67 @@ pub fn check_sealed(fd: BorrowedFd<'_>, what: &str) -> Result<(), MapError> {
     }
 }
 
+/// A step of making a sealed memory file ([`sealed_file`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealStep {
+    /// `memfd_create` with `MFD_ALLOW_SEALING`.
+    Create,
+    /// `fchmod` to 0600.
+    Chmod,
+    /// `fallocate` of this many bytes.
+    Reserve(u64),
+    /// `fcntl(F_ADD_SEALS)`.
+    Seal,
+}
+
+impl std::fmt::Display for SealStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SealStep::Create => f.write_str("memfd_create(MFD_ALLOW_SEALING)"),
+            SealStep::Chmod => f.write_str("fchmod 0600 of a memory file"),
+            SealStep::Reserve(n) => write!(f, "fallocate of {n} bytes"),
+            SealStep::Seal => f.write_str("fcntl(F_ADD_SEALS, SHRINK|GROW|SEAL)"),
+        }
+    }
+}
+
+/// Why a sealed memory file could not be made: the step, and the system's error (whose
+/// `raw_os_error` says why, for a caller that advises the user).
+#[derive(Debug, thiserror::Error)]
+#[error("{step} failed ({source})")]
+pub struct SealedFileError {
+    /// What failed.
+    pub step: SealStep,
+    /// The error.
+    #[source]
+    pub source: io::Error,
+}
+
 /// A sealed memory file of `len` bytes named `name` (for `/proc/<pid>/maps`; it has no path),
 /// mode 0600, its memory reserved up front (`fallocate`: a shortage is an error now, never a
 /// `SIGBUS` later), sealed with [`SEALS`]. The daemon makes every segment file with this, and
 /// `shmbus doctor` probes the machine with it.
-pub fn sealed_file(name: &str, len: u64) -> io::Result<OwnedFd> {
+pub fn sealed_file(name: &str, len: u64) -> Result<OwnedFd, SealedFileError> {
+    let failed = |step| move |e: nix::Error| SealedFileError {
+        step,
+        source: e.into(),
+    };
     let name: String = name.chars().filter(|&c| c != '\0').take(200).collect();
     let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
     // Not executable: MFD_NOEXEC_SEAL where the kernel knows it (6.3+), plain flags otherwise.
     let noexec = MFdFlags::from_bits_retain(libc::MFD_NOEXEC_SEAL);
     let fd = match memfd_create(name.as_str(), flags | noexec) {
-        Err(nix::Error::EINVAL) => memfd_create(name.as_str(), flags)?,
-        other => other?,
-    };
-    fchmod(fd.as_fd(), Mode::from_bits_truncate(0o600))?;
-    let off = libc::off_t::try_from(len).map_err(|_| io::Error::other("segment too large"))?;
-    if len > 0 {
-        fallocate(fd.as_fd(), FallocateFlags::empty(), 0, off).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!(
-                    "cannot reserve {len} bytes of shared memory for the topic ({e}); free memory, \
-                     raise the memory limit of this cgroup, or make the topic smaller"
-                ),
-            )
-        })?;
+        Err(nix::Error::EINVAL) => memfd_create(name.as_str(), flags),
+        other => other,
     }
-    fcntl(fd.as_fd(), FcntlArg::F_ADD_SEALS(SEALS))?;
+    .map_err(failed(SealStep::Create))?;
+    fchmod(fd.as_fd(), Mode::from_bits_truncate(0o600)).map_err(failed(SealStep::Chmod))?;
+    let reserve = SealStep::Reserve(len);
+    let off = libc::off_t::try_from(len).map_err(|_| failed(reserve)(nix::Error::EFBIG))?;
+    if len > 0 {
+        fallocate(fd.as_fd(), FallocateFlags::empty(), 0, off).map_err(failed(reserve))?;
+    }
+    fcntl(fd.as_fd(), FcntlArg::F_ADD_SEALS(SEALS)).map_err(failed(SealStep::Seal))?;
     Ok(fd)
 }
 

@@ -33,7 +33,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shmbus_tests::{
+use bus_tests::{
     now_ns, segment_holders, strip_ansi, unique_topic, wait_until, Daemon, Peer, WatchReport,
 };
 

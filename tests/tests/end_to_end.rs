@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use bus_client::{Error, RecvError, SendError};
+use bus_client::{OpenError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 use serde_json::Value;
-use shmbus_tests::{
+use bus_tests::{
     proc_state, segment_holders, segment_token, shm_entries_containing, unique_topic, Checker,
     Daemon, Peer, TestMsg,
 };
@@ -154,7 +154,7 @@ fn lossless_back_pressure_stops_a_publisher_at_capacity() {
     let mut subscriber = bus
         .subscriber::<TestMsg>(&topic)
         .capacity(8)
-        .open()
+        .open_or_create()
         .expect("open the subscriber");
     let mut p = publ(
         &d,
@@ -175,7 +175,7 @@ fn lossless_back_pressure_stops_a_publisher_at_capacity() {
             (4, seq, true)
         );
     }
-    assert_eq!(subscriber.try_recv().err(), Some(RecvError::Empty));
+    assert_eq!(subscriber.try_recv().err(), Some(TryRecvError::Empty));
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn lossy_subscriber_that_falls_behind_gets_lagged_then_the_newest() {
         .subscriber::<TestMsg>(&topic)
         .lossy()
         .capacity(CAPACITY as u32)
-        .open()
+        .open_or_create()
         .expect("open the subscriber");
     let mut p = publ(&d, &topic, N, &["--lossy", "--capacity", "16", "--id", "5"]);
     assert_eq!(u(&p.finish(TRANSFER)["sent"]), N);
@@ -197,7 +197,7 @@ fn lossy_subscriber_that_falls_behind_gets_lagged_then_the_newest() {
     // Everything but the last CAPACITY messages was overwritten: the subscriber, at 0, is told
     // it lost exactly N - CAPACITY of them and resumes at the oldest one still present.
     match subscriber.try_recv() {
-        Err(RecvError::Lagged(n)) => assert_eq!(n, N - CAPACITY),
+        Err(TryRecvError::Lagged(n)) => assert_eq!(n, N - CAPACITY),
         Err(e) => panic!("expected Lagged, got {e:?}"),
         Ok(s) => panic!("expected Lagged, got message {}", s.sequence()),
     }
@@ -210,7 +210,7 @@ fn lossy_subscriber_that_falls_behind_gets_lagged_then_the_newest() {
                 assert_eq!(s.seq, s.sequence(), "payload seq vs topic seq");
                 seqs.push(s.seq);
             }
-            Err(RecvError::Empty) => break,
+            Err(TryRecvError::Empty) => break,
             Err(e) => panic!("after the lag: {e:?}"),
         }
         assert!(seqs.len() as u64 <= CAPACITY, "more than the ring holds");
@@ -228,7 +228,7 @@ fn blocked_subscriber_process_is_woken_by_a_publish() {
     let bus = d.bus();
     let mut publisher = bus
         .publisher::<TestMsg>(&topic)
-        .open()
+        .open_or_create()
         .expect("open the publisher");
 
     // The subscriber process must be asleep (state S) for a continuous 100 ms.
@@ -277,12 +277,12 @@ fn late_joiner_starts_with_the_next_message_and_replay_gets_what_the_ring_holds(
         .subscriber::<TestMsg>(&topic)
         .lossy()
         .capacity(16)
-        .open()
+        .open_or_create()
         .expect("open the late subscriber");
     let mut replay = sub(&d, &topic, 11, &["--lossy", "--capacity", "16", "--replay"]);
     assert_eq!(
         late.recv_timeout(Duration::from_millis(200)).err(),
-        Some(RecvError::Timeout),
+        Some(RecvTimeoutError::Timeout),
         "a late joiner must not see what was published before it joined"
     );
 
@@ -302,7 +302,7 @@ fn late_joiner_starts_with_the_next_message_and_replay_gets_what_the_ring_holds(
             (10, 7, 10, true)
         );
     }
-    assert_eq!(late.try_recv().err(), Some(RecvError::Empty));
+    assert_eq!(late.try_recv().err(), Some(TryRecvError::Empty));
 
     let summary = replay.finish(TRANSFER);
     assert_eq!(
@@ -325,10 +325,10 @@ fn opening_a_topic_with_another_type_is_refused_with_a_clear_error() {
     let bus = d.bus();
     let _publisher = bus
         .publisher::<TestMsg>(&topic)
-        .open()
+        .open_or_create()
         .expect("open the publisher");
     match bus.subscriber::<u32>(&topic).open() {
-        Err(Error::TypeMismatch(msg)) => {
+        Err(OpenError::TypeMismatch { message: msg, .. }) => {
             assert!(msg.contains("TestMsg"), "names the topic's type: {msg}");
             assert!(msg.contains("u32"), "names the requested type: {msg}");
             assert!(msg.contains(&topic), "names the topic: {msg}");
@@ -338,7 +338,7 @@ fn opening_a_topic_with_another_type_is_refused_with_a_clear_error() {
     }
     // The refusal leaves the topic usable with the right type.
     bus.subscriber::<TestMsg>(&topic)
-        .open()
+        .open_or_create()
         .expect("the right type still opens");
 }
 
@@ -365,7 +365,7 @@ fn killed_subscriber_holding_a_sample_releases_a_blocked_publisher_within_100ms(
         .publisher::<TestMsg>(&topic)
         .capacity(4)
         .blocking()
-        .open()
+        .open_or_create()
         .expect("open the publisher");
     publisher
         .send_timeout(&TestMsg::new(9, 0), Duration::from_secs(5))
@@ -376,8 +376,8 @@ fn killed_subscriber_holding_a_sample_releases_a_blocked_publisher_within_100ms(
     let mut accepted = 0;
     loop {
         match publisher.try_send(&TestMsg::new(9, 1 + accepted)) {
-            Ok(()) => accepted += 1,
-            Err(SendError::Full) => break,
+            Ok(_) => accepted += 1,
+            Err(TrySendError::Full) => break,
             Err(e) => panic!("try_send: {e:?}"),
         }
         assert!(accepted <= 4, "the ring never filled up");
@@ -386,7 +386,7 @@ fn killed_subscriber_holding_a_sample_releases_a_blocked_publisher_within_100ms(
     assert!(
         matches!(
             publisher.send_timeout(&TestMsg::new(9, 4), Duration::from_millis(50)),
-            Err(SendError::Timeout)
+            Err(SendTimeoutError::Timeout)
         ),
         "the held slot blocks the publisher"
     );
@@ -487,7 +487,7 @@ fn second_daemon_on_the_same_socket_refuses_to_start() {
     let bus = d.bus();
     assert_eq!(bus.daemon_pid(), d.pid());
     bus.subscriber::<TestMsg>(&unique_topic("second-daemon"))
-        .open()
+        .open_or_create()
         .expect("the first daemon still serves");
 }
 
@@ -498,7 +498,7 @@ fn subscribers_drain_then_see_closed_when_the_daemon_stops() {
     let bus = d.bus();
     let mut subscriber = bus
         .subscriber::<TestMsg>(&topic)
-        .open()
+        .open_or_create()
         .expect("open the subscriber");
     let mut p = publ(&d, &topic, 100, &["--id", "12"]);
     assert_eq!(u(&p.finish(TRANSFER)["sent"]), 100);
@@ -520,9 +520,9 @@ fn subscribers_drain_then_see_closed_when_the_daemon_stops() {
     assert_eq!(checker.last.get(&12), Some(&99));
     assert_eq!(
         subscriber.recv_timeout(Duration::from_secs(5)).err(),
-        Some(RecvError::Closed)
+        Some(RecvTimeoutError::Closed)
     );
-    assert_eq!(subscriber.try_recv().err(), Some(RecvError::Closed));
+    assert_eq!(subscriber.try_recv().err(), Some(TryRecvError::Closed));
 }
 
 #[test]
@@ -534,7 +534,7 @@ fn stuck_lossless_subscriber_is_evicted_after_the_timeout_and_told_so() {
     let mut stuck = bus
         .subscriber::<TestMsg>(&topic)
         .capacity(4)
-        .open()
+        .open_or_create()
         .expect("open the subscriber");
     let started = Instant::now();
     let mut p = publ(&d, &topic, 20, &["--capacity", "4", "--id", "13"]);
@@ -545,7 +545,7 @@ fn stuck_lossless_subscriber_is_evicted_after_the_timeout_and_told_so() {
         took >= Duration::from_millis(300),
         "the publisher got past a full ring before the stuck timeout ({took:?})"
     );
-    assert_eq!(stuck.try_recv().err(), Some(RecvError::Evicted));
+    assert_eq!(stuck.try_recv().err(), Some(TryRecvError::Evicted));
 
     // The evicted entry is not reused while its port lives (a late cursor store of that port
     // must not land in another subscriber's entry): with the 15 other entries taken, a 16th
@@ -553,9 +553,7 @@ fn stuck_lossless_subscriber_is_evicted_after_the_timeout_and_told_so() {
     let open = || bus.subscriber::<TestMsg>(&topic).open();
     let others: Vec<_> = (0..15).map(|_| open().expect("a free entry")).collect();
     match open() {
-        Err(bus_client::Error::Refused { code, .. }) => {
-            assert_eq!(code, bus_daemon::protocol::ErrorCode::TableFull)
-        }
+        Err(e @ OpenError::TableFull { .. }) => assert!(e.to_string().contains(&topic), "{e}"),
         other => panic!("expected a full table, got {other:?}"),
     }
     drop(stuck);

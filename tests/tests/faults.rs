@@ -10,13 +10,13 @@
 //! subscriber's eviction is only measured again.
 //!
 //! Tests marked `#[ignore = "BUG: ..."]` reproduce bugs found here; they fail until fixed
-//! (`cargo test -p shmbus-tests --test faults -- --ignored`).
+//! (`cargo test -p bus-tests --test faults -- --ignored`).
 
 use std::time::{Duration, Instant};
 
-use bus_client::{Bus, Error, RecvError, SendError};
+use bus_client::{Bus, ConnectError, RecvTimeoutError, TryRecvError, TrySendError};
 use serde_json::Value;
-use shmbus_tests::{
+use bus_tests::{
     now_ns, segment_holders, segment_token, shm_entries_containing, strip_ansi, unique_topic,
     wait_until, Checker, Daemon, Peer, TestMsg, WatchReport,
 };
@@ -177,7 +177,7 @@ fn publisher_killed_between_claim_and_commit_is_skipped_within_100ms() {
     // This process subscribes and checks every message.
     let mut sub = bus
         .subscriber::<TestMsg>(&topic)
-        .open()
+        .open_or_create()
         .expect("open the subscriber");
     // A second publisher process keeps publishing, every 1 ms, throughout.
     let mut steady = publisher(&d, &topic, 2, 1_000_000, &["--interval-us", "1000"]);
@@ -224,7 +224,7 @@ fn publisher_killed_between_claim_and_commit_is_skipped_within_100ms() {
                 checker.check(&m, m.sequence());
                 got.push((m.sequence(), m.publisher, now_ns()));
             }
-            Err(RecvError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => {}
             Err(e) => panic!("recv: {e:?}"),
         }
     }
@@ -255,7 +255,7 @@ fn publisher_killed_between_claim_and_commit_is_skipped_within_100ms() {
             ),
         }
     }
-    assert_eq!(sub.try_recv().err(), Some(RecvError::Empty));
+    assert_eq!(sub.try_recv().err(), Some(TryRecvError::Empty));
 
     // Nothing torn, lost, duplicated or reordered; all K of the dead publisher's messages.
     assert_eq!(checker.errors, Vec::<String>::new());
@@ -318,12 +318,12 @@ fn exchange_then_kill_the_daemon(
     d.kill();
     // The socket file is still there, but nobody answers on it.
     match Bus::connect_to(d.socket()) {
-        Err(e @ Error::Connect { .. }) => {
+        Err(e @ ConnectError::Unreachable { .. }) => {
             let text = e.to_string();
             assert!(text.contains("Is the daemon running?"), "{text}");
             eprintln!("connecting without a daemon: {text}");
         }
-        Err(e) => panic!("expected Error::Connect, got {e:?}"),
+        Err(e) => panic!("expected ConnectError::Unreachable, got {e:?}"),
         Ok(_) => panic!("connected although the daemon was killed"),
     }
     (p, w, report, kill_ns)
@@ -602,7 +602,7 @@ fn subscriber_killed_while_the_daemon_is_down_is_released_after_the_adopt_grace(
     let mut publisher = bus
         .publisher::<TestMsg>(&topic)
         .capacity(4)
-        .open()
+        .open_or_create()
         .expect("open the publisher");
     for seq in 0..4 {
         publisher
@@ -612,7 +612,7 @@ fn subscriber_killed_while_the_daemon_is_down_is_released_after_the_adopt_grace(
     holder.expect_line("holding", START);
     assert_eq!(
         publisher.try_send(&TestMsg::new(1, 4)).err(),
-        Some(SendError::Full)
+        Some(TrySendError::Full)
     );
 
     d.kill();
@@ -645,7 +645,7 @@ fn publisher_killed_mid_send_while_the_daemon_is_down_is_repaired_after_the_adop
     let bus = d.bus();
     let mut sub = bus
         .subscriber::<TestMsg>(&topic)
-        .open()
+        .open_or_create()
         .expect("open the subscriber");
     let mut steady = publisher(&d, &topic, 2, 1_000_000, &["--interval-us", "1000"]);
     // Publishes for about a second, then dies between claim and commit: by then no daemon
@@ -680,10 +680,10 @@ fn publisher_killed_mid_send_while_the_daemon_is_down_is_repaired_after_the_adop
                     );
                 }
             }
-            Err(RecvError::Timeout) if death.is_some() => {
+            Err(RecvTimeoutError::Timeout) if death.is_some() => {
                 break Instant::now() - Duration::from_millis(300)
             }
-            Err(RecvError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => {}
             Err(e) => panic!("recv: {e:?}"),
         }
     };
@@ -726,12 +726,12 @@ fn subscriber_evicted_after_following_a_restarted_daemon_is_told_evicted() {
     let mut sub = bus
         .subscriber::<TestMsg>(&topic)
         .capacity(4)
-        .open()
+        .open_or_create()
         .expect("open the subscriber");
     let mut publisher = bus
         .publisher::<TestMsg>(&topic)
         .capacity(4)
-        .open()
+        .open_or_create()
         .expect("open the publisher");
     publisher.try_send(&TestMsg::new(1, 0)).expect("send");
     assert_eq!(sub.try_recv().expect("message 0").seq, 0);
@@ -739,7 +739,7 @@ fn subscriber_evicted_after_following_a_restarted_daemon_is_told_evicted() {
     d.kill();
     d.restart(&["--stuck-timeout-ms", "300"]);
     // Both ports follow the new daemon on their next call.
-    assert_eq!(sub.try_recv().err(), Some(RecvError::Empty));
+    assert_eq!(sub.try_recv().err(), Some(TryRecvError::Empty));
     let mut seq = 1;
     while publisher.try_send(&TestMsg::new(1, seq)).is_ok() {
         seq += 1;
@@ -756,7 +756,7 @@ fn subscriber_evicted_after_following_a_restarted_daemon_is_told_evicted() {
         .expect("the publisher goes on after the eviction");
     // As without a restart (end_to_end's stuck test), the evicted subscriber must learn so.
     match sub.try_recv() {
-        Err(RecvError::Evicted) => {}
+        Err(TryRecvError::Evicted) => {}
         Err(e) => panic!("expected Evicted, got {e:?}"),
         Ok(m) => panic!(
             "expected Evicted, got message {} (publisher seq {}): the subscriber silently skipped to the newest",
@@ -781,7 +781,7 @@ fn port_that_sees_the_new_epoch_before_the_new_daemon_listens_still_reattaches()
             filler_bus
                 .publisher::<u64>(&format!("{topic}/filler{i}"))
                 .capacity(2)
-                .open()
+                .open_or_create()
                 .expect("open a filler topic")
         })
         .collect();
@@ -789,7 +789,7 @@ fn port_that_sees_the_new_epoch_before_the_new_daemon_listens_still_reattaches()
     let bus = d.bus();
     let mut publisher = bus
         .publisher::<TestMsg>(&topic)
-        .open()
+        .open_or_create()
         .expect("open the publisher");
     d.kill();
     d.spawn_again(&[]);
@@ -836,12 +836,12 @@ fn stuck_subscriber_is_evicted_after_the_timeout_and_the_publisher_goes_on() {
     let mut stuck = bus
         .subscriber::<TestMsg>(&topic)
         .capacity(4)
-        .open()
+        .open_or_create()
         .expect("open the subscriber");
     let mut publisher = bus
         .publisher::<TestMsg>(&topic)
         .capacity(4)
-        .open()
+        .open_or_create()
         .expect("open the publisher");
     for seq in 0..4 {
         publisher.try_send(&TestMsg::new(1, seq)).expect("room");
@@ -856,8 +856,8 @@ fn stuck_subscriber_is_evicted_after_the_timeout_and_the_publisher_goes_on() {
             .send_timeout(&TestMsg::new(1, seq), Duration::from_secs(1))
             .expect("the publisher goes on");
     }
-    assert_eq!(stuck.try_recv().err(), Some(RecvError::Evicted));
-    assert_eq!(stuck.try_recv().err(), Some(RecvError::Evicted));
+    assert_eq!(stuck.try_recv().err(), Some(TryRecvError::Evicted));
+    assert_eq!(stuck.try_recv().err(), Some(TryRecvError::Evicted));
     eprintln!(
         "stuck subscriber: publisher blocked on the full ring released by the eviction {:.1} ms after the ring filled (stuck timeout 300 ms)",
         ms(released)
@@ -878,7 +878,7 @@ fn bus_control_calls_follow_a_restarted_daemon() {
     d.kill();
     d.restart(&[]);
     let list = monitor.list();
-    let open = monitor.publisher::<TestMsg>(&topic).open().map(drop);
+    let open = monitor.publisher::<TestMsg>(&topic).create().map(drop);
     eprintln!(
         "control calls after a restart: list {:?}, open {:?}",
         list.as_ref().map(Vec::len),

@@ -6,7 +6,7 @@
 //!
 //! docs/security.md is the threat model; every claim there names the test here that proves it.
 //! Tests marked `#[ignore = "BUG: ..."]` show a missing protection: they fail today and pass once
-//! it is fixed (run them with `cargo test -p shmbus-tests --test security -- --ignored`).
+//! it is fixed (run them with `cargo test -p bus-tests --test security -- --ignored`).
 //!
 //! Every wait is bounded; children are killed and reaped and temporary directories removed by
 //! drop guards, even when a test fails; segments are freed by the kernel when their last
@@ -26,18 +26,19 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bus_client::{Bus, Error, RecvError, SendError};
+use bus_client::{Bus, OpenError};
 use bus_core::layout::{Geometry, Layout, Mode, SegmentHeader, TypeInfo, TYPE_NAME_MAX};
-use bus_core::ring::{stamp, PublisherPort, StartAt, SubscriberPort};
+use bus_core::ring::{stamp, PublisherPort, RecvError, SendError, StartAt, SubscriberPort};
 use bus_core::storage::{Region, Storage};
 use bus_core::wait::WaitStrategy;
-use bus_daemon::fdpass;
-use bus_daemon::protocol::{
-    DeliveryMode, ErrorCode, ProtocolError, Request, Response, Role, TopicSpec, PROTOCOL_VERSION,
+use bus_daemon::segment::{self as daemon_segment, Segment};
+use bus_proto::fdpass;
+use bus_proto::protocol::{
+    ErrorCode, How, ProtocolError, Request, Response, Role, PROTOCOL_VERSION,
 };
-use bus_daemon::segment::{self, Access, Mapping, OpenError, Segment, SegmentFds, ShmRing, SEALS};
+use bus_proto::segment::{self, Access, MapError, Mapping, SegmentFds, ShmRing, SEALS};
 use serde_json::Value;
-use shmbus_tests::{
+use bus_tests::{
     check_of, proc_state, segment_file_names, segment_token, shm_entries_containing, strip_ansi,
     unique_topic, wait_until, Daemon, Peer, TempDir, TestMsg,
 };
@@ -105,7 +106,7 @@ impl TestSegment {
             N.fetch_add(1, Ordering::Relaxed)
         );
         let layout = Layout::compute(geometry).expect("a valid test geometry");
-        let seg = segment::create_segment(&topic, &layout)
+        let seg = daemon_segment::create_segment(&topic, &layout)
             .unwrap_or_else(|e| panic!("create segment {topic}: {e}"));
         TestSegment { seg }
     }
@@ -124,7 +125,7 @@ impl TestSegment {
         (self.seg.fds.control.as_fd(), data)
     }
 
-    fn open(&self, access: Access) -> Result<Arc<ShmRing>, OpenError> {
+    fn open(&self, access: Access) -> Result<Arc<ShmRing>, MapError> {
         let (control, data) = self.fds(access);
         segment::open_ring(control, data, access)
     }
@@ -266,7 +267,7 @@ fn memfd_with(name: &str, bytes: &[u8], len: usize, sealing: Sealing) -> OwnedFd
 
 /// A sealed copy (the daemon's seals) of the file `fd`, cut or zero-extended to `len` bytes.
 fn sealed_copy(name: &str, fd: BorrowedFd<'_>, len: usize) -> OwnedFd {
-    memfd_with(name, &file_bytes(fd), len, Sealing::With(SEALS))
+    memfd_with(name, &file_bytes(fd), len, Sealing::With(SEALS.bits()))
 }
 
 /// A regular file in `dir` holding a copy of the file `fd`, mode 0600, opened read-write.
@@ -454,20 +455,21 @@ impl RawClient {
     fn attach_port(
         &self,
         topic: &str,
-        spec: Option<TopicSpec>,
+        spec: Option<Geometry>,
         publisher: bool,
     ) -> (SegmentFds, (u32, u64)) {
-        let req = if publisher {
-            Request::AttachPublisher {
-                topic: topic.into(),
-                spec,
-            }
-        } else {
-            Request::AttachSubscriber {
-                topic: topic.into(),
-                spec,
-                start: Default::default(),
-            }
+        let req = Request::Attach {
+            topic: topic.into(),
+            role: if publisher {
+                Role::Publisher
+            } else {
+                Role::Subscriber
+            },
+            how: match spec {
+                None => How::Open { type_info: None },
+                Some(spec) => How::Create { spec, exact: true },
+            },
+            start: Default::default(),
         };
         match self.request(&req) {
             Ok((
@@ -487,7 +489,7 @@ impl RawClient {
     }
 
     /// Attaches a port through the raw protocol; returns the segment's two descriptors.
-    fn attach(&self, topic: &str, spec: Option<TopicSpec>, publisher: bool) -> SegmentFds {
+    fn attach(&self, topic: &str, spec: Option<Geometry>, publisher: bool) -> SegmentFds {
         self.attach_port(topic, spec, publisher).0
     }
 }
@@ -496,7 +498,7 @@ impl RawClient {
 fn decode_frames(bytes: &[u8]) -> Vec<Response> {
     let mut cur = std::io::Cursor::new(bytes);
     let mut out = Vec::new();
-    while let Ok(r) = bus_daemon::protocol::read_frame::<_, Response>(&mut cur) {
+    while let Ok(r) = bus_proto::frame::read_frame::<_, Response>(&mut cur) {
         out.push(r);
     }
     out
@@ -508,16 +510,14 @@ fn frame(len: u32, body: &[u8]) -> Vec<u8> {
     v
 }
 
-fn bytes_spec(capacity: u32, slot_size: u32, mode: DeliveryMode) -> TopicSpec {
-    TopicSpec {
+fn bytes_spec(capacity: u32, slot_size: u32, mode: Mode) -> Geometry {
+    Geometry {
         capacity,
         slot_size,
         mode,
         max_publishers: 4,
         max_subscribers: 4,
-        type_name: "bytes".into(),
-        type_size: 0,
-        type_align: 1,
+        type_info: TypeInfo::bytes(),
     }
 }
 
@@ -540,15 +540,39 @@ fn thread_count(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-fn refused_code(e: &Error) -> Option<ErrorCode> {
-    match e {
-        Error::Refused { code, .. } => Some(*code),
-        Error::PermissionDenied(_) => Some(ErrorCode::PermissionDenied),
-        Error::NoSuchTopic(_) => Some(ErrorCode::NoSuchTopic),
-        Error::TypeMismatch(_) => Some(ErrorCode::TypeMismatch),
-        Error::GeometryMismatch(_) => Some(ErrorCode::GeometryMismatch),
-        _ => None,
+/// The daemon's error code behind a client error, if the daemon refused.
+trait Refused {
+    fn refused_code(&self) -> Option<ErrorCode>;
+}
+
+impl Refused for OpenError {
+    fn refused_code(&self) -> Option<ErrorCode> {
+        Some(match self {
+            OpenError::Refused { code, .. } => *code,
+            OpenError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            OpenError::NotFound { .. } => ErrorCode::NoSuchTopic,
+            OpenError::TypeMismatch { .. } => ErrorCode::TypeMismatch,
+            OpenError::GeometryMismatch { .. } => ErrorCode::GeometryMismatch,
+            OpenError::InvalidName { .. } => ErrorCode::InvalidTopicName,
+            OpenError::InvalidOptions { .. } => ErrorCode::InvalidOptions,
+            OpenError::TableFull { .. } => ErrorCode::TableFull,
+            OpenError::LimitReached { .. } => ErrorCode::LimitReached,
+            _ => return None,
+        })
     }
+}
+
+impl Refused for bus_client::ConnectError {
+    fn refused_code(&self) -> Option<ErrorCode> {
+        match self {
+            bus_client::ConnectError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+fn refused_code(e: &impl Refused) -> Option<ErrorCode> {
+    e.refused_code()
 }
 
 /// Writes `rules` (TOML) to `dir/rules.toml`, mode 0600, replacing it atomically (rename), so a
@@ -875,12 +899,12 @@ fn subscriber_mapping_is_read_only_a_write_through_a_sample_faults() {
     let mut publisher = bus
         .publisher::<TestMsg>(&topic)
         .capacity(16)
-        .open()
+        .open_or_create()
         .expect("publisher");
     let mut witness = bus
         .subscriber::<TestMsg>(&topic)
         .capacity(16)
-        .open()
+        .open_or_create()
         .expect("witness subscriber");
     let mut writer = Peer::spawn(
         PEER,
@@ -1064,7 +1088,7 @@ fn corrupted_header_fields_are_typed_errors() {
             for access in [Access::Subscriber, Access::ReadWrite] {
                 let r = catch_unwind(AssertUnwindSafe(|| seg.open(access)));
                 match r {
-                    Ok(Err(OpenError::Segment(_))) => {}
+                    Ok(Err(MapError::Invalid(_))) => {}
                     Ok(Err(e)) => panic!("{mode:?} {field} ({access:?}): untyped error {e}"),
                     Ok(Ok(_)) => panic!(
                         "{mode:?}: corrupted {field} was accepted ({access:?}); header {h:?}"
@@ -1104,7 +1128,7 @@ fn corrupted_header_fields_are_typed_errors() {
             );
             for short in [data_len - 4096, 4096, 100, 0] {
                 match open_copies(control_len, short, access) {
-                    Ok(Err(OpenError::Segment(_))) => {}
+                    Ok(Err(MapError::Invalid(_))) => {}
                     other => panic!(
                         "{mode:?}: a data file cut to {short} of {data_len} bytes gave {other:?} ({access:?})"
                     ),
@@ -1113,8 +1137,8 @@ fn corrupted_header_fields_are_typed_errors() {
             // An empty control file cannot be laid out at all: refused before anything is
             // read (an I/O error naming the sizes), never mapped, never a panic.
             match open_copies(0, data_len, access) {
-                Ok(Err(OpenError::Segment(_))) => {}
-                Ok(Err(OpenError::Io(e))) if e.to_string().contains("not whole pages") => {}
+                Ok(Err(MapError::Invalid(_))) => {}
+                Ok(Err(MapError::Io(e))) if e.to_string().contains("not whole pages") => {}
                 other => panic!("{mode:?}: an empty control file gave {other:?} ({access:?})"),
             }
         }
@@ -1141,7 +1165,7 @@ fn header_type_size_must_be_a_multiple_of_type_align() {
                       // SAFETY: as above.
     unsafe { std::ptr::write_volatile(hdr, h) };
     assert!(
-        matches!(seg.open(Access::Subscriber), Err(OpenError::Segment(_))),
+        matches!(seg.open(Access::Subscriber), Err(MapError::Invalid(_))),
         "a header with type_size 12, type_align 8 was accepted"
     );
 }
@@ -1154,7 +1178,7 @@ fn client_refuses_a_segment_whose_header_disagrees_with_the_daemon() {
     let hostile = RawClient::hello(d.socket());
     let fds = hostile.attach(
         &topic,
-        Some(bytes_spec(16, 48, DeliveryMode::Lossless)),
+        Some(bytes_spec(16, 48, Mode::Lossless)),
         true,
     );
     let m = Mapping::map(fds.control.as_fd(), fds.data.as_fd(), Access::ReadWrite).expect("map");
@@ -1182,12 +1206,12 @@ fn client_refuses_a_segment_whose_header_disagrees_with_the_daemon() {
     // An honest client now opens the topic: the daemon says 16 slots of 48 bytes, the header
     // says 8 of 112. It must refuse rather than read and write at the forged offsets.
     let bus = d.bus();
-    let r = bus.subscriber::<[u8]>(&topic).open();
+    let r = bus.subscriber::<[u8]>(&topic).open_or_create();
     assert!(
         r.is_err(),
         "a subscriber opened a segment whose header disagrees with the daemon's spec"
     );
-    let r = bus.publisher::<[u8]>(&topic).open();
+    let r = bus.publisher::<[u8]>(&topic).open_or_create();
     assert!(
         r.is_err(),
         "a publisher opened a segment whose header disagrees with the daemon's spec"
@@ -1264,7 +1288,7 @@ fn client_refuses_unsealed_segment_descriptors() {
                 for access in [Access::Subscriber, Access::ReadWrite] {
                     let case = format!("{mode:?}, {access:?}: the {file} file is {what}");
                     match catch_unwind(AssertUnwindSafe(|| Mapping::map(c, d, access))) {
-                        Ok(Err(OpenError::Unsealed(msg))) => {
+                        Ok(Err(MapError::NotSealed(msg))) => {
                             assert!(msg.contains(file), "{case}: {msg}")
                         }
                         other => panic!(
@@ -1273,7 +1297,7 @@ fn client_refuses_unsealed_segment_descriptors() {
                         ),
                     }
                     match catch_unwind(AssertUnwindSafe(|| segment::open_ring(c, d, access))) {
-                        Ok(Err(OpenError::Unsealed(_))) => {}
+                        Ok(Err(MapError::NotSealed(_))) => {}
                         other => panic!(
                             "{case}: open_ring gave {:?}",
                             other.map(|r| r.map(|_| "a ring"))
@@ -1315,20 +1339,17 @@ fn fake_daemon(
                     },
                     vec![status.try_clone().expect("dup the status page")],
                 ),
-                Request::AttachPublisher {
+                Request::Attach {
                     topic,
-                    spec: Some(spec),
-                }
-                | Request::AttachSubscriber {
-                    topic,
-                    spec: Some(spec),
+                    role,
+                    how: How::Create { spec, .. },
                     ..
                 } => {
-                    let layout = Layout::compute(&segment::geometry_of(spec)).expect("layout");
-                    let seg = segment::create_segment(topic, &layout).expect("segment");
+                    let layout = Layout::compute(spec).expect("layout");
+                    let seg = daemon_segment::create_segment(topic, &layout).expect("segment");
                     // Activate the port's table entry, as the daemon does.
                     let pid = std::process::id();
-                    let (index, generation) = if matches!(req, Request::AttachPublisher { .. }) {
+                    let (index, generation) = if *role == Role::Publisher {
                         seg.ring.attach_any_publisher(pid)
                     } else {
                         seg.ring.attach_any_subscriber(pid, StartAt::Latest)
@@ -1343,6 +1364,7 @@ fn fake_daemon(
                             index: index as u32,
                             generation,
                             segment_len: layout.total_len,
+                            created: true,
                         },
                         fds,
                     )
@@ -1371,7 +1393,7 @@ fn fake_daemon(
 
 /// A status page as the daemon writes it (magic, epoch 1, pid), read-only.
 fn fake_status_page(dir: &Path) -> OwnedFd {
-    let mut page = vec![0u8; bus_daemon::status::STATUS_LEN];
+    let mut page = vec![0u8; bus_proto::status::STATUS_LEN];
     page[..8].copy_from_slice(b"SHMBUSST");
     page[8..12].copy_from_slice(&1u32.to_ne_bytes());
     page[12..16].copy_from_slice(&std::process::id().to_ne_bytes());
@@ -1381,7 +1403,7 @@ fn fake_status_page(dir: &Path) -> OwnedFd {
 }
 
 /// The same refusal end to end, in the client library: a daemon (here a fake one) that hands
-/// a client an unsealed copy of either segment file gets `Error::Segment(OpenError::Unsealed)`
+/// a client an unsealed copy of either segment file gets `OpenError::Map(MapError::NotSealed)`
 /// from `open()`, for publishers and subscribers, and the client detaches. The same fake
 /// handing the sealed files is accepted, so the refusal is the seals'.
 #[test]
@@ -1436,20 +1458,26 @@ fn client_library_refuses_unsealed_segment_descriptors_from_its_daemon() {
                 bus.publisher::<[u8]>(&topic)
                     .capacity(8)
                     .slot_size(64)
-                    .open()
+                    .open_or_create()
                     .map(drop)
             } else {
                 bus.subscriber::<[u8]>(&topic)
                     .capacity(8)
                     .slot_size(64)
-                    .open()
+                    .open_or_create()
                     .map(drop)
             };
             drop(bus);
             let seen = fake.join().expect("the fake daemon");
             match (accepted, r) {
                 (true, Ok(())) => {}
-                (false, Err(Error::Segment(OpenError::Unsealed(_)))) => {
+                (
+                    false,
+                    Err(OpenError::Map {
+                        source: MapError::NotSealed(_),
+                        ..
+                    }),
+                ) => {
                     assert_eq!(
                         seen.last().map(String::as_str),
                         Some("Detach"),
@@ -2164,9 +2192,11 @@ fn garbage_on_the_socket_is_refused_and_the_daemon_keeps_serving() {
         for req in [
             Request::List,
             Request::Stats { topic: None },
-            Request::AttachPublisher {
+            Request::Attach {
                 topic: "x".into(),
-                spec: None,
+                role: Role::Publisher,
+                how: How::Open { type_info: None },
+                start: StartAt::Latest,
             },
         ] {
             match c.request(&req) {
@@ -2200,7 +2230,7 @@ fn garbage_on_the_socket_is_refused_and_the_daemon_keeps_serving() {
         let c = RawClient::hello(d.socket());
         let devnull = std::fs::File::open("/dev/null").expect("/dev/null");
         let fds = vec![devnull.as_raw_fd(); 200];
-        let frame = bus_daemon::protocol::encode_frame(&Request::List).expect("encode");
+        let frame = bus_proto::frame::encode_frame(&Request::List).expect("encode");
         for _ in 0..50 {
             fdpass::send_with_fds(&c.stream, &frame, &fds).expect("send with fds");
             let r: Result<(Response, Vec<OwnedFd>), _> = fdpass::read_frame_with_fds(&c.stream, 0);
@@ -2225,15 +2255,21 @@ fn garbage_on_the_socket_is_refused_and_the_daemon_keeps_serving() {
                 _ => format!("ü{i}"),
             };
             let req = if i % 2 == 0 {
-                Request::AttachSubscriber {
+                Request::Attach {
                     topic: name.clone(),
-                    spec: Some(bytes_spec(2, 64, DeliveryMode::Lossy)),
-                    start: Default::default(),
+                    role: Role::Subscriber,
+                    how: How::Create {
+                        spec: bytes_spec(2, 64, Mode::Lossy),
+                        exact: true,
+                    },
+                    start: StartAt::Latest,
                 }
             } else {
-                Request::AttachPublisher {
+                Request::Attach {
                     topic: name.clone(),
-                    spec: None,
+                    role: Role::Publisher,
+                    how: How::Open { type_info: None },
+                    start: StartAt::Latest,
                 }
             };
             match c.request(&req) {
@@ -2297,11 +2333,11 @@ fn garbage_on_the_socket_is_refused_and_the_daemon_keeps_serving() {
     let fresh = unique_topic("sec-after-garbage");
     let mut p = bus
         .publisher::<TestMsg>(&fresh)
-        .open()
+        .open_or_create()
         .expect("attach after the garbage");
     let mut s = bus
         .subscriber::<TestMsg>(&fresh)
-        .open()
+        .open_or_create()
         .expect("subscribe after");
     p.send_timeout(&TestMsg::new(9, 0), START)
         .expect("send after");
@@ -2376,7 +2412,7 @@ fn limits_are_enforced_with_clear_errors() {
         .publisher::<[u8]>(&topics[0])
         .capacity(1024)
         .slot_size(4096)
-        .open()
+        .open_or_create()
         .expect_err("a 4 MiB topic under a 200 kB limit");
     assert_eq!(refused_code(&e), Some(ErrorCode::LimitReached), "{e}");
     assert!(e.to_string().contains("max_bytes_per_uid"), "{e}");
@@ -2388,7 +2424,7 @@ fn limits_are_enforced_with_clear_errors() {
             bus.publisher::<[u8]>(t)
                 .capacity(2)
                 .slot_size(64)
-                .open()
+                .open_or_create()
                 .unwrap_or_else(|e| panic!("topic {t}: {e}")),
         );
     }
@@ -2396,7 +2432,7 @@ fn limits_are_enforced_with_clear_errors() {
         .publisher::<[u8]>(&topics[3])
         .capacity(2)
         .slot_size(64)
-        .open()
+        .open_or_create()
         .expect_err("a 4th topic");
     assert_eq!(refused_code(&e), Some(ErrorCode::LimitReached), "{e}");
     assert!(e.to_string().contains("max_topics"), "{e}");
@@ -2406,7 +2442,7 @@ fn limits_are_enforced_with_clear_errors() {
     bus.publisher::<[u8]>(&topics[3])
         .capacity(2)
         .slot_size(64)
-        .open()
+        .open_or_create()
         .expect("a topic after a delete");
 
     // Five connections (`bus` is one), the sixth is refused, naming max_clients_per_uid.
@@ -2460,7 +2496,7 @@ fn limits_are_enforced_with_clear_errors() {
     ] {
         let e = conns[0]
             .publisher::<[u8]>(name)
-            .open()
+            .open_or_create()
             .expect_err("an invalid name");
         assert_eq!(
             refused_code(&e),
@@ -2469,7 +2505,7 @@ fn limits_are_enforced_with_clear_errors() {
         );
         let e = conns[0]
             .subscriber::<[u8]>(name)
-            .open()
+            .open_or_create()
             .expect_err("an invalid name");
         assert_eq!(
             refused_code(&e),
@@ -2525,7 +2561,7 @@ fn another_uid_cannot_open_or_map_a_topic_it_is_not_granted() {
         let d = Daemon::start(PEER, &[]);
         let topic = unique_topic("sec-uid");
         let bus = d.bus();
-        let _p = bus.publisher::<TestMsg>(&topic).open().expect("publisher");
+        let _p = bus.publisher::<TestMsg>(&topic).open_or_create().expect("publisher");
         let connect = connect_probe(d.socket());
         assert_eq!(
             in_child_as(NOBODY, NOBODY, &connect),
@@ -2548,12 +2584,12 @@ fn another_uid_cannot_open_or_map_a_topic_it_is_not_granted() {
     let mut gp = bus
         .publisher::<TestMsg>(&granted)
         .capacity(16)
-        .open()
+        .open_or_create()
         .expect("granted");
     let _sp = bus
         .publisher::<TestMsg>(&secret)
         .capacity(16)
-        .open()
+        .open_or_create()
         .expect("secret");
 
     // Not world-accessible: a uid outside the group still cannot connect.
@@ -2616,7 +2652,7 @@ fn unique_suffix() -> String {
     format!(
         "{}-{}",
         std::process::id(),
-        shmbus_tests::now_ns() % 1_000_000
+        bus_tests::now_ns() % 1_000_000
     )
 }
 
@@ -2631,7 +2667,7 @@ fn topic_existence_does_not_leak_to_a_uid_without_access() {
     let bus = d.bus();
     let _p = bus
         .publisher::<TestMsg>(&exists)
-        .open()
+        .open_or_create()
         .expect("secret topic");
     let uid = NOBODY.to_string();
     let mut p = Peer::spawn(
@@ -2686,7 +2722,7 @@ fn a_rule_for_a_group_admits_its_supplementary_members() {
         ],
     );
     let topic = format!("team/x{}", std::process::id());
-    let _p = d.bus().publisher::<TestMsg>(&topic).open().expect("topic");
+    let _p = d.bus().publisher::<TestMsg>(&topic).open_or_create().expect("topic");
     let (uid, team) = (NOBODY.to_string(), TEAM.to_string());
     let mut p = Peer::spawn(
         PEER,
@@ -2735,18 +2771,22 @@ fn a_subscribers_data_descriptor_is_read_only() {
         .publisher::<[u8]>(&topic)
         .capacity(8)
         .slot_size(64)
-        .open()
+        .open_or_create()
         .expect("publisher");
-    let mut honest = bus.subscriber::<[u8]>(&topic).open().expect("subscriber");
+    let mut honest = bus.subscriber::<[u8]>(&topic).open_or_create().expect("subscriber");
 
     let hostile = if root {
         let h = RawClient::from_stream(connect_as(NOBODY, NOBODY, d.socket())).say_hello();
         // The daemon serves this connection as nobody: a topic the rules do not grant is
         // refused, naming the uid.
-        match h.request(&Request::AttachSubscriber {
+        match h.request(&Request::Attach {
             topic: format!("secret/ro{}", std::process::id()),
-            spec: Some(bytes_spec(8, 64, DeliveryMode::Lossless)),
-            start: Default::default(),
+            role: Role::Subscriber,
+            how: How::Create {
+                spec: bytes_spec(8, 64, Mode::Lossless),
+                exact: true,
+            },
+            start: StartAt::Latest,
         }) {
             Ok((Response::Error { code, message }, _)) => {
                 assert_eq!(code, ErrorCode::PermissionDenied, "{message}");
@@ -2930,11 +2970,11 @@ fn sighup_reloads_rules_and_a_bad_file_keeps_the_old_rules() {
     let suffix = format!(
         "{}-{}",
         std::process::id(),
-        shmbus_tests::now_ns() % 1_000_000
+        bus_tests::now_ns() % 1_000_000
     );
     let (ta, tb) = (format!("hupa/x{suffix}"), format!("hupb/x{suffix}"));
     let bus = d.bus();
-    let open = |name: &str| bus.publisher::<[u8]>(name).capacity(2).slot_size(64).open();
+    let open = |name: &str| bus.publisher::<[u8]>(name).capacity(2).slot_size(64).open_or_create();
 
     // Rules A: one topic per uid; nobody may subscribe under hupa/ only.
     let _t0 = open(&t[0]).expect("first topic");
@@ -3058,12 +3098,12 @@ fn file_modes_are_never_world_writable() {
         let d = Daemon::start(PEER, &args);
         let (tl, ty) = (unique_topic("sec-mode-l"), unique_topic("sec-mode-y"));
         let bus = d.bus();
-        let _a = bus.publisher::<TestMsg>(&tl).open().expect("lossless");
-        let _b = bus.publisher::<TestMsg>(&ty).lossy().open().expect("lossy");
+        let _a = bus.publisher::<TestMsg>(&tl).open_or_create().expect("lossless");
+        let _b = bus.publisher::<TestMsg>(&ty).lossy().open_or_create().expect("lossy");
         let grouped = !extra.is_empty();
         let socket = d.socket().to_path_buf();
         let dir = socket.parent().expect("socket dir").to_path_buf();
-        let lock = bus_daemon::paths::lock_path_for(&socket);
+        let lock = bus_proto::paths::lock_path_for(&socket);
         // Without a group: nothing for group or others. With one: nothing for others.
         let others = if grouped { 0o007 } else { 0o077 };
         assert_mode(&socket, me, others);
@@ -3092,15 +3132,15 @@ fn file_modes_are_never_world_writable() {
                 let seals = segment::seals(fd.as_fd()).expect("F_GET_SEALS");
                 assert_eq!(seals & SEALS, SEALS, "{link}: seals {seals:#x}");
                 assert!(
-                    segment::check_owned(fd.as_fd(), me).is_ok(),
+                    daemon_segment::check_owned(fd.as_fd(), me).is_ok(),
                     "{link} fails the daemon's own check"
                 );
             }
             assert_no_dev_shm_entry_for(t);
         }
         // The status page and the topic records beside the socket: the daemon's, 0600.
-        assert_mode(&bus_daemon::status::status_path_for(&socket), me, 0o077);
-        assert_mode(&bus_daemon::state::path_for(&socket), me, 0o077);
+        assert_mode(&bus_proto::paths::status_path_for(&socket), me, 0o077);
+        assert_mode(&bus_proto::paths::topics_path_for(&socket), me, 0o077);
         if grouped {
             let m = std::fs::metadata(&socket).expect("socket");
             assert_eq!(m.gid(), NOBODY, "the socket's group");
@@ -3152,14 +3192,14 @@ fn a_forged_hand_back_after_a_restart_is_refused() {
     let real_c = open_path(&pc, libc::O_RDONLY).expect("the publisher's control file");
     let real_d = open_path(&pd, libc::O_RDONLY).expect("the publisher's data file");
     let real_ids = [
-        segment::file_id(real_c.as_fd()).expect("file id"),
-        segment::file_id(real_d.as_fd()).expect("file id"),
+        daemon_segment::file_id(real_c.as_fd()).expect("file id"),
+        daemon_segment::file_id(real_d.as_fd()).expect("file id"),
     ];
     let daemon_ids = |d: &Daemon| {
         let (c, dd) = segment_fd_pair(d.pid(), &topic);
         [c, dd].map(|p| {
             let fd = open_path(&p, libc::O_RDONLY).expect("the daemon's segment file");
-            segment::file_id(fd.as_fd()).expect("file id")
+            daemon_segment::file_id(fd.as_fd()).expect("file id")
         })
     };
     assert_eq!(daemon_ids(&d), real_ids);
@@ -3192,13 +3232,13 @@ fn a_forged_hand_back_after_a_restart_is_refused() {
     let mut forgeries: Vec<(&str, OwnedFd, OwnedFd)> = vec![
         (
             "faithful sealed copies",
-            copy(&cname, &real_c, Sealing::With(SEALS)),
-            copy(&dname, &real_d, Sealing::With(SEALS)),
+            copy(&cname, &real_c, Sealing::With(SEALS.bits())),
+            copy(&dname, &real_d, Sealing::With(SEALS.bits())),
         ),
         (
             "the real control file and a faithful copy of the data file",
             real_c.try_clone().expect("dup"),
-            copy(&dname, &real_d, Sealing::With(SEALS)),
+            copy(&dname, &real_d, Sealing::With(SEALS.bits())),
         ),
         (
             "unsealed copies",
@@ -3207,8 +3247,8 @@ fn a_forged_hand_back_after_a_restart_is_refused() {
         ),
         (
             "sealed copies of mode 0644",
-            chmod(copy(&cname, &real_c, Sealing::With(SEALS)), 0o644),
-            chmod(copy(&dname, &real_d, Sealing::With(SEALS)), 0o644),
+            chmod(copy(&cname, &real_c, Sealing::With(SEALS.bits())), 0o644),
+            chmod(copy(&dname, &real_d, Sealing::With(SEALS.bits())), 0o644),
         ),
     ];
     if is_root() {
@@ -3219,8 +3259,8 @@ fn a_forged_hand_back_after_a_restart_is_refused() {
         };
         forgeries.push((
             "sealed copies owned by another uid",
-            chown(copy(&cname, &real_c, Sealing::With(SEALS))),
-            chown(copy(&dname, &real_d, Sealing::With(SEALS))),
+            chown(copy(&cname, &real_c, Sealing::With(SEALS.bits()))),
+            chown(copy(&dname, &real_d, Sealing::With(SEALS.bits()))),
         ));
     }
     for (n, (what, control, data)) in forgeries.iter().enumerate() {
@@ -3313,7 +3353,7 @@ fn a_forged_hand_back_after_a_restart_is_refused() {
     // Messages flow: a new subscriber gets the publisher's messages, intact and in order.
     let mut sub = bus
         .subscriber::<TestMsg>(&topic)
-        .open()
+        .open_or_create()
         .expect("subscribe after");
     let mut last = None;
     for _ in 0..20 {

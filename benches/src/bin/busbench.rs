@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use shmbus_benches::child::child_main;
-use shmbus_benches::contenders::registry;
-use shmbus_benches::coordinator::{self, Config, Coordinator};
-use shmbus_benches::protocol::Timing;
-use shmbus_benches::report::{self, Status};
-use shmbus_benches::suite;
-use shmbus_benches::svg::latency_svg;
-use shmbus_benches::sysinfo::machine_line;
-use shmbus_benches::transport::Scenario;
+use bus_benches::child::child_main;
+use bus_benches::contenders::registry;
+use bus_benches::coordinator::{self, Config, Coordinator};
+use bus_benches::protocol::Timing;
+use bus_benches::report::{self, Status};
+use bus_benches::suite;
+use bus_benches::svg::latency_svg;
+use bus_benches::sysinfo::machine_line;
+use bus_benches::transport::Scenario;
 
 const LONG_ABOUT: &str = "\
 Measures IPC transports between real, separate processes.

@@ -14,7 +14,7 @@ use bus_core::layout::{Geometry, Layout};
 use bus_core::ring::StartAt;
 use bus_proto::names::validate_topic_name;
 use bus_proto::protocol::{describe_mismatch, ErrorCode, How, Response, Role};
-use bus_proto::segment::{Access, MapError};
+use bus_proto::segment::{Access, MapError, SealStep, SealedFileError};
 
 use super::registry::{Attachment, Caller, Creation, Shared, State, Topic};
 use super::{error, Answer};
@@ -237,9 +237,19 @@ pub(super) fn finish(
         Ok(seg) => seg,
         Err(e) => {
             tracing::warn!(topic = name, error = %e, "cannot create a topic");
+            let (code, hint) = match &e {
+                MapError::Create(SealedFileError {
+                    step: SealStep::Reserve(_),
+                    ..
+                }) => (
+                    ErrorCode::NoMemory,
+                    "; free memory, raise the memory limit of shmbusd's cgroup, or make the topic smaller (capacity, slot size)",
+                ),
+                _ => (ErrorCode::Internal, ""),
+            };
             return error(
-                ErrorCode::Internal,
-                format!("cannot create the shared memory of topic '{name}': {e}"),
+                code,
+                format!("cannot create the shared memory of topic '{name}': {e}{hint}"),
             );
         }
     };

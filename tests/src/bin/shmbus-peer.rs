@@ -25,10 +25,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bus_client::{Bus, RecvError, SendError};
+use bus_client::{Bus, OpenError, RecvTimeoutError, RequestError, TrySendError};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use shmbus_tests::{now_ns, Checker, TestMsg};
+use bus_tests::{now_ns, Checker, TestMsg};
 
 #[derive(Parser)]
 #[command(name = "shmbus-peer", about = "shmbus integration test peer")]
@@ -377,7 +377,7 @@ fn publish(t: &TopicArgs, o: &PubOpts) -> ExitCode {
     if let Some(c) = t.capacity {
         b = b.capacity(c);
     }
-    let mut publisher = match b.open() {
+    let mut publisher = match b.open_or_create() {
         Ok(p) => p,
         Err(e) => return fail("open publisher", e),
     };
@@ -389,8 +389,8 @@ fn publish(t: &TopicArgs, o: &PubOpts) -> ExitCode {
         let mut full = false;
         for seq in first_seq..first_seq + count {
             match publisher.try_send(&TestMsg::new(id, seq)) {
-                Ok(()) => accepted += 1,
-                Err(SendError::Full) => {
+                Ok(_) => accepted += 1,
+                Err(TrySendError::Full) => {
                     full = true;
                     break;
                 }
@@ -415,7 +415,7 @@ fn publish(t: &TopicArgs, o: &PubOpts) -> ExitCode {
         sample.publisher = id;
         sample.seq = seq;
         sample.stamp_ns = now_ns();
-        sample.check = shmbus_tests::check_of(id, seq);
+        sample.check = bus_tests::check_of(id, seq);
         sample.send();
         sent += 1;
         if let Some(us) = o.interval_us {
@@ -473,7 +473,7 @@ fn subscribe(t: &TopicArgs, count: u64, timeout_ms: u64, blocking: bool, replay:
     if replay {
         b = b.replay();
     }
-    let mut sub = match b.open() {
+    let mut sub = match b.open_or_create() {
         Ok(s) => s,
         Err(e) => return fail("open subscriber", e),
     };
@@ -494,15 +494,15 @@ fn subscribe(t: &TopicArgs, count: u64, timeout_ms: u64, blocking: bool, replay:
                 let seq = sample.sequence();
                 checker.check(&sample, seq);
             }
-            Err(RecvError::Lagged(n)) => {
+            Err(RecvTimeoutError::Lagged(n)) => {
                 lagged += n;
                 lagged_events += 1;
             }
-            Err(RecvError::Timeout) => {
+            Err(RecvTimeoutError::Timeout) => {
                 outcome = "timeout";
                 break;
             }
-            Err(RecvError::Closed) => {
+            Err(RecvTimeoutError::Closed) => {
                 outcome = "closed";
                 break;
             }
@@ -564,7 +564,7 @@ fn hold(t: &TopicArgs) -> ExitCode {
     if let Some(c) = t.capacity {
         b = b.capacity(c);
     }
-    let mut sub = match b.open() {
+    let mut sub = match b.open_or_create() {
         Ok(s) => s,
         Err(e) => return fail("open subscriber", e),
     };
@@ -624,7 +624,7 @@ fn watch(
     if blocking {
         b = b.blocking();
     }
-    let mut sub = match b.open() {
+    let mut sub = match b.open_or_create() {
         Ok(s) => s,
         Err(e) => return fail("open subscriber", e),
     };
@@ -687,12 +687,12 @@ fn watch(
                 }
                 last_msg = Some((now, now_ns()));
             }
-            Err(RecvError::Timeout) | Err(RecvError::Empty) => {}
-            Err(RecvError::Closed) => {
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Closed) => {
                 outcome = "closed";
                 break;
             }
-            Err(RecvError::Lagged(n)) => {
+            Err(RecvTimeoutError::Lagged(n)) => {
                 lagged += n;
                 if !t.lossy {
                     violation(format!("Lagged({n}) on a lossless topic"), &mut violations);
@@ -701,7 +701,7 @@ fn watch(
             Err(e) => {
                 *recv_errors.entry(format!("{e:?}")).or_insert(0) += 1;
                 violation(format!("recv: {e:?}"), &mut violations);
-                if matches!(e, RecvError::Evicted) {
+                if matches!(e, RecvTimeoutError::Evicted) {
                     outcome = "evicted";
                     break;
                 }
@@ -739,7 +739,7 @@ fn write_through_sample(t: &TopicArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => return fail("connect", e),
     };
-    let mut sub = match bus.subscriber::<TestMsg>(&t.topic).open() {
+    let mut sub = match bus.subscriber::<TestMsg>(&t.topic).open_or_create() {
         Ok(s) => s,
         Err(e) => return fail("open subscriber", e),
     };
@@ -781,7 +781,7 @@ fn probe_as(
         Ok(b) => b,
         Err(e) => {
             let errno = match &e {
-                bus_client::Error::Connect { source, .. } => source.raw_os_error(),
+                bus_client::ConnectError::Unreachable { source, .. } => source.raw_os_error(),
                 _ => None,
             };
             say(
@@ -794,24 +794,26 @@ fn probe_as(
     let mut results = serde_json::Map::new();
     let mut opened = None;
     for topic in topics {
-        let r = match bus.subscriber::<TestMsg>(topic).open() {
+        let r = match bus.subscriber::<TestMsg>(topic).open_or_create() {
             Ok(s) => {
                 if opened.is_none() {
                     opened = Some(s);
                 }
                 "ok".to_string()
             }
-            Err(bus_client::Error::PermissionDenied(m)) => format!("permission_denied: {m}"),
-            Err(bus_client::Error::Refused { code, message }) => format!("{code:?}: {message}"),
+            Err(OpenError::PermissionDenied { message, .. }) => {
+                format!("permission_denied: {message}")
+            }
+            Err(OpenError::Refused { code, message, .. }) => format!("{code:?}: {message}"),
             Err(e) => format!("error: {e}"),
         };
         results.insert(topic.clone(), json!(r));
     }
-    let code = |e: &bus_client::Error| match e {
-        bus_client::Error::PermissionDenied(_) => "permission_denied".to_string(),
-        bus_client::Error::NoSuchTopic(_) => "no_such_topic".to_string(),
-        bus_client::Error::Refused { code, .. } => format!("{code:?}"),
-        e => format!("error: {e}"),
+    let code = |e: &RequestError| match e.code() {
+        Some(bus_client::ErrorCode::PermissionDenied) => "permission_denied".to_string(),
+        Some(bus_client::ErrorCode::NoSuchTopic) => "no_such_topic".to_string(),
+        Some(code) => format!("{code:?}"),
+        None => format!("error: {e}"),
     };
     let mut stats = serde_json::Map::new();
     let mut deletes = serde_json::Map::new();
