@@ -245,6 +245,8 @@ fn assert_ok(out: &Output) {
 #[test]
 fn pipeline_pub_to_echo_delivers_every_line_in_order() {
     let d = Daemon::start("pipe");
+    // The topic exists before echo attaches (echo never creates one).
+    drop(d.bus.publisher::<[u8]>("pipe/t").create().unwrap());
     let echo = Running::spawn(&mut d.shmbus(&["echo", "pipe/t", "-n", "10000"]));
     d.wait_subscribers("pipe/t", 1);
     let input: String = (1..=10_000).map(|i| format!("{i}\n")).collect();
@@ -510,8 +512,32 @@ fn echo_reads_typed_topic_as_hex_and_exits_0_when_deleted() {
 }
 
 #[test]
+fn echo_waits_for_a_missing_topic_and_never_creates_it() {
+    let d = Daemon::start("wait");
+    let echo = Running::spawn(&mut d.shmbus(&["echo", "later/t", "-n", "1"]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        d.bus.list().unwrap().iter().all(|t| t.name != "later/t"),
+        "echo created the topic it watches"
+    );
+    // The real publisher creates it with its own type; echo attaches and prints the message.
+    let mut publisher = d.bus.publisher::<u32>("later/t").create().unwrap();
+    d.wait_subscribers("later/t", 1);
+    publisher.publish(&0x0a0b_0c0d).unwrap();
+    let out = echo.wait();
+    assert_ok(&out);
+    assert!(
+        out.stderr.contains("does not exist yet; waiting"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout, "0d0c0b0a\n");
+}
+
+#[test]
 fn hz_reports_rate_and_jitter() {
     let d = Daemon::start("hz");
+    drop(d.bus.publisher::<[u8]>("hz/t").create().unwrap());
     let hz = Running::spawn(&mut d.shmbus(&["hz", "hz/t", "-n", "20"]));
     d.wait_subscribers("hz/t", 1);
     let input: String = (0..20).map(|i| format!("{i}\n")).collect();

@@ -1135,10 +1135,10 @@ fn corrupted_header_fields_are_typed_errors() {
                 }
             }
             // An empty control file cannot be laid out at all: refused before anything is
-            // read (an I/O error naming the sizes), never mapped, never a panic.
+            // read (an error naming the sizes), never mapped, never a panic.
             match open_copies(0, data_len, access) {
                 Ok(Err(MapError::Invalid(_))) => {}
-                Ok(Err(MapError::Io(e))) if e.to_string().contains("not whole pages") => {}
+                Ok(Err(MapError::Split(e))) if e.contains("not whole pages") => {}
                 other => panic!("{mode:?}: an empty control file gave {other:?} ({access:?})"),
             }
         }

@@ -161,11 +161,18 @@ pub(super) fn plan(
             return Plan::WaitPending;
         }
         state.pending.remove(name);
-        tracing::warn!(
-            topic = name,
-            "no port handed this topic back within the adopt grace; it may be created anew"
-        );
         shared.persist(state);
+        if matches!(how, How::Create { .. }) {
+            tracing::warn!(
+                topic = name,
+                "no port handed this topic back within the adopt grace; creating it anew"
+            );
+        } else {
+            tracing::warn!(
+                topic = name,
+                "no port handed this topic back within the adopt grace; it is forgotten"
+            );
+        }
     }
     let spec = match how {
         How::Open { .. } => {
