@@ -9,11 +9,11 @@ use std::path::{Component, Path, PathBuf};
 
 use bus_client::Bus;
 use bus_proto::segment::{sealed_file, seals, SealStep, SEALS};
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
-use nix::sys::uio::pread;
 use clap::Args;
 use nix::libc;
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+use nix::sys::uio::pread;
 
 use crate::error::CliError;
 use crate::util::human_bytes;

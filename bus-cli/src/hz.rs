@@ -90,7 +90,12 @@ pub fn run(socket: &Path, args: &HzArgs) -> Result<(), CliError> {
             Err(RecvTimeoutError::Evicted) => {
                 return Err(CliError::recv(bus_client::RecvError::Evicted, &args.topic))
             }
-            Err(e) => return Err(CliError::failure(format!("receiving from '{}': {e}", args.topic))),
+            Err(e) => {
+                return Err(CliError::failure(format!(
+                    "receiving from '{}': {e}",
+                    args.topic
+                )))
+            }
         }
         if Instant::now() >= next_report {
             if !report(&stats, new_since_report, lost)? {

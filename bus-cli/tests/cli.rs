@@ -268,7 +268,11 @@ fn pipeline_pub_to_echo_delivers_every_line_in_order() {
 #[test]
 fn list_and_stat_show_topic_and_subscriber() {
     let d = Daemon::start("list");
-    let mut sub = d.bus.subscriber::<[u8]>("robot/odom").open_or_create().unwrap();
+    let mut sub = d
+        .bus
+        .subscriber::<[u8]>("robot/odom")
+        .open_or_create()
+        .unwrap();
     let mut publisher = d.bus.publisher::<[u8]>("robot/odom").open().unwrap();
     for i in 0..5u8 {
         publisher.publish(&[i; 8]).unwrap();
@@ -320,7 +324,11 @@ fn list_and_stat_show_topic_and_subscriber() {
 fn stat_watch_refreshes_in_place() {
     const CLEAR: &str = "\x1b[H\x1b[2J";
     let d = Daemon::start("watch");
-    let _sub = d.bus.subscriber::<[u8]>("watch/t").open_or_create().unwrap();
+    let _sub = d
+        .bus
+        .subscriber::<[u8]>("watch/t")
+        .open_or_create()
+        .unwrap();
     let watch = Running::spawn(&mut d.shmbus(&["stat", "--watch", "--interval-ms", "20"]));
     watch.wait_stdout("two refreshes", |out| out.matches(CLEAR).count() >= 2);
     let out = watch.stop();

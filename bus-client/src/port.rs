@@ -179,9 +179,7 @@ fn attach<P: RingPort>(
     // typed port a topic of another type.
     let asked = match how {
         How::Open { type_info: None } => None,
-        How::Open {
-            type_info: Some(t),
-        } => Some(t),
+        How::Open { type_info: Some(t) } => Some(t),
         How::Create { spec, .. } => Some(&spec.type_info),
     };
     if let Some(t) = asked {

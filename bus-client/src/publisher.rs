@@ -57,8 +57,7 @@ pub(crate) struct Sender {
 impl Sender {
     pub(crate) fn new(port: Port<RingPublisher>, wait: WaitStrategy) -> Sender {
         let spec = port.spec();
-        let scratch =
-            (spec.mode == Mode::Lossy).then(|| AlignedBuf::new(spec.slot_size as usize));
+        let scratch = (spec.mode == Mode::Lossy).then(|| AlignedBuf::new(spec.slot_size as usize));
         let exact = (!spec.type_info.is_bytes()).then_some(spec.type_info.size as usize);
         Sender {
             port,
@@ -108,11 +107,7 @@ impl Sender {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         self.wait_space::<E>(timeout)?;
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let loan = self
-            .port
-            .ring
-            .loan(self.wait, left)
-            .map_err(E::from_send)?;
+        let loan = self.port.ring.loan(self.wait, left).map_err(E::from_send)?;
         Ok(BytesLoan::new(loan, self.scratch.as_mut(), self.exact))
     }
 
@@ -213,8 +208,13 @@ impl<T: Payload + ?Sized> Publisher<T> {
     }
 
     /// Loan the next slot, waiting at most `timeout` for space.
-    pub fn loan_timeout(&mut self, timeout: Duration) -> Result<SampleMut<'_, T>, SendTimeoutError> {
-        Ok(SampleMut::new(self.inner.loan::<SendTimeoutError>(Some(timeout))?))
+    pub fn loan_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<SampleMut<'_, T>, SendTimeoutError> {
+        Ok(SampleMut::new(
+            self.inner.loan::<SendTimeoutError>(Some(timeout))?,
+        ))
     }
 
     /// Copy `value` into the next slot and send it, waiting for space as `loan` does; returns

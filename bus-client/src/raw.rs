@@ -12,8 +12,7 @@ use bus_core::wait::WaitStrategy;
 use bus_proto::protocol::How;
 
 use crate::error::{
-    OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError,
+    OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::port::Port;
 use crate::publisher::{SampleMut, Sender};

@@ -22,8 +22,7 @@ pub fn publish(socket: &Path, uid: u32, epoch: u32) -> io::Result<(StatusPage, O
         Mode::from_bits_truncate(0o600),
     )?;
     let st = fstat(fd.as_fd())?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG || st.st_uid != uid
-    {
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG || st.st_uid != uid {
         return Err(io::Error::other(
             "the status page path is not a regular file of the daemon's uid",
         ));

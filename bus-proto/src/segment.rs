@@ -217,9 +217,11 @@ pub struct SealedFileError {
 /// `SIGBUS` later), sealed with [`SEALS`]. The daemon makes every segment file with this, and
 /// `shmbus doctor` probes the machine with it.
 pub fn sealed_file(name: &str, len: u64) -> Result<OwnedFd, SealedFileError> {
-    let failed = |step| move |e: nix::Error| SealedFileError {
-        step,
-        source: e.into(),
+    let failed = |step| {
+        move |e: nix::Error| SealedFileError {
+            step,
+            source: e.into(),
+        }
     };
     let name: String = name.chars().filter(|&c| c != '\0').take(200).collect();
     let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
@@ -400,8 +402,8 @@ mod tests {
         assert!(seals(control.as_fd()).unwrap().contains(SEALS));
         assert!(nix::unistd::ftruncate(control.as_fd(), 0).is_err());
         assert!(nix::unistd::ftruncate(data.as_fd(), (d * 2) as i64).is_err());
-        let (m, slots) = Mapping::map_files(control.as_fd(), data.as_fd(), Access::ReadWrite)
-            .unwrap();
+        let (m, slots) =
+            Mapping::map_files(control.as_fd(), data.as_fd(), Access::ReadWrite).unwrap();
         assert_eq!(slots as u64, l.slots_offset);
         let ring = Ring::new(RawStorage::create(m, &l).unwrap(), Futex);
         assert_eq!(ring.geometry(), &l.geometry);

@@ -32,10 +32,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use bus_tests::{
     now_ns, segment_holders, strip_ansi, unique_topic, wait_until, Daemon, Peer, WatchReport,
 };
+use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_shmbus-peer");
 const START: Duration = Duration::from_secs(10);

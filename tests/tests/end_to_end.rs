@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use bus_client::{OpenError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
-use serde_json::Value;
 use bus_tests::{
     proc_state, segment_holders, segment_token, shm_entries_containing, unique_topic, Checker,
     Daemon, Peer, TestMsg,
 };
+use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_shmbus-peer");
 /// For a peer to start and open its port.

@@ -15,11 +15,11 @@
 use std::time::{Duration, Instant};
 
 use bus_client::{Bus, ConnectError, RecvTimeoutError, TryRecvError, TrySendError};
-use serde_json::Value;
 use bus_tests::{
     now_ns, segment_holders, segment_token, shm_entries_containing, strip_ansi, unique_topic,
     wait_until, Checker, Daemon, Peer, TestMsg, WatchReport,
 };
+use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_shmbus-peer");
 /// For a peer to start and open its port.

@@ -37,11 +37,11 @@ use bus_proto::protocol::{
     ErrorCode, How, ProtocolError, Request, Response, Role, PROTOCOL_VERSION,
 };
 use bus_proto::segment::{self, Access, MapError, Mapping, SegmentFds, ShmRing, SEALS};
-use serde_json::Value;
 use bus_tests::{
     check_of, proc_state, segment_file_names, segment_token, shm_entries_containing, strip_ansi,
     unique_topic, wait_until, Daemon, Peer, TempDir, TestMsg,
 };
+use serde_json::Value;
 
 const PEER: &str = env!("CARGO_BIN_EXE_shmbus-peer");
 /// For a peer to start and open its port.
@@ -1176,11 +1176,7 @@ fn client_refuses_a_segment_whose_header_disagrees_with_the_daemon() {
     let topic = unique_topic("sec-forge");
     // A hostile publisher gets the segment (read-write, as every publisher does) ...
     let hostile = RawClient::hello(d.socket());
-    let fds = hostile.attach(
-        &topic,
-        Some(bytes_spec(16, 48, Mode::Lossless)),
-        true,
-    );
+    let fds = hostile.attach(&topic, Some(bytes_spec(16, 48, Mode::Lossless)), true);
     let m = Mapping::map(fds.control.as_fd(), fds.data.as_fd(), Access::ReadWrite).expect("map");
     let hdr = m.as_ptr() as *mut SegmentHeader;
     // SAFETY: as in `corrupted_header_fields_are_typed_errors`.
@@ -2561,7 +2557,10 @@ fn another_uid_cannot_open_or_map_a_topic_it_is_not_granted() {
         let d = Daemon::start(PEER, &[]);
         let topic = unique_topic("sec-uid");
         let bus = d.bus();
-        let _p = bus.publisher::<TestMsg>(&topic).open_or_create().expect("publisher");
+        let _p = bus
+            .publisher::<TestMsg>(&topic)
+            .open_or_create()
+            .expect("publisher");
         let connect = connect_probe(d.socket());
         assert_eq!(
             in_child_as(NOBODY, NOBODY, &connect),
@@ -2649,11 +2648,7 @@ fn daemon_granting_nobody(tag: &str, socket_group: bool) -> (TempDir, Daemon) {
 
 /// A suffix that keeps topic names of this process and moment apart.
 fn unique_suffix() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        bus_tests::now_ns() % 1_000_000
-    )
+    format!("{}-{}", std::process::id(), bus_tests::now_ns() % 1_000_000)
 }
 
 #[test]
@@ -2722,7 +2717,11 @@ fn a_rule_for_a_group_admits_its_supplementary_members() {
         ],
     );
     let topic = format!("team/x{}", std::process::id());
-    let _p = d.bus().publisher::<TestMsg>(&topic).open_or_create().expect("topic");
+    let _p = d
+        .bus()
+        .publisher::<TestMsg>(&topic)
+        .open_or_create()
+        .expect("topic");
     let (uid, team) = (NOBODY.to_string(), TEAM.to_string());
     let mut p = Peer::spawn(
         PEER,
@@ -2773,7 +2772,10 @@ fn a_subscribers_data_descriptor_is_read_only() {
         .slot_size(64)
         .open_or_create()
         .expect("publisher");
-    let mut honest = bus.subscriber::<[u8]>(&topic).open_or_create().expect("subscriber");
+    let mut honest = bus
+        .subscriber::<[u8]>(&topic)
+        .open_or_create()
+        .expect("subscriber");
 
     let hostile = if root {
         let h = RawClient::from_stream(connect_as(NOBODY, NOBODY, d.socket())).say_hello();
@@ -2967,14 +2969,15 @@ fn sighup_reloads_rules_and_a_bad_file_keeps_the_old_rules() {
     let t: Vec<String> = (0..3)
         .map(|i| unique_topic(&format!("sec-hup{i}")))
         .collect();
-    let suffix = format!(
-        "{}-{}",
-        std::process::id(),
-        bus_tests::now_ns() % 1_000_000
-    );
+    let suffix = format!("{}-{}", std::process::id(), bus_tests::now_ns() % 1_000_000);
     let (ta, tb) = (format!("hupa/x{suffix}"), format!("hupb/x{suffix}"));
     let bus = d.bus();
-    let open = |name: &str| bus.publisher::<[u8]>(name).capacity(2).slot_size(64).open_or_create();
+    let open = |name: &str| {
+        bus.publisher::<[u8]>(name)
+            .capacity(2)
+            .slot_size(64)
+            .open_or_create()
+    };
 
     // Rules A: one topic per uid; nobody may subscribe under hupa/ only.
     let _t0 = open(&t[0]).expect("first topic");
@@ -3098,8 +3101,15 @@ fn file_modes_are_never_world_writable() {
         let d = Daemon::start(PEER, &args);
         let (tl, ty) = (unique_topic("sec-mode-l"), unique_topic("sec-mode-y"));
         let bus = d.bus();
-        let _a = bus.publisher::<TestMsg>(&tl).open_or_create().expect("lossless");
-        let _b = bus.publisher::<TestMsg>(&ty).lossy().open_or_create().expect("lossy");
+        let _a = bus
+            .publisher::<TestMsg>(&tl)
+            .open_or_create()
+            .expect("lossless");
+        let _b = bus
+            .publisher::<TestMsg>(&ty)
+            .lossy()
+            .open_or_create()
+            .expect("lossy");
         let grouped = !extra.is_empty();
         let socket = d.socket().to_path_buf();
         let dir = socket.parent().expect("socket dir").to_path_buf();

@@ -56,7 +56,7 @@ mod subscriber;
 
 pub use publisher::{Loan, PublisherPort, SendError};
 pub use repair::RepairOutcome;
-pub use subscriber::{RecvError, Received, Sample, SubscriberPort};
+pub use subscriber::{Received, RecvError, Sample, SubscriberPort};
 
 use std::time::Duration;
 

@@ -71,7 +71,9 @@ pub(super) fn serve(
             Plan::WaitCreation => {
                 let state = shared.lock();
                 if state.creating.contains_key(topic) {
-                    let _ = shared.created.wait_timeout(state, Duration::from_millis(100));
+                    let _ = shared
+                        .created
+                        .wait_timeout(state, Duration::from_millis(100));
                 }
             }
             Plan::Create(job) => {
@@ -130,9 +132,7 @@ pub(super) fn plan(
     if let Some(topic) = state.topics.get(name) {
         let requested = match how {
             How::Open { type_info: None } => None,
-            How::Open {
-                type_info: Some(t),
-            } => Some(Geometry {
+            How::Open { type_info: Some(t) } => Some(Geometry {
                 type_info: t.clone(),
                 ..topic.spec.clone()
             }),

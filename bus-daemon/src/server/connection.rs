@@ -84,23 +84,23 @@ fn serve(shared: Arc<Shared>, caller: Caller, stream: UnixStream) {
     loop {
         // Up to two descriptors come with a `Reattach` (the topic's files, handed back); any
         // others are closed at once. The frame is decoded by the protocol's one strict decoder.
-        let (request, fds): (Request, Vec<OwnedFd>) =
-            match fdpass::read_frame_with_fds(&stream, 2) {
-                Ok(r) => r,
-                Err(e) if e.is_disconnect() => {
-                    if !matches!(e, ProtocolError::Closed) {
-                        tracing::debug!(client = caller.id, error = %e, "connection lost");
-                    }
-                    break;
+        let (request, fds): (Request, Vec<OwnedFd>) = match fdpass::read_frame_with_fds(&stream, 2)
+        {
+            Ok(r) => r,
+            Err(e) if e.is_disconnect() => {
+                if !matches!(e, ProtocolError::Closed) {
+                    tracing::debug!(client = caller.id, error = %e, "connection lost");
                 }
-                Err(e) => {
-                    // A malformed frame: answer with a typed error and drop the connection,
-                    // since the stream may be out of step. Everyone else is served on.
-                    tracing::warn!(client = caller.id, pid = cred.pid, error = %e, "malformed request");
-                    let _ = fdpass::write_frame_with_fds(&stream, &e.to_response(), &[]);
-                    break;
-                }
-            };
+                break;
+            }
+            Err(e) => {
+                // A malformed frame: answer with a typed error and drop the connection,
+                // since the stream may be out of step. Everyone else is served on.
+                tracing::warn!(client = caller.id, pid = cred.pid, error = %e, "malformed request");
+                let _ = fdpass::write_frame_with_fds(&stream, &e.to_response(), &[]);
+                break;
+            }
+        };
         let (response, out) = handle(&shared, &caller, request, fds);
         let out: Vec<i32> = out.iter().map(|f| f.as_raw_fd()).collect();
         if let Err(e) = fdpass::write_frame_with_fds(&stream, &response, &out) {

@@ -3,8 +3,7 @@
 use std::os::fd::OwnedFd;
 
 use bus_proto::protocol::{
-    self, ErrorCode, PublisherStat, Request, Response, Role, SubscriberStat, TopicInfo,
-    TopicStats,
+    self, ErrorCode, PublisherStat, Request, Response, Role, SubscriberStat, TopicInfo, TopicStats,
 };
 
 use super::attach::{self, stopping};
@@ -134,7 +133,9 @@ fn detach(
         }
         None => error(
             ErrorCode::BadRequest,
-            format!("this connection holds no {role} {index} (generation {generation}) on '{topic}'"),
+            format!(
+                "this connection holds no {role} {index} (generation {generation}) on '{topic}'"
+            ),
         ),
     }
 }

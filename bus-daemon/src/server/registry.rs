@@ -198,10 +198,9 @@ impl State {
                 continue;
             };
             let alive = |i: usize, g: u64| {
-                topic
-                    .attachments
-                    .iter()
-                    .any(|a| a.role == Role::Publisher && a.index as usize == i && a.generation == g)
+                topic.attachments.iter().any(|a| {
+                    a.role == Role::Publisher && a.index as usize == i && a.generation == g
+                })
             };
             match topic.ring.repair_publisher(r.index, r.generation, alive) {
                 Ok(RepairOutcome::Clean) => {}

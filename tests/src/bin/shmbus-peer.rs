@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bus_client::{Bus, OpenError, RecvTimeoutError, RequestError, TrySendError};
+use bus_tests::{now_ns, Checker, TestMsg};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use bus_tests::{now_ns, Checker, TestMsg};
 
 #[derive(Parser)]
 #[command(name = "shmbus-peer", about = "shmbus integration test peer")]
