@@ -107,7 +107,9 @@ fn a_list_is_answered_while_a_1_gib_topic_is_being_created() {
     let mut lists = Vec::new();
     while done_rx.try_recv().is_err() {
         let at = Instant::now();
-        lister.list().expect("a list while a topic is being created");
+        lister
+            .list()
+            .expect("a list while a topic is being created");
         lists.push((at, at.elapsed()));
     }
     let (started, took, created) = create.join().expect("the creating thread");
