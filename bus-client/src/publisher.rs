@@ -155,6 +155,27 @@ impl Sender {
     }
 }
 
+/// The accessors every publisher (typed or raw) has, over its `inner: Sender`.
+macro_rules! sender_accessors {
+    () => {
+        /// The topic name.
+        pub fn topic(&self) -> &str {
+            self.inner.topic()
+        }
+
+        /// The topic's geometry and payload type, as the topic holds them.
+        pub fn spec(&self) -> &bus_core::layout::Geometry {
+            self.inner.spec()
+        }
+
+        /// Change how this publisher waits for space (lossless topics).
+        pub fn set_wait_strategy(&mut self, strategy: bus_core::wait::WaitStrategy) {
+            self.inner.set_wait_strategy(strategy);
+        }
+    };
+}
+pub(crate) use sender_accessors;
+
 /// A message whose length is not the topic's type size.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WrongSize {
@@ -181,20 +202,7 @@ impl<T: Payload + ?Sized> Publisher<T> {
         }
     }
 
-    /// The topic name.
-    pub fn topic(&self) -> &str {
-        self.inner.topic()
-    }
-
-    /// The topic's geometry and payload type, as the topic holds them.
-    pub fn spec(&self) -> &Geometry {
-        self.inner.spec()
-    }
-
-    /// Change how this publisher waits for space (lossless topics).
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.inner.set_wait_strategy(strategy);
-    }
+    sender_accessors!();
 
     /// Loan the next slot to write in place, waiting for space (lossless topics) as the wait
     /// strategy says. Lossy topics never wait.

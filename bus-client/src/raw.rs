@@ -15,8 +15,8 @@ use crate::error::{
     OpenError, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
 };
 use crate::port::Port;
-use crate::publisher::{SampleMut, Sender};
-use crate::subscriber::{Got, Receiver};
+use crate::publisher::{sender_accessors, SampleMut, Sender};
+use crate::subscriber::{receiver_accessors, Got, Receiver};
 use crate::Bus;
 
 /// Receives the messages of any topic as bytes, whatever its type.
@@ -40,35 +40,7 @@ pub struct RawSubscriber {
 }
 
 impl RawSubscriber {
-    /// The topic name.
-    pub fn topic(&self) -> &str {
-        self.inner.topic()
-    }
-
-    /// The topic's geometry and payload type (name, size, alignment).
-    pub fn spec(&self) -> &Geometry {
-        self.inner.spec()
-    }
-
-    /// Change how `recv` waits.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.inner.set_wait_strategy(strategy);
-    }
-
-    /// Messages lost to lag so far (lossy topics).
-    pub fn lagged(&self) -> u64 {
-        self.inner.lagged()
-    }
-
-    /// Messages skipped because their slot was corrupted.
-    pub fn malformed(&self) -> u64 {
-        self.inner.malformed()
-    }
-
-    /// Messages published that this subscriber has not read yet.
-    pub fn backlog(&self) -> u64 {
-        self.inner.backlog()
-    }
+    receiver_accessors!();
 
     /// Receive the next message, waiting as the wait strategy says.
     pub fn recv(&mut self) -> Result<RawSample<'_>, RecvError> {
@@ -142,20 +114,7 @@ pub struct RawPublisher {
 }
 
 impl RawPublisher {
-    /// The topic name.
-    pub fn topic(&self) -> &str {
-        self.inner.topic()
-    }
-
-    /// The topic's geometry and payload type.
-    pub fn spec(&self) -> &Geometry {
-        self.inner.spec()
-    }
-
-    /// Change how this publisher waits for space (lossless topics).
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.inner.set_wait_strategy(strategy);
-    }
+    sender_accessors!();
 
     /// Loan the next slot as bytes (the type's size on a typed topic, the whole slot on a
     /// byte topic; `set_len` to send fewer), waiting for space as the wait strategy says.

@@ -218,6 +218,44 @@ impl Receiver {
     }
 }
 
+/// The accessors every subscriber (typed or raw) has, over its `inner: Receiver`.
+macro_rules! receiver_accessors {
+    () => {
+        /// The topic name.
+        pub fn topic(&self) -> &str {
+            self.inner.topic()
+        }
+
+        /// The topic's geometry and payload type (name, size, alignment), as the topic holds
+        /// them.
+        pub fn spec(&self) -> &bus_core::layout::Geometry {
+            self.inner.spec()
+        }
+
+        /// Change how receiving waits.
+        pub fn set_wait_strategy(&mut self, strategy: bus_core::wait::WaitStrategy) {
+            self.inner.set_wait_strategy(strategy);
+        }
+
+        /// Messages lost to lag so far (lossy topics).
+        pub fn lagged(&self) -> u64 {
+            self.inner.lagged()
+        }
+
+        /// Messages skipped because they were malformed (a length the port's type does not
+        /// take, or a corrupted slot).
+        pub fn malformed(&self) -> u64 {
+            self.inner.malformed()
+        }
+
+        /// Messages published that this subscriber has not read yet.
+        pub fn backlog(&self) -> u64 {
+            self.inner.backlog()
+        }
+    };
+}
+pub(crate) use receiver_accessors;
+
 impl<T: Payload + ?Sized> Subscriber<T> {
     pub(crate) fn new(inner: Receiver) -> Subscriber<T> {
         Subscriber {
@@ -226,36 +264,7 @@ impl<T: Payload + ?Sized> Subscriber<T> {
         }
     }
 
-    /// The topic name.
-    pub fn topic(&self) -> &str {
-        self.inner.topic()
-    }
-
-    /// The topic's geometry and payload type, as the topic holds them.
-    pub fn spec(&self) -> &Geometry {
-        self.inner.spec()
-    }
-
-    /// Change how `recv` waits.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.inner.set_wait_strategy(strategy);
-    }
-
-    /// Messages lost to lag so far (lossy topics).
-    pub fn lagged(&self) -> u64 {
-        self.inner.lagged()
-    }
-
-    /// Messages skipped because they were malformed (a wrong length for `T`, or a corrupted
-    /// slot).
-    pub fn malformed(&self) -> u64 {
-        self.inner.malformed()
-    }
-
-    /// Messages published that this subscriber has not read yet.
-    pub fn backlog(&self) -> u64 {
-        self.inner.backlog()
-    }
+    receiver_accessors!();
 
     /// Receive the next message, waiting as the wait strategy says (default: spin, then park).
     pub fn recv(&mut self) -> Result<Sample<'_, T>, RecvError> {
