@@ -16,8 +16,14 @@ use std::io;
 use std::path::PathBuf;
 
 use bus_core::ring::{RecvError as CoreRecv, SendError as CoreSend};
-use bus_proto::protocol::{ErrorCode, ProtocolError};
-use bus_proto::segment::MapError;
+use bus_proto::protocol::ErrorCode;
+
+/// The errors below carry these as their sources.
+pub use bus_core::layout::SegmentError;
+#[cfg(feature = "embedded")]
+pub use bus_daemon::StartError;
+pub use bus_proto::protocol::ProtocolError;
+pub use bus_proto::segment::{MapError, SealStep, SealedFileError};
 
 /// Why connecting to the daemon failed.
 #[derive(Debug, thiserror::Error)]
