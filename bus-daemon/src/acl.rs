@@ -24,10 +24,11 @@
 //!   pattern matches the topic lists the peer's uid, primary gid or one of its
 //!   supplementary gids for that action. Rules only grant; there are no deny
 //!   rules, so their order never matters.
-//! - Patterns are globs over `/`-separated parts: `*` matches exactly one
-//!   part, `**` matches any number of parts including none (so `robot/**`
-//!   matches `robot`, `robot/odom` and `robot/arm/joint`), and any other part
-//!   matches itself exactly. A wildcard must be a whole part (`odom*` is an error).
+//! - Patterns are [`TopicPattern`]s (shared with the tools, in `bus_proto::pattern`): globs
+//!   over `/`-separated parts: `*` matches exactly one part, `**` matches any number of parts
+//!   including none (so `robot/**` matches `robot`, `robot/odom` and `robot/arm/joint`), and
+//!   any other part matches itself exactly. A wildcard must be a whole part (`odom*` is an
+//!   error).
 //! - Unknown keys anywhere are errors, so a typo cannot silently change access.
 
 use std::fs;
@@ -37,7 +38,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use bus_proto::fdpass::PeerCred;
-use bus_proto::names::{validate_topic_name, MAX_TOPIC_NAME};
+pub use bus_proto::pattern::TopicPattern;
 
 /// What a peer wants to do on a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,119 +77,6 @@ pub enum AclError {
         /// Its permission bits.
         mode: u32,
     },
-}
-
-/// One part of a [`TopicPattern`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PatternPart {
-    Exact(String),
-    /// `*`: exactly one part.
-    One,
-    /// `**`: zero or more parts.
-    Any,
-}
-
-/// A glob over topic names (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TopicPattern {
-    text: String,
-    parts: Vec<PatternPart>,
-}
-
-impl TopicPattern {
-    /// Parses a pattern; the error says which part is wrong and why.
-    pub fn new(text: &str) -> Result<TopicPattern, String> {
-        if text.is_empty() {
-            return Err("topic pattern is empty; use e.g. \"robot/**\" or \"**\"".into());
-        }
-        if text.len() > MAX_TOPIC_NAME * 2 {
-            return Err(format!(
-                "topic pattern is {} bytes long; at most {} are allowed",
-                text.len(),
-                MAX_TOPIC_NAME * 2
-            ));
-        }
-        let mut parts = Vec::new();
-        for part in text.split('/') {
-            let p = match part {
-                "*" => PatternPart::One,
-                "**" => PatternPart::Any,
-                _ if part.contains('*') => {
-                    return Err(format!(
-                        "topic pattern {text:?} has part {part:?}: a wildcard must be a whole part (`*` for one part, `**` for any number)"
-                    ))
-                }
-                "" => {
-                    return Err(format!(
-                        "topic pattern {text:?} has an empty part (a leading, trailing or doubled '/')"
-                    ))
-                }
-                _ => {
-                    validate_topic_name(part)
-                        .map_err(|e| format!("topic pattern {text:?}, part {part:?}: {e}"))?;
-                    PatternPart::Exact(part.to_string())
-                }
-            };
-            parts.push(p);
-        }
-        Ok(TopicPattern {
-            text: text.to_string(),
-            parts,
-        })
-    }
-
-    /// The pattern as written.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// True when `topic` matches. Linear in parts: O(pattern parts × topic parts).
-    pub fn matches(&self, topic: &str) -> bool {
-        let topic: Vec<&str> = topic.split('/').collect();
-        // reach[j]: the pattern parts seen so far can consume exactly the first j topic parts.
-        let mut reach = vec![false; topic.len() + 1];
-        if let Some(first) = reach.first_mut() {
-            *first = true;
-        }
-        for part in &self.parts {
-            let mut next = vec![false; topic.len() + 1];
-            match part {
-                PatternPart::Any => {
-                    let mut any = false;
-                    for (n, r) in next.iter_mut().zip(&reach) {
-                        any |= *r;
-                        *n = any;
-                    }
-                }
-                PatternPart::One => {
-                    for (n, r) in next.iter_mut().skip(1).zip(&reach) {
-                        *n = *r;
-                    }
-                }
-                PatternPart::Exact(want) => {
-                    for ((n, r), t) in next.iter_mut().skip(1).zip(&reach).zip(&topic) {
-                        *n = *r && *t == want;
-                    }
-                }
-            }
-            reach = next;
-        }
-        reach.last().copied().unwrap_or(false)
-    }
-}
-
-impl TryFrom<String> for TopicPattern {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        TopicPattern::new(&s)
-    }
-}
-
-impl From<TopicPattern> for String {
-    fn from(p: TopicPattern) -> String {
-        p.text
-    }
 }
 
 /// Who is granted one action: listed uids and gids.
@@ -354,10 +242,6 @@ max_clients_per_uid = 64
         PeerCred { pid: 1, uid, gid }
     }
 
-    fn pat(s: &str) -> TopicPattern {
-        TopicPattern::new(s).unwrap()
-    }
-
     #[test]
     fn example_config_parses() {
         let c = AccessConfig::from_toml_str(EXAMPLE).unwrap();
@@ -420,54 +304,6 @@ subscribe = { uids = [2] }
         assert!(c.allows(DAEMON, &peer(1, 9), "robot/odom", Action::Subscribe));
         assert!(c.allows(DAEMON, &peer(2, 9), "robot/odom", Action::Subscribe));
         assert!(!c.allows(DAEMON, &peer(2, 9), "robot/arm", Action::Subscribe));
-    }
-
-    #[test]
-    fn single_star_matches_exactly_one_part() {
-        let p = pat("md/*/AAPL");
-        assert!(p.matches("md/XNAS/AAPL"));
-        assert!(!p.matches("md/AAPL"));
-        assert!(!p.matches("md/a/b/AAPL"));
-        assert!(!p.matches("md/XNAS/MSFT"));
-        assert!(pat("*").matches("x"));
-        assert!(!pat("*").matches("x/y"));
-    }
-
-    #[test]
-    fn double_star_matches_zero_or_more_parts() {
-        let p = pat("robot/**");
-        assert!(p.matches("robot"));
-        assert!(p.matches("robot/odom"));
-        assert!(p.matches("robot/arm/joint/3"));
-        assert!(!p.matches("robots/odom"));
-        assert!(!p.matches("x/robot/odom"));
-        assert!(pat("**").matches("anything/at/all"));
-        let mid = pat("a/**/z");
-        assert!(mid.matches("a/z"));
-        assert!(mid.matches("a/b/c/z"));
-        assert!(!mid.matches("a/b/c"));
-        let many = pat("**/x/**/y/**");
-        assert!(many.matches("x/y"));
-        assert!(many.matches("p/x/q/y/r"));
-        assert!(!many.matches("y/x"));
-    }
-
-    #[test]
-    fn exact_pattern_matches_only_itself() {
-        let p = pat("robot/odom");
-        assert!(p.matches("robot/odom"));
-        assert!(!p.matches("robot/odom/x"));
-        assert!(!p.matches("robot"));
-        assert!(!p.matches("robot/odo"));
-    }
-
-    #[test]
-    fn pathological_pattern_matches_quickly() {
-        let p = pat(&["**"; 60].join("/"));
-        let topic = ["a"; 100].join("/");
-        assert!(p.matches(&topic));
-        let p = pat(&format!("{}/b", ["**"; 60].join("/")));
-        assert!(!p.matches(&topic));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   restarted daemon.
 //! * [`paths`]: where the socket is, and the names of the files beside it.
 //! * [`names`]: topic name rules.
+//! * [`pattern`]: topic patterns (`robot/**`, `md/*/AAPL`), for access rules and tools.
 //!
 //! The topic vocabulary itself (`Geometry`, `TypeInfo`, `Mode`, `StartAt`, the limits and the
 //! one validator) is `bus_core`'s; this crate carries it on the wire.
@@ -24,6 +25,7 @@ pub mod fdpass;
 pub mod frame;
 pub mod names;
 pub mod paths;
+pub mod pattern;
 pub mod protocol;
 pub mod segment;
 pub mod status;
