@@ -1,14 +1,20 @@
 //! `shmbus`: the command-line tool of the shmbus shared-memory bus.
 //!
 //! Each subcommand lives in its own module: [`list`], [`stat`], [`echo`], [`publish`] (`pub`),
-//! [`hz`] and [`doctor`]. [`error`] maps failures to the exit codes documented in `--help`.
+//! [`hz`], [`doctor`], [`record`], [`play`] and [`info`] (the last three share
+//! [`recording`]). [`error`] maps failures to the exit codes documented in `--help`.
 
 mod doctor;
 mod echo;
 mod error;
 mod hz;
+mod info;
 mod list;
+mod play;
 mod publish;
+mod record;
+mod recording;
+mod signals;
 mod stat;
 mod util;
 
@@ -68,6 +74,12 @@ enum Command {
     /// Check the machine and the daemon: sealed shared memory, memory and file limits, socket,
     /// old /dev/shm files.
     Doctor(doctor::DoctorArgs),
+    /// Record topics into an MCAP file (Ctrl-C finishes it).
+    Record(record::RecordArgs),
+    /// Publish recorded messages again, at the recorded pace (scaled by --rate).
+    Play(play::PlayArgs),
+    /// Describe a recording: time span, topics, message counts, types, sizes, compression.
+    Info(info::InfoArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +95,9 @@ fn main() -> ExitCode {
         Command::Pub(args) => publish::run(&socket, &args),
         Command::Hz(args) => hz::run(&socket, &args),
         Command::Doctor(args) => doctor::run(&socket, &args),
+        Command::Record(args) => record::run(&socket, &args),
+        Command::Play(args) => play::run(&socket, &args),
+        Command::Info(args) => info::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,376 @@
+//! `shmbus record`: record topics into MCAP files.
+//!
+//! Threads: this one finds the topics to record (it asks the daemon for the topic list every
+//! `--poll-ms`, so topics created later are picked up), one [`reader`] per topic takes its
+//! messages off the ring, and the [`writer`] merges them in receive-time order into
+//! [`file`]s. The [`queue`] between readers and writer is bounded; `--overflow` says what a
+//! reader does when it is full.
+
+mod file;
+mod queue;
+mod reader;
+mod writer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bus_client::{Bus, OpenError, StartAt, TopicInfo};
+use bus_proto::pattern::TopicPattern;
+use clap::{Args, ValueEnum};
+
+use self::queue::{Item, Overflow, Queue};
+use self::reader::Reader;
+use self::writer::{Config, MergeWriter};
+use crate::error::CliError;
+use crate::recording::{self, Clock};
+use crate::signals;
+use crate::util;
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Record topics into an MCAP file: one channel per topic, with the topic's \
+geometry and type in the channel metadata; every message with its receive time (log_time) and \
+bus sequence number. Any topic can be recorded, whatever its type.
+
+Topics are named or matched by patterns (`*` is one part of a name, `**` any number of parts: \
+`robot/**`). Topics that match and are created while recording are picked up. Only messages \
+published after the recorder attached are recorded. A topic that does not exist yet is waited \
+for, never created.
+
+Ctrl-C or SIGTERM finishes the file (index and summary) and exits 0. A recorder killed with -9 \
+leaves a file that MCAP readers read up to its last complete chunk (chunks close at least once a \
+second). If the disk fills up, the file is closed at its last complete chunk and the recorder \
+exits 1.
+
+On a lossless topic, a recorder that cannot keep up holds the publishers back by default, like \
+any lossless subscriber (--overflow block); with --overflow drop it keeps releasing slots and \
+counts what it had to drop instead. See docs/recording.md.",
+    after_help = "Examples:
+  shmbus record robot/odom robot/cmd -o run1.mcap
+  shmbus record --all --exclude 'debug/**' --compression lz4
+  shmbus record 'md/**' --split-size 1000000000 -o md.mcap      # md_0.mcap, md_1.mcap, ..."
+)]
+pub struct RecordArgs {
+    /// Topics or patterns to record (`robot/odom`, `robot/*`, `md/**`).
+    #[arg(value_name = "TOPIC|PATTERN")]
+    topics: Vec<String>,
+
+    /// Record every topic (the pattern `**`).
+    #[arg(long, short = 'a')]
+    all: bool,
+
+    /// Do not record topics matching PATTERN (may be repeated).
+    #[arg(long, short = 'x', value_name = "PATTERN")]
+    exclude: Vec<String>,
+
+    /// The file to write. Default: shmbus_YYYYMMDD-HHMMSS.mcap (UTC). With a split, the parts
+    /// are FILE's name with _0, _1, ... before the extension.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Start a new file once this one holds BYTES bytes (checked when a chunk closes).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(4096..))]
+    split_size: Option<u64>,
+
+    /// Start a new file once this one spans SECS seconds of receive time.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    split_duration: Option<f64>,
+
+    /// Chunk compression.
+    #[arg(long, value_enum, default_value = "zstd")]
+    compression: CompressionArg,
+
+    /// Target uncompressed chunk size in bytes (a chunk also closes once a second).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(1024..=(1 << 30)))]
+    chunk_size: u64,
+
+    /// What a topic's reader does when the writer falls behind (the disk is slower than the
+    /// publishers) and the queue is full. block: wait, so nothing is lost and a lossless
+    /// topic's publishers wait for the recorder (if it waits longer than the daemon's stuck
+    /// timeout it is evicted, and what it missed is counted as lost). drop: keep reading,
+    /// drop what does not fit and count it; publishers never wait for the disk.
+    #[arg(long, value_enum, default_value = "block")]
+    overflow: Overflow,
+
+    /// Bytes of messages the recorder holds in memory before --overflow applies.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(1 << 20..=(1 << 40)))]
+    queue_size: u64,
+
+    /// How often to look for new topics, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    poll_ms: u64,
+}
+
+/// `--compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CompressionArg {
+    None,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionArg {
+    fn mcap(self) -> Option<mcap::Compression> {
+        match self {
+            CompressionArg::None => None,
+            CompressionArg::Lz4 => Some(mcap::Compression::Lz4),
+            CompressionArg::Zstd => Some(mcap::Compression::Zstd),
+        }
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a duration: give seconds, like 60 or 0.5"
+        )),
+    }
+}
+
+/// Which topics to record.
+struct Selection {
+    include: Vec<TopicPattern>,
+    exclude: Vec<TopicPattern>,
+}
+
+impl Selection {
+    fn new(args: &RecordArgs) -> Result<Selection, CliError> {
+        let parse = |p: &String| TopicPattern::new(p).map_err(|e| CliError::usage(format!("{e}")));
+        let mut include: Vec<TopicPattern> =
+            args.topics.iter().map(parse).collect::<Result<_, _>>()?;
+        if args.all {
+            include.push(parse(&"**".to_string())?);
+        }
+        if include.is_empty() {
+            return Err(CliError::usage(
+                "name the topics to record (or patterns like 'robot/**'), or give --all",
+            ));
+        }
+        let exclude = args.exclude.iter().map(parse).collect::<Result<_, _>>()?;
+        Ok(Selection { include, exclude })
+    }
+
+    fn wants(&self, topic: &str) -> bool {
+        self.include.iter().any(|p| p.matches(topic))
+            && !self.exclude.iter().any(|p| p.matches(topic))
+    }
+}
+
+pub fn run(socket: &Path, args: &RecordArgs) -> Result<(), CliError> {
+    let selection = Selection::new(args)?;
+    let clock = Clock::start();
+    let path = args
+        .output
+        .clone()
+        .unwrap_or_else(|| recording::default_file_name(clock.start_ns()));
+    writer::check_directory(&path).map_err(CliError::usage)?;
+    let bus = Arc::new(util::connect(socket)?);
+    // Before any thread starts: the signals go to the signal thread only.
+    let stop = signals::on_stop("finishing the recording")?;
+
+    let memory = usize::try_from(args.queue_size / 2).unwrap_or(usize::MAX);
+    let queue = Arc::new(Queue::new(memory));
+    let config = Config {
+        path,
+        split_size: args.split_size,
+        split_ns: args.split_duration.map(|s| (s * 1e9) as u64),
+        compression: args.compression.mcap(),
+        chunk_size: args
+            .split_size
+            .map_or(args.chunk_size, |s| args.chunk_size.min((s / 2).max(1024))),
+        memory,
+        overflow: args.overflow,
+    };
+    let merge = MergeWriter::new(config, queue.clone(), stop.clone());
+    let writer = std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || merge.run())
+        .map_err(|e| CliError::failure(format!("starting the writer: {e}")))?;
+
+    let mut finder = Finder {
+        bus,
+        socket,
+        selection,
+        queue: queue.clone(),
+        clock,
+        overflow: args.overflow,
+        stop: stop.clone(),
+        readers: BTreeMap::new(),
+        sources: 0,
+        refused: BTreeSet::new(),
+        said_waiting: false,
+        list_failing: false,
+    };
+    let started = Instant::now();
+    let found = finder.run(Duration::from_millis(args.poll_ms));
+    for (_, handle) in std::mem::take(&mut finder.readers) {
+        let _ = handle.join();
+    }
+    let _ = queue.push(Item::Done, Overflow::Block);
+    let (report, written) = writer
+        .join()
+        .map_err(|_| CliError::failure("the writer thread panicked"))?;
+    print_report(&report, started.elapsed());
+    found?;
+    written.map_err(|f| CliError::failure(f.message()))
+}
+
+fn print_report(report: &writer::Report, took: Duration) {
+    let mut total = recording::Counts::default();
+    for (topic, c) in &report.topics {
+        total.add(c);
+        let mut line = format!(
+            "shmbus record: {topic}: {} messages, {}",
+            c.messages,
+            util::human_bytes(c.bytes as f64)
+        );
+        if c.lost > 0 {
+            line.push_str(&format!(", {} lost (never seen: lag or eviction)", c.lost));
+        }
+        if c.dropped > 0 {
+            line.push_str(&format!(", {} dropped (queue full)", c.dropped));
+        }
+        eprintln!("{line}");
+    }
+    let files: Vec<String> = report
+        .files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    eprintln!(
+        "shmbus record: {} messages on {} topics in {:.1} s into {}",
+        total.messages,
+        report.topics.len(),
+        took.as_secs_f64(),
+        if files.is_empty() {
+            "no complete file".to_string()
+        } else {
+            files.join(", ")
+        }
+    );
+}
+
+/// Finds the topics to record and starts a reader for each.
+struct Finder<'a> {
+    bus: Arc<Bus>,
+    socket: &'a Path,
+    selection: Selection,
+    queue: Arc<Queue>,
+    clock: Clock,
+    overflow: Overflow,
+    stop: signals::StopFlag,
+    readers: BTreeMap<String, JoinHandle<()>>,
+    sources: usize,
+    refused: BTreeSet<String>,
+    said_waiting: bool,
+    list_failing: bool,
+}
+
+impl Finder<'_> {
+    fn run(&mut self, poll: Duration) -> Result<(), CliError> {
+        while !self.stop.is_set() {
+            match self.bus.list() {
+                Ok(topics) => {
+                    self.list_failing = false;
+                    self.start_new(&topics)?;
+                }
+                Err(e) => {
+                    if !self.list_failing {
+                        eprintln!(
+                            "shmbus record: listing topics: {}; retrying",
+                            CliError::request(e, self.socket).message
+                        );
+                        self.list_failing = true;
+                    }
+                }
+            }
+            // Readers that ended (their topic closed) may start again if it comes back.
+            self.readers.retain(|_, h| !h.is_finished());
+            let until = Instant::now() + poll;
+            while !self.stop.is_set() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10).min(poll));
+            }
+        }
+        Ok(())
+    }
+
+    fn start_new(&mut self, topics: &[TopicInfo]) -> Result<(), CliError> {
+        for info in topics {
+            let name = &info.name;
+            if self.readers.contains_key(name)
+                || self.refused.contains(name)
+                || !self.selection.wants(name)
+            {
+                continue;
+            }
+            let sub = match self
+                .bus
+                .raw_subscriber(name)
+                .start_at(StartAt::Latest)
+                .open()
+            {
+                Ok(sub) => sub,
+                Err(OpenError::NotFound { .. }) => continue, // deleted since the list
+                Err(e) => {
+                    eprintln!("shmbus record: not recording '{name}': {e}");
+                    self.refused.insert(name.clone());
+                    continue;
+                }
+            };
+            let source = self.sources;
+            self.sources += 1;
+            eprintln!(
+                "shmbus record: recording {name} ({}, {})",
+                sub.spec().mode,
+                util::type_label(sub.spec())
+            );
+            let _ = self.queue.push(
+                Item::Start {
+                    source,
+                    topic: name.clone(),
+                    spec: sub.spec().clone(),
+                    upto: self.clock.now_ns(),
+                },
+                Overflow::Block,
+            );
+            let reader = Reader::new(
+                source,
+                sub,
+                self.bus.clone(),
+                self.queue.clone(),
+                self.clock,
+                self.overflow,
+                self.stop.clone(),
+            );
+            let handle = std::thread::Builder::new()
+                .name(format!("read {name}"))
+                .spawn(move || reader.run())
+                .map_err(|e| CliError::failure(format!("starting a reader thread: {e}")))?;
+            self.readers.insert(name.clone(), handle);
+        }
+        if !self.said_waiting {
+            let missing: Vec<&str> = self
+                .selection
+                .include
+                .iter()
+                .filter(|p| p.is_exact() && !topics.iter().any(|t| t.name == p.as_str()))
+                .map(TopicPattern::as_str)
+                .collect();
+            if !missing.is_empty() {
+                eprintln!(
+                    "shmbus record: waiting for {} to be created (Ctrl-C to stop)",
+                    missing.join(", ")
+                );
+            }
+            self.said_waiting = true;
+        }
+        Ok(())
+    }
+}
