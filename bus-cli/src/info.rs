@@ -375,7 +375,7 @@ fn read_through(info: &mut FileInfo, file: File) {
         for record in records {
             match record {
                 Ok(Record::Channel(c)) => {
-                    if !channels.contains_key(&c.id) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = channels.entry(c.id) {
                         let channel = mcap::Channel {
                             id: c.id,
                             topic: c.topic,
@@ -383,7 +383,7 @@ fn read_through(info: &mut FileInfo, file: File) {
                             message_encoding: c.message_encoding,
                             metadata: c.metadata,
                         };
-                        channels.insert(c.id, info.topics.len());
+                        slot.insert(info.topics.len());
                         info.topics.push(entry_for(&channel));
                     }
                 }

@@ -142,7 +142,7 @@ struct Selection {
 
 impl Selection {
     fn new(args: &RecordArgs) -> Result<Selection, CliError> {
-        let parse = |p: &String| TopicPattern::new(p).map_err(|e| CliError::usage(format!("{e}")));
+        let parse = |p: &String| TopicPattern::new(p).map_err(CliError::usage);
         let mut include: Vec<TopicPattern> =
             args.topics.iter().map(parse).collect::<Result<_, _>>()?;
         if args.all {

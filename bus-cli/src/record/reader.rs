@@ -110,6 +110,7 @@ impl Reader {
     fn read(&mut self) -> Stop {
         loop {
             if self.out.stop.is_set() {
+                self.drain();
                 return Stop::Asked;
             }
             // Take everything the ring holds.
@@ -146,6 +147,18 @@ impl Reader {
             };
             if let Some(stop) = self.handle(next) {
                 return stop;
+            }
+        }
+    }
+
+    /// On stop: take what the ring held when the stop came (at most a ring's worth, so that a
+    /// publisher that keeps publishing cannot hold the recorder open).
+    fn drain(&mut self) {
+        for _ in 0..self.sub.spec().capacity {
+            match self.sub.try_recv() {
+                Ok(sample) => self.out.add(&sample),
+                Err(TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
             }
         }
     }

@@ -1,0 +1,655 @@
+//! `shmbus record`, `play` and `info` against real daemons, as separate processes: a
+//! recording played into a fresh daemon gives back every payload in order; the Python `mcap`
+//! package reads what the recorder wrote; splits, SIGINT, SIGTERM, kill -9 and a full disk each
+//! leave readable files; rate, loop, start offset, filters and remaps do what they say.
+//!
+//! The Python checks run when `SHMBUS_TEST_PYTHON` names an interpreter (`.ci/run` makes a
+//! virtual environment with the `mcap` package); they fail if that interpreter lacks the
+//! package, and are skipped with a NOTICE when the variable is unset.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bus_client::{Bus, Geometry, RawSubscriber, RecvTimeoutError, StartAt};
+use common::*;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const N: u64 = 10_000;
+
+fn typed_payload(i: u64) -> [u64; 3] {
+    [i, i.wrapping_mul(3), !i]
+}
+
+fn bytes_payload(i: u64) -> Vec<u8> {
+    let mut v = format!("bytes-{i}-").into_bytes();
+    v.extend(std::iter::repeat_n(b'x', (i % 50) as usize));
+    v
+}
+
+fn lossy_payload(i: u64) -> Vec<u8> {
+    let mut v = vec![(i % 251) as u8; 64];
+    v[..8].copy_from_slice(&i.to_le_bytes());
+    v
+}
+
+fn signal(running: &Running, sig: Signal) {
+    kill(Pid::from_raw(running.child.id() as i32), sig).unwrap();
+}
+
+/// `shmbus info --json FILE`, which must succeed.
+fn info(d: &Daemon, file: &Path) -> Value {
+    let out = run(&mut d.shmbus(&["info", "--json", file.to_str().unwrap()]));
+    assert_ok(&out);
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+/// Wait until every subscriber of `topic` has read everything published.
+fn wait_drained(bus: &Bus, topic: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let stats = bus.stats(Some(topic)).unwrap();
+        if stats
+            .iter()
+            .all(|t| t.subscribers.iter().all(|s| s.lag == 0))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recorder did not catch up: {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The interpreter with the `mcap` package, or `None` (with a NOTICE) when none is configured.
+fn python() -> Option<PathBuf> {
+    let Some(python) = std::env::var_os("SHMBUS_TEST_PYTHON") else {
+        eprintln!("NOTICE: SHMBUS_TEST_PYTHON is not set: skipping the check with the Python mcap reader (.ci/run sets it)");
+        return None;
+    };
+    let out = Command::new(&python)
+        .args(["-c", "import mcap"])
+        .output()
+        .unwrap_or_else(|e| panic!("SHMBUS_TEST_PYTHON={python:?} does not run: {e}"));
+    assert!(
+        out.status.success(),
+        "SHMBUS_TEST_PYTHON={python:?} has no mcap package: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(PathBuf::from(python))
+}
+
+const PY_READ: &str = r#"
+import json, sys
+from mcap.reader import make_reader, NonSeekingReader
+path = sys.argv[1]
+out = {"linear": {}, "linear_error": None, "indexed": None, "summary": None, "topics": None}
+with open(path, "rb") as f:
+    try:
+        for _, channel, message in NonSeekingReader(f).iter_messages(log_time_order=False):
+            out["linear"][channel.topic] = out["linear"].get(channel.topic, 0) + 1
+    except Exception as e:
+        out["linear_error"] = type(e).__name__ + ": " + str(e)
+if out["linear_error"] is None:
+    with open(path, "rb") as f:
+        reader = make_reader(f)
+        summary = reader.get_summary()
+        if summary is not None:
+            out["topics"] = sorted(c.topic for c in summary.channels.values())
+            out["summary"] = {summary.channels[i].topic: n
+                              for i, n in summary.statistics.channel_message_counts.items()}
+        indexed = {}
+        last = 0
+        for _, channel, message in reader.iter_messages():
+            indexed[channel.topic] = indexed.get(channel.topic, 0) + 1
+            assert message.log_time >= last, "log time order"
+            last = message.log_time
+        out["indexed"] = indexed
+print(json.dumps(out))
+"#;
+
+/// What the Python reader makes of `file`.
+fn python_read(python: &Path, file: &Path) -> Value {
+    let out = Command::new(python)
+        .args(["-c", PY_READ])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python reader failed on {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn as_counts(v: &Value) -> BTreeMap<String, u64> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Read `n` messages from `sub` (bounded wait).
+fn collect(mut sub: RawSubscriber, n: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::with_capacity(n);
+    let topic = sub.topic().to_string();
+    let deadline = Instant::now() + WAIT;
+    while got.len() < n {
+        match sub.recv_timeout(Duration::from_millis(100)) {
+            Ok(s) => got.push(s.bytes().to_vec()),
+            Err(RecvTimeoutError::Timeout) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {n} messages on {}",
+                    got.len(),
+                    topic
+                )
+            }
+            Err(e) => panic!("{topic}: {e}"),
+        }
+    }
+    got
+}
+
+/// Create `topic` in `bus` with `spec` and subscribe to it.
+fn subscribe_new(bus: &Bus, topic: &str, spec: &Geometry) -> RawSubscriber {
+    drop(bus.raw_publisher(topic).create(spec.clone()).unwrap());
+    bus.raw_subscriber(topic)
+        .start_at(StartAt::Latest)
+        .open()
+        .unwrap()
+}
+
+fn spec_of(bus: &Bus, topic: &str) -> Geometry {
+    bus.list()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == topic)
+        .unwrap()
+        .spec
+}
+
+#[test]
+fn record_then_play_gives_back_every_payload_in_order_and_python_agrees() {
+    let a = Daemon::start("rec-a");
+    let topics = ["rec/typed", "rec/bytes", "rec/lossy"];
+    let mut typed = a.bus.publisher::<[u64; 3]>(topics[0]).create().unwrap();
+    let mut bytes = a
+        .bus
+        .publisher::<[u8]>(topics[1])
+        .slot_size(128)
+        .create()
+        .unwrap();
+    let mut lossy = a
+        .bus
+        .publisher::<[u8]>(topics[2])
+        .lossy()
+        .slot_size(64)
+        .capacity(16_384) // holds every message: the recorder cannot lag out of any
+        .create()
+        .unwrap();
+    let file = a.dir.0.join("three.mcap");
+    let rec = Running::spawn(&mut a.shmbus(&[
+        "record",
+        "rec/**",
+        "-o",
+        file.to_str().unwrap(),
+        "--compression",
+        "lz4",
+    ]));
+    for t in topics {
+        a.wait_subscribers(t, 1);
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            (0..N).for_each(|i| {
+                typed.publish(&typed_payload(i)).unwrap();
+            })
+        });
+        s.spawn(|| {
+            (0..N).for_each(|i| {
+                bytes.publish(&bytes_payload(i)).unwrap();
+            })
+        });
+        s.spawn(|| {
+            (0..N).for_each(|i| {
+                lossy.publish(&lossy_payload(i)).unwrap();
+            })
+        });
+    });
+    for t in topics {
+        wait_drained(&a.bus, t);
+    }
+    signal(&rec, Signal::SIGINT);
+    let out = rec.wait();
+    assert_ok(&out);
+    assert!(
+        out.stderr.contains("30000 messages on 3 topics"),
+        "{}",
+        out.stderr
+    );
+
+    // SIGINT finished the file: summary, counts, geometry, no loss.
+    let v = info(&a, &file);
+    assert_eq!(v["finished"], true, "{v}");
+    assert_eq!(v["from_summary"], true, "{v}");
+    assert_eq!(v["messages"], 3 * N);
+    assert!(
+        v["compression"]["lz4"]["chunks"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+    for t in v["topics"].as_array().unwrap() {
+        assert_eq!(t["messages"], N, "{t}");
+        assert_eq!(t["lost"], 0, "{t}");
+        assert_eq!(t["dropped"], 0, "{t}");
+    }
+    let typed_topic = &v["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"] == topics[0])
+        .unwrap();
+    assert_eq!(typed_topic["type_size"], 24);
+    assert_eq!(typed_topic["type_align"], 8);
+    assert_eq!(typed_topic["mode"], "lossless");
+    let text = run(&mut a.shmbus(&["info", file.to_str().unwrap()]));
+    assert_ok(&text);
+    assert!(
+        text.stdout.contains("finished (summary and index)"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("rec/lossy") && text.stdout.contains("lossy"),
+        "{}",
+        text.stdout
+    );
+
+    if let Some(python) = python() {
+        let py = python_read(&python, &file);
+        let want: BTreeMap<String, u64> = topics.iter().map(|t| (t.to_string(), N)).collect();
+        assert_eq!(py["linear_error"], Value::Null, "{py}");
+        assert_eq!(as_counts(&py["linear"]), want, "{py}");
+        assert_eq!(as_counts(&py["indexed"]), want, "{py}");
+        assert_eq!(as_counts(&py["summary"]), want, "{py}");
+        let mut names: Vec<&str> = topics.to_vec();
+        names.sort();
+        assert_eq!(py["topics"], serde_json::json!(names), "{py}");
+    }
+
+    // Play into a fresh daemon whose subscribers wait on the recorded topics.
+    let b = Daemon::start("rec-b");
+    let subs: Vec<RawSubscriber> = topics
+        .iter()
+        .map(|t| subscribe_new(&b.bus, t, &spec_of(&a.bus, t)))
+        .collect();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|s| std::thread::spawn(move || collect(s, N as usize)))
+        .collect();
+    let out = run(&mut b.shmbus(&["play", file.to_str().unwrap(), "--rate", "1000"]));
+    assert_ok(&out);
+    let got: Vec<Vec<Vec<u8>>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    for i in 0..N {
+        let want: Vec<u8> = typed_payload(i)
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
+        assert_eq!(got[0][i as usize], want, "typed message {i}");
+        assert_eq!(got[1][i as usize], bytes_payload(i), "byte message {i}");
+        assert_eq!(got[2][i as usize], lossy_payload(i), "lossy message {i}");
+    }
+
+    // Into an empty daemon, play creates each topic with the recorded geometry and type.
+    let c = Daemon::start("rec-c");
+    let out = run(&mut c.shmbus(&["play", file.to_str().unwrap(), "--rate", "1000"]));
+    assert_ok(&out);
+    for t in topics {
+        assert_eq!(spec_of(&c.bus, t), spec_of(&a.bus, t), "{t}");
+    }
+}
+
+#[test]
+fn split_size_yields_several_finished_files_whose_counts_add_up() {
+    let d = Daemon::start("split");
+    let mut publisher = d
+        .bus
+        .publisher::<[u8]>("split/t")
+        .slot_size(256)
+        .create()
+        .unwrap();
+    let base = d.dir.0.join("parts.mcap");
+    let rec = Running::spawn(&mut d.shmbus(&[
+        "record",
+        "split/t",
+        "-o",
+        base.to_str().unwrap(),
+        "--compression",
+        "none",
+        "--split-size",
+        "65536",
+    ]));
+    d.wait_subscribers("split/t", 1);
+    let n = 5_000u64;
+    for i in 0..n {
+        let mut m = vec![(i % 256) as u8; 100];
+        m[..8].copy_from_slice(&i.to_le_bytes());
+        publisher.publish(&m).unwrap();
+    }
+    wait_drained(&d.bus, "split/t");
+    signal(&rec, Signal::SIGTERM);
+    let out = rec.wait();
+    assert_ok(&out);
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(&d.dir.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("parts_")
+        })
+        .collect();
+    parts.sort_by_key(|p| {
+        let name = p.file_stem().unwrap().to_str().unwrap().to_string();
+        name["parts_".len()..].parse::<u32>().unwrap()
+    });
+    assert!(
+        parts.len() >= 5,
+        "{} parts: {parts:?}\n{}",
+        parts.len(),
+        out.stderr
+    );
+    assert!(
+        !base.exists(),
+        "a split recording writes only numbered parts"
+    );
+    let python = python();
+    let mut total = 0;
+    for p in &parts {
+        let v = info(&d, p);
+        assert_eq!(v["finished"], true, "{v}");
+        assert_eq!(v["from_summary"], true, "{v}");
+        // A part closes at the first chunk past the limit: chunks are at most half the limit.
+        assert!(v["size"].as_u64().unwrap() < 2 * 65_536, "{v}");
+        let count = v["messages"].as_u64().unwrap();
+        total += count;
+        if let Some(python) = &python {
+            let py = python_read(python, p);
+            assert_eq!(py["linear_error"], Value::Null, "{py}");
+            assert_eq!(
+                as_counts(&py["indexed"]).values().sum::<u64>(),
+                count,
+                "{py}"
+            );
+        }
+    }
+    assert_eq!(total, n, "the parts' counts add up to every message");
+}
+
+#[test]
+fn kill_9_leaves_a_file_readable_up_to_its_last_complete_chunk() {
+    let d = Daemon::start("kill9");
+    let mut publisher = d.bus.publisher::<[u8]>("crash/t").create().unwrap();
+    let file = d.dir.0.join("crash.mcap");
+    let rec = Running::spawn(&mut d.shmbus(&[
+        "record",
+        "crash/t",
+        "-o",
+        file.to_str().unwrap(),
+        "--chunk-size",
+        "4096",
+    ]));
+    d.wait_subscribers("crash/t", 1);
+    let payload = |i: u64| format!("message {i}").into_bytes();
+    for i in 0..3_000u64 {
+        publisher.publish(&payload(i)).unwrap();
+    }
+    wait_drained(&d.bus, "crash/t");
+    // Past the chunk age, so that what was received is in closed chunks; then more that is not.
+    std::thread::sleep(Duration::from_millis(1_300));
+    for i in 3_000..3_100u64 {
+        publisher.publish(&payload(i)).unwrap();
+    }
+    signal(&rec, Signal::SIGKILL);
+    let out = rec.wait();
+    assert_eq!(out.status.code(), None, "killed by a signal");
+
+    let v = info(&d, &file);
+    assert_eq!(v["finished"], false, "{v}");
+    let kept = v["messages"].as_u64().unwrap();
+    assert!(
+        kept >= 3_000,
+        "every message of the closed chunks is readable: {v}"
+    );
+    assert!(kept <= 3_100, "{v}");
+    if let Some(python) = python() {
+        let py = python_read(&python, &file);
+        // Python's linear reader stops with an error at the cut, after the same messages.
+        assert!(py["linear_error"].is_string(), "{py}");
+        assert_eq!(as_counts(&py["linear"]).get("crash/t"), Some(&kept), "{py}");
+    }
+    // Played: exactly the first `kept` messages, in order.
+    let b = Daemon::start("kill9-b");
+    let sub = subscribe_new(&b.bus, "crash/t", &spec_of(&d.bus, "crash/t"));
+    let reader = std::thread::spawn(move || collect(sub, kept as usize));
+    let out = run(&mut b.shmbus(&["play", file.to_str().unwrap(), "--rate", "1000"]));
+    assert_ok(&out);
+    assert!(out.stderr.contains("was not finished"), "{}", out.stderr);
+    let got = reader.join().unwrap();
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m, &payload(i as u64));
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_leaves_a_valid_file() {
+    let d = Daemon::start("full");
+    let mut publisher = d
+        .bus
+        .publisher::<[u8]>("full/t")
+        .slot_size(512)
+        .create()
+        .unwrap();
+    let file = d.dir.0.join("full.mcap");
+    // A file-size limit of 256 KiB on the recorder: its writes past it fail with EFBIG, as
+    // they would with ENOSPC on a full disk.
+    let script = format!(
+        "ulimit -f 256 && exec {} --socket {} record full/t -o {} --compression none --chunk-size 16384",
+        env!("CARGO_BIN_EXE_shmbus"),
+        d.socket.display(),
+        file.display()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let rec = Running::spawn(&mut cmd);
+    d.wait_subscribers("full/t", 1);
+    let sender = std::thread::spawn(move || {
+        for i in 0..4_000u64 {
+            let mut m = vec![(i % 256) as u8; 400];
+            m[..8].copy_from_slice(&i.to_le_bytes());
+            if publisher.publish(&m).is_err() {
+                break;
+            }
+        }
+    });
+    let out = rec.wait();
+    sender.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("the disk is full"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is a valid MCAP file"),
+        "{}",
+        out.stderr
+    );
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size <= 256 * 1024, "{size}");
+
+    let v = info(&d, &file);
+    assert_eq!(v["finished"], true, "{v}");
+    assert_eq!(v["damage"], Value::Null, "{v}");
+    let kept = v["messages"].as_u64().unwrap();
+    assert!(kept > 0, "{v}");
+    if let Some(python) = python() {
+        let py = python_read(&python, &file);
+        assert_eq!(py["linear_error"], Value::Null, "{py}");
+        assert_eq!(as_counts(&py["indexed"]).get("full/t"), Some(&kept), "{py}");
+    }
+}
+
+/// A recording of `play/x` and `play/y`: 20 messages each, 15 ms apart.
+fn paced_recording(d: &Daemon) -> PathBuf {
+    let mut x = d.bus.publisher::<[u8]>("play/x").create().unwrap();
+    let mut y = d.bus.publisher::<[u8]>("play/y").create().unwrap();
+    let file = d.dir.0.join("paced.mcap");
+    let rec = Running::spawn(&mut d.shmbus(&["record", "play/*", "-o", file.to_str().unwrap()]));
+    d.wait_subscribers("play/x", 1);
+    d.wait_subscribers("play/y", 1);
+    for i in 0..20 {
+        x.publish(format!("x{i}").as_bytes()).unwrap();
+        y.publish(format!("y{i}").as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    wait_drained(&d.bus, "play/x");
+    wait_drained(&d.bus, "play/y");
+    signal(&rec, Signal::SIGINT);
+    assert_ok(&rec.wait());
+    file
+}
+
+#[test]
+fn play_rate_loop_offset_filters_and_remaps() {
+    let d = Daemon::start("play");
+    let file = paced_recording(&d);
+    let f = file.to_str().unwrap();
+    let spec = spec_of(&d.bus, "play/x");
+
+    // --rate 4 replays the ~300 ms recording in about a quarter of the time.
+    let b = Daemon::start("play-b");
+    let timed = |rate: &str| {
+        let t = Instant::now();
+        assert_ok(&run(&mut b.shmbus(&["play", f, "--rate", rate])));
+        t.elapsed()
+    };
+    let normal = timed("1");
+    let fast = timed("4");
+    assert!(normal >= Duration::from_millis(250), "{normal:?}");
+    assert!(
+        fast * 2 < normal,
+        "--rate 4 took {fast:?}, --rate 1 {normal:?}"
+    );
+
+    // --topics and --remap: only play/x, published as moved/x.
+    let c = Daemon::start("play-c");
+    let sub = subscribe_new(&c.bus, "moved/x", &spec);
+    let reader = std::thread::spawn(move || collect(sub, 20));
+    let out = run(&mut c.shmbus(&[
+        "play",
+        f,
+        "--rate",
+        "100",
+        "--topics",
+        "play/x",
+        "--remap",
+        "play/x:=moved/x",
+    ]));
+    assert_ok(&out);
+    let got = reader.join().unwrap();
+    let want: Vec<Vec<u8>> = (0..20).map(|i| format!("x{i}").into_bytes()).collect();
+    assert_eq!(got, want);
+    let names: Vec<String> = c.bus.list().unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(
+        names,
+        ["moved/x"],
+        "play/y is filtered out and play/x renamed"
+    );
+
+    // --start-offset skips the beginning: the last messages only.
+    let sub = c.bus.raw_subscriber("moved/x").open().unwrap();
+    let out = run(&mut c.shmbus(&[
+        "play",
+        f,
+        "--rate",
+        "100",
+        "--topics",
+        "play/x",
+        "--remap",
+        "play/x:=moved/x",
+        "--start-offset",
+        "0.15",
+    ]));
+    assert_ok(&out);
+    let mut sub = sub;
+    let mut tail = Vec::new();
+    while let Ok(s) = sub.try_recv() {
+        tail.push(s.bytes().to_vec());
+    }
+    assert!(
+        !tail.is_empty() && tail.len() < 20,
+        "{} messages",
+        tail.len()
+    );
+    assert_eq!(tail[..], want[20 - tail.len()..]);
+
+    // --loop repeats until Ctrl-C.
+    let sub = c.bus.raw_subscriber("moved/x").open().unwrap();
+    let looping = Running::spawn(&mut c.shmbus(&[
+        "play",
+        f,
+        "--rate",
+        "20",
+        "--loop",
+        "--topics",
+        "play/x",
+        "--remap",
+        "play/x:=moved/x",
+    ]));
+    let got = collect(sub, 50);
+    assert_eq!(got[..20], want[..]);
+    assert_eq!(got[20..40], want[..]);
+    signal(&looping, Signal::SIGINT);
+    let out = looping.wait();
+    assert_ok(&out);
+    assert!(out.stderr.contains("(stopped)"), "{}", out.stderr);
+}
+
+#[test]
+fn damaged_or_foreign_files_are_errors_with_a_message() {
+    let d = Daemon::start("bad");
+    let junk = d.dir.0.join("junk.mcap");
+    std::fs::write(&junk, b"this is not an mcap file at all").unwrap();
+    for sub in ["info", "play"] {
+        let out = run(&mut d.shmbus(&[sub, junk.to_str().unwrap()]));
+        assert_eq!(out.status.code(), Some(1), "{sub}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("not a readable MCAP file"),
+            "{sub}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+    let out = run(&mut d.shmbus(&["record"]));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--all"), "{}", out.stderr);
+    let out = run(&mut d.shmbus(&["record", "a*b"]));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    let out = run(&mut d.shmbus(&["play", junk.to_str().unwrap(), "--remap", "a=b"]));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+}
