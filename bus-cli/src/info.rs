@@ -17,7 +17,7 @@ use mcap::{McapError, McapResult, Summary};
 use serde::Serialize;
 
 use crate::error::{is_broken_pipe, CliError};
-use crate::recording::{self, geometry_from_metadata, TopicCounts, RECORD_LIMIT, STATS_METADATA};
+use crate::recording::{self, geometry_from_metadata, TopicCounts, STATS_METADATA};
 use crate::util::{self, Table};
 
 /// Summary records are small; a larger one is damage.
@@ -94,6 +94,7 @@ struct TopicEntry {
 }
 
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
+    recording::quiet_reader_panics();
     let info = inspect(&args.file)?;
     let out = if args.json {
         let mut s = serde_json::to_string_pretty(&info)
@@ -138,18 +139,24 @@ pub fn inspect(path: &Path) -> Result<FileInfo, CliError> {
     info.profile = profile;
     info.library = library;
     let summary = if info.finished {
-        read_summary(&mut file, size).map_err(|e| {
+        let damaged = |e: &dyn std::fmt::Display| {
             CliError::failure(format!("{} has a damaged summary: {e}", path.display()))
-        })?
+        };
+        recording::guarded(|| read_summary(&mut file, size))
+            .map_err(|e| damaged(&e))?
+            .map_err(|e| damaged(&e))?
     } else {
         None
     };
-    match summary {
-        Some(summary) => from_summary(&mut info, &summary, &mut file, size),
+    let read = match summary {
+        Some(summary) => recording::guarded(|| from_summary(&mut info, &summary, &mut file, size)),
         None => match file.seek(SeekFrom::Start(0)) {
-            Ok(_) => read_through(&mut info, file),
+            Ok(_) => recording::guarded(|| read_through(&mut info, file)),
             Err(e) => return Err(cannot(&e)),
         },
+    };
+    if let Err(panicked) = read {
+        info.damage = Some(panicked);
     }
     info.duration_ns = match (info.start_ns, info.end_ns) {
         (Some(s), Some(e)) => e.saturating_sub(s),
@@ -315,7 +322,7 @@ fn read_through(info: &mut FileInfo, file: File) {
         LinearReaderOptions::default()
             .with_emit_chunks(true)
             .with_skip_end_magic(!info.finished)
-            .with_record_length_limit(RECORD_LIMIT),
+            .with_record_length_limit(recording::record_limit(info.size)),
     );
     let mut channels: HashMap<u16, usize> = HashMap::new();
     let mut metadata = Vec::new();
@@ -358,7 +365,7 @@ fn read_through(info: &mut FileInfo, file: File) {
             b.chunks += 1;
             b.compressed += header.compressed_size;
             b.uncompressed += header.uncompressed_size;
-            if header.uncompressed_size > 2 * RECORD_LIMIT as u64 {
+            if header.uncompressed_size > 2 * recording::record_limit(info.size) as u64 {
                 damage = Some(format!(
                     "a chunk claims {} uncompressed bytes",
                     header.uncompressed_size

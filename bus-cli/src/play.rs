@@ -95,13 +95,17 @@ struct Stream {
     reader: MessageReader<BufReader<File>>,
     finished: bool,
     read: u64,
+    /// An error or a panic ended it: the reader is not asked again.
+    broken: bool,
 }
 
 /// How a stream ended early.
 struct Damage {
     path: PathBuf,
     after: u64,
-    error: McapError,
+    error: String,
+    /// The reader found no MCAP magic at the start.
+    not_mcap: bool,
     finished: bool,
 }
 
@@ -114,24 +118,32 @@ impl Stream {
             finished: recording::is_finished(path).map_err(failed)?,
             reader: recording::read_messages(path).map_err(failed)?,
             read: 0,
+            broken: false,
         })
     }
 
     /// The next message, `None` at the end; an error ends the stream.
     fn next(&mut self) -> Result<Option<Message<'static>>, Damage> {
-        match self.reader.next() {
-            None => Ok(None),
-            Some(Ok(m)) => {
-                self.read += 1;
-                Ok(Some(m))
-            }
-            Some(Err(error)) => Err(Damage {
-                path: self.path.clone(),
-                after: self.read,
-                error,
-                finished: self.finished,
-            }),
+        if self.broken {
+            return Ok(None);
         }
+        let (error, not_mcap) = match recording::guarded(|| self.reader.next()) {
+            Ok(None) => return Ok(None),
+            Ok(Some(Ok(m))) => {
+                self.read += 1;
+                return Ok(Some(m));
+            }
+            Ok(Some(Err(e))) => (e.to_string(), matches!(e, McapError::BadMagic)),
+            Err(panicked) => (panicked, false),
+        };
+        self.broken = true;
+        Err(Damage {
+            path: self.path.clone(),
+            after: self.read,
+            error,
+            not_mcap,
+            finished: self.finished,
+        })
     }
 }
 
@@ -218,7 +230,7 @@ pub fn run(socket: &Path, args: &PlayArgs) -> Result<(), CliError> {
         let mut stream = Stream::open(path)?;
         if let Err(d) = stream.next() {
             // A killed recorder's file may hold no complete chunk yet: empty, not damaged.
-            if d.finished || matches!(d.error, McapError::BadMagic) {
+            if d.finished || d.not_mcap {
                 return Err(CliError::failure(format!(
                     "{} is not a readable MCAP file: {}",
                     path.display(),
@@ -228,6 +240,7 @@ pub fn run(socket: &Path, args: &PlayArgs) -> Result<(), CliError> {
         }
     }
     let bus = util::connect(socket)?;
+    recording::quiet_reader_panics();
     let stop = signals::on_stop("stopping playback")?;
     let mut router = Router {
         bus: &bus,

@@ -29,6 +29,15 @@ pub const STATS_METADATA: &str = "shmbus.recording";
 /// The largest record `play` and `info` accept: a slot (1 GiB at most) and its record header.
 pub const RECORD_LIMIT: usize = (1 << 30) + 4096;
 
+/// The largest record `play` and `info` accept in a file of `file_size` bytes: no record
+/// (nor a message decompressed from a chunk, at a ratio of 256 or less) is larger than the
+/// file allows, with a floor of 16 MiB. A damaged length then fails at once instead of making
+/// the reader fill a gigabyte first.
+pub fn record_limit(file_size: u64) -> usize {
+    let by_size = usize::try_from(file_size.saturating_mul(256)).unwrap_or(usize::MAX);
+    by_size.clamp(16 << 20, RECORD_LIMIT)
+}
+
 /// The channel metadata keys.
 pub mod keys {
     /// `lossless` or `lossy`.
@@ -226,14 +235,42 @@ pub fn seconds(ns: u64) -> String {
 
 /// The messages of an MCAP file in file order (a shmbus recording's file order is receive-time
 /// order), read as a stream: memory holds one chunk at a time. Records larger than
-/// [`RECORD_LIMIT`] are refused, so a damaged length cannot make the reader allocate without
+/// [`record_limit`] are refused, so a damaged length cannot make the reader allocate without
 /// bound.
 pub fn read_messages(path: &Path) -> std::io::Result<MessageReader<BufReader<File>>> {
     let file = File::open(path)?;
+    let limit = record_limit(file.metadata()?.len());
     Ok(MessageReader::new_with_options(
         BufReader::with_capacity(1 << 20, file),
-        LinearReaderOptions::default().with_record_length_limit(RECORD_LIMIT),
+        LinearReaderOptions::default().with_record_length_limit(limit),
     ))
+}
+
+/// Run a step of an MCAP reader, turning a panic into an error. The `mcap` crate (0.26) can
+/// still panic on some damaged files (an arithmetic overflow on a record longer than its
+/// uncompressed chunk, in builds with overflow checks); a damaged file must give a message,
+/// never a crash. After a panic the reader is not used again.
+pub fn guarded<T>(step: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        format!("the MCAP reader failed on damaged data ({why})")
+    })
+}
+
+/// Keep panics inside the `mcap` crate off standard error (they are caught by [`guarded`] and
+/// reported as damage); every other panic is printed as usual.
+pub fn quiet_reader_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_reader = info.location().is_some_and(|l| l.file().contains("/mcap-"));
+        if !in_reader {
+            default(info);
+        }
+    }));
 }
 
 /// Whether `path` ends with the MCAP magic, as a finished file does (a recorder that was killed
