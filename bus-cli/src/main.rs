@@ -27,11 +27,14 @@ use crate::error::CliError;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success (echo: -n messages received, or the topic closed; pub: end of input)
+  0  success (echo: -n messages received, or the topic closed; pub: end of input;
+     record and play: stopped by Ctrl-C or SIGTERM, or play reached the end)
   1  failure while running: a message could not be sent or received, an I/O error,
-     the subscriber was evicted, or `doctor` found a FAIL
-  2  usage: bad arguments, an invalid topic name, or no daemon answering on the
-     socket (start it with `shmbusd`, or point --socket / SHMBUS_SOCKET at it)
+     the subscriber was evicted, `doctor` found a FAIL, a recording could not be
+     written (a full disk: the file is closed at its last complete chunk) or is
+     damaged or not MCAP
+  2  usage: bad arguments, an invalid topic name or pattern, or no daemon answering
+     on the socket (start it with `shmbusd`, or point --socket / SHMBUS_SOCKET at it)
   3  the daemon refused: no such topic, a type or geometry mismatch, permission
      denied, a limit reached
 
@@ -41,7 +44,9 @@ Examples:
   seq 1 100 | shmbus pub numbers --rate 10
   shmbus echo numbers | consumer
   shmbus stat --watch
-  shmbus doctor";
+  shmbus doctor
+  shmbus record 'robot/**' -o run1.mcap
+  shmbus play run1.mcap --rate 2";
 
 /// shmbus: inspect and use a shmbus shared-memory bus from the shell.
 ///

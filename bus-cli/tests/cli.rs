@@ -358,6 +358,9 @@ fn help_documents_exit_codes_and_subcommands() {
         "pub",
         "hz",
         "doctor",
+        "record",
+        "play",
+        "info",
         "SHMBUS_SOCKET",
     ] {
         assert!(
@@ -366,7 +369,9 @@ fn help_documents_exit_codes_and_subcommands() {
             out.stdout
         );
     }
-    for sub in ["list", "stat", "echo", "pub", "hz", "doctor"] {
+    for sub in [
+        "list", "stat", "echo", "pub", "hz", "doctor", "record", "play", "info",
+    ] {
         let out = run(Command::new(env!("CARGO_BIN_EXE_shmbus"))
             .args([sub, "--help"])
             .stdout(Stdio::piped())
