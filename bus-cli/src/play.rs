@@ -267,7 +267,7 @@ pub fn run(socket: &Path, args: &PlayArgs) -> Result<(), CliError> {
         eprintln!("shmbus play: {topic}: {n} messages did not fit the topic and were skipped");
     }
     eprintln!(
-        "shmbus play: published {total} messages on {} topics in {:.1} s{}",
+        "shmbus play: published {total} messages on {} topics in {:.3} s{}",
         router.counts.len(),
         started.elapsed().as_secs_f64(),
         if stop.is_set() { " (stopped)" } else { "" }

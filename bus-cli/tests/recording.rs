@@ -541,12 +541,20 @@ fn play_rate_loop_offset_filters_and_remaps() {
     let f = file.to_str().unwrap();
     let spec = spec_of(&d.bus, "play/x");
 
-    // --rate 4 replays the ~300 ms recording in about a quarter of the time.
+    // --rate 4 replays the ~300 ms recording in about a quarter of the time (as play measures
+    // it, without the process start, which a loaded machine makes slow).
     let b = Daemon::start("play-b");
     let timed = |rate: &str| {
-        let t = Instant::now();
-        assert_ok(&run(&mut b.shmbus(&["play", f, "--rate", rate])));
-        t.elapsed()
+        let out = run(&mut b.shmbus(&["play", f, "--rate", rate]));
+        assert_ok(&out);
+        let secs: f64 = out
+            .stderr
+            .split(" topics in ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no time in {}", out.stderr));
+        Duration::from_secs_f64(secs)
     };
     let normal = timed("1");
     let fast = timed("4");
@@ -652,4 +660,105 @@ fn damaged_or_foreign_files_are_errors_with_a_message() {
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     let out = run(&mut d.shmbus(&["play", junk.to_str().unwrap(), "--remap", "a=b"]));
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+}
+
+#[test]
+fn split_duration_starts_a_new_file_per_span_of_receive_time() {
+    let d = Daemon::start("split-time");
+    let mut publisher = d.bus.publisher::<[u8]>("span/t").create().unwrap();
+    let base = d.dir.0.join("span.mcap");
+    let rec = Running::spawn(&mut d.shmbus(&[
+        "record",
+        "span/t",
+        "-o",
+        base.to_str().unwrap(),
+        "--split-duration",
+        "0.2",
+    ]));
+    d.wait_subscribers("span/t", 1);
+    for i in 0..100u64 {
+        publisher.publish(&i.to_le_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(8));
+    }
+    wait_drained(&d.bus, "span/t");
+    signal(&rec, Signal::SIGINT);
+    assert_ok(&rec.wait());
+    let mut total = 0;
+    let mut parts = 0;
+    while d.dir.0.join(format!("span_{parts}.mcap")).exists() {
+        let v = info(&d, &d.dir.0.join(format!("span_{parts}.mcap")));
+        assert!(v["duration_ns"].as_u64().unwrap() < 200_000_000, "{v}");
+        total += v["messages"].as_u64().unwrap();
+        parts += 1;
+    }
+    assert!(
+        parts >= 3,
+        "{parts} parts for 0.8 s of messages split every 0.2 s"
+    );
+    assert_eq!(total, 100);
+}
+
+#[test]
+fn overflow_drop_keeps_publishers_going_and_counts_what_it_dropped() {
+    let d = Daemon::start("drop");
+    let n = 20_000u64;
+    let mut publisher = d
+        .bus
+        .publisher::<[u8]>("drop/t")
+        .slot_size(4096)
+        .create()
+        .unwrap();
+    let file = d.dir.0.join("drop.mcap");
+    // 1 MiB of queue against 80 MB published at memory speed: the zstd writer cannot keep
+    // up, so the reader must drop.
+    let rec = Running::spawn(&mut d.shmbus(&[
+        "record",
+        "drop/t",
+        "-o",
+        file.to_str().unwrap(),
+        "--overflow",
+        "drop",
+        "--queue-size",
+        "1048576",
+        "--compression",
+        "zstd",
+    ]));
+    d.wait_subscribers("drop/t", 1);
+    let mut m = vec![0u8; 4096];
+    for i in 0..n {
+        // Incompressible enough to keep zstd busy.
+        let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for w in m.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        m[..8].copy_from_slice(&i.to_le_bytes());
+        publisher.publish(&m).unwrap();
+    }
+    wait_drained(&d.bus, "drop/t");
+    signal(&rec, Signal::SIGINT);
+    let out = rec.wait();
+    assert_ok(&out);
+    assert!(
+        out.stderr.contains("dropped (queue full)"),
+        "{}",
+        out.stderr
+    );
+    let v = info(&d, &file);
+    let t = &v["topics"][0];
+    let (kept, dropped, lost) = (
+        t["messages"].as_u64().unwrap(),
+        t["dropped"].as_u64().unwrap(),
+        t["lost"].as_u64().unwrap(),
+    );
+    assert!(dropped > 0, "{v}");
+    assert_eq!(lost, 0, "the reader kept up with the ring: {v}");
+    assert_eq!(
+        kept + dropped,
+        n,
+        "every message is written or counted as dropped: {v}"
+    );
+    assert_eq!(v["overflow"], "drop");
 }
