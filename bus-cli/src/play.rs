@@ -347,10 +347,11 @@ fn play_once(
             continue;
         }
         let (start, base) = *clock.get_or_insert((Instant::now(), message.log_time));
-        let due = start
-            + Duration::from_secs_f64(
-                message.log_time.saturating_sub(base) as f64 / 1e9 / args.rate,
-            );
+        let offset = message.log_time.saturating_sub(base) as f64 / 1e9 / args.rate;
+        // Past what an Instant can hold (centuries): wait until stopped.
+        let due = Duration::try_from_secs_f64(offset)
+            .ok()
+            .and_then(|d| start.checked_add(d));
         if !sleep_until(due, stop) {
             return Ok(());
         }
@@ -359,17 +360,19 @@ fn play_once(
     Ok(())
 }
 
-/// Sleep until `due`, in slices that watch `stop`; false if stopped.
-fn sleep_until(due: Instant, stop: &StopFlag) -> bool {
+/// Sleep until `due` (`None`: forever), in slices that watch `stop`; false if stopped.
+fn sleep_until(due: Option<Instant>, stop: &StopFlag) -> bool {
     loop {
         if stop.is_set() {
             return false;
         }
         let now = Instant::now();
-        if now >= due {
-            return true;
-        }
-        std::thread::sleep((due - now).min(Duration::from_millis(50)));
+        let left = match due {
+            Some(due) if now >= due => return true,
+            Some(due) => due - now,
+            None => Duration::MAX,
+        };
+        std::thread::sleep(left.min(Duration::from_millis(50)));
     }
 }
 
