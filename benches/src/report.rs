@@ -187,6 +187,7 @@ pub fn markdown(header: &str, rows: &[Row]) -> String {
             let _ = writeln!(out, "- {transport} ({}): {note}", list.join(", "));
         }
     }
+    out.push_str(&ratios(rows));
     out.push_str(
         "\nMetrics: pingpong = one-way latency (RTT/2), msgs/s counts both directions; \
          throughput, fanin = receive rate at the (single) receiver, no latency; \
@@ -195,6 +196,103 @@ pub fn markdown(header: &str, rows: &[Row]) -> String {
          MB/s = payload bytes per message × msgs/s / 10^6.\n",
     );
     out
+}
+
+/// The references every shmbus row is read against, as (name, what it is).
+const REFERENCES: [(&str, &str); 3] = [
+    ("spsc_floor", "minimal SPSC ring, same payload"),
+    ("raw_floor", "one cache line, 8 B"),
+    ("iceoryx2", "same payload"),
+];
+
+/// The reference row for `reference` that a shmbus row in `cell` is compared with:
+/// `raw_floor` runs only at 8 B ping-pong, so every ping-pong size is read against that.
+fn reference_row<'a>(rows: &'a [Row], reference: &str, row: &Row) -> Option<&'a Row> {
+    rows.iter().find(|r| {
+        r.transport == reference
+            && r.status == Status::Ok
+            && r.scenario == row.scenario
+            && r.senders == row.senders
+            && r.receivers == row.receivers
+            && (r.payload_bytes == row.payload_bytes
+                || (reference == "raw_floor" && r.scenario == Scenario::PingPong))
+    })
+}
+
+/// The figure a ratio is taken of: one-way p50 for ping-pong (lower is better), the receive
+/// rate for throughput (higher is better).
+fn ratio_figure(r: &Row) -> Option<f64> {
+    match r.scenario {
+        Scenario::PingPong => r.latency.map(|l| l.p50 as f64),
+        Scenario::Throughput => r.msgs_per_s,
+        _ => None,
+    }
+}
+
+/// The "ratios" section: every measured shmbus ping-pong and throughput row against
+/// `spsc_floor`, `raw_floor` and iceoryx2 of the same run. Empty when there is nothing to
+/// compare.
+pub fn ratios(rows: &[Row]) -> String {
+    let mut lines = Vec::new();
+    for row in rows.iter().filter(|r| {
+        r.transport.starts_with("shmbus")
+            && r.status == Status::Ok
+            && matches!(r.scenario, Scenario::PingPong | Scenario::Throughput)
+    }) {
+        let Some(mine) = ratio_figure(row) else {
+            continue;
+        };
+        let cells: Vec<String> = REFERENCES
+            .iter()
+            .map(|(reference, _)| {
+                reference_row(rows, reference, row)
+                    .and_then(|r| Some((r, ratio_figure(r)?)))
+                    .filter(|(_, theirs)| *theirs > 0.0)
+                    .map_or_else(
+                        || "—".to_string(),
+                        |(r, theirs)| format!("{:.2}x ({})", mine / theirs, fmt_figure(r, theirs)),
+                    )
+            })
+            .collect();
+        if cells.iter().all(|c| c == "—") {
+            continue;
+        }
+        lines.push(format!(
+            "| {} | {} {} | {} | {} |",
+            row.transport,
+            describe_cell(&row.cell()),
+            fmt_size(row.payload_bytes),
+            fmt_figure(row, mine),
+            cells.join(" | ")
+        ));
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nRatios (same run): ping-pong = shmbus one-way p50 / the reference's (lower is better; \
+         raw_floor is the 8 B cache-line ping-pong); throughput = shmbus msgs/s / the \
+         reference's (higher is better).\n\n",
+    );
+    out.push_str("| shmbus | cell | shmbus |");
+    for (reference, what) in REFERENCES {
+        let _ = write!(out, " vs {reference} ({what}) |");
+    }
+    out.push_str("\n|---|---|---:|");
+    out.push_str(&"---:|".repeat(REFERENCES.len()));
+    out.push('\n');
+    for line in lines {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn fmt_figure(r: &Row, v: f64) -> String {
+    match r.scenario {
+        Scenario::PingPong => format!("{v:.0} ns"),
+        _ => format!("{}/s", fmt_si(v)),
+    }
 }
 
 #[derive(Serialize)]
@@ -332,6 +430,50 @@ mod tests {
         assert!(md.contains("| pipe | pingpong | 64 B | 1500 | 1800 | 2500 | 9000 | 12000 | 654.3k | 41.9 | 1000 |"), "{md}");
         assert!(md.contains("- mqueue (pingpong 64 B): too big"), "{md}");
         assert!(!md.contains("| mqueue |"));
+    }
+
+    #[test]
+    fn ratios_compare_shmbus_with_the_floors_of_the_same_run() {
+        let mut rows = Vec::new();
+        let mut add = |transport: &str, scenario, payload_bytes, p50: Option<u64>, rate| {
+            let cell = Cell {
+                scenario,
+                payload_bytes,
+                senders: 1,
+                receivers: 1,
+            };
+            let mut r = Row::new(transport, &cell);
+            r.latency = p50.map(|p50| Summary {
+                p50,
+                p90: p50,
+                p99: p50,
+                p999: p50,
+                max: p50,
+                samples: 10,
+            });
+            r.msgs_per_s = rate;
+            rows.push(r);
+        };
+        add("shmbus_busy", Scenario::PingPong, 64, Some(200), Some(1e6));
+        add("spsc_floor", Scenario::PingPong, 64, Some(100), Some(2e6));
+        add("raw_floor", Scenario::PingPong, 8, Some(80), Some(3e6));
+        add("shmbus_busy", Scenario::Throughput, 64, None, Some(30e6));
+        add("spsc_floor", Scenario::Throughput, 64, None, Some(40e6));
+        add("iceoryx2", Scenario::Throughput, 64, None, Some(2e6));
+        let text = ratios(&rows);
+        assert!(
+            text.contains(
+                "| shmbus_busy | pingpong 64 B | 200 ns | 2.00x (100 ns) | 2.50x (80 ns) | — |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| shmbus_busy | throughput 64 B | 30.00M/s | 0.75x (40.00M/s) | — | 15.00x (2.00M/s) |"),
+            "{text}"
+        );
+        assert!(markdown("# h", &rows).contains("Ratios (same run)"));
+        // Nothing to compare: no section.
+        assert!(ratios(&rows[..1]).is_empty());
     }
 
     #[test]

@@ -49,7 +49,14 @@ pub unsafe trait Storage: Send + Sync {
     /// protocol: the writer owns the claim and every subscriber has released the slot).
     unsafe fn payload_mut(&self, index: usize) -> Self::PayloadMut<'_>;
     /// Slot `index`'s payload as atomic words, for the lossy mode's validated copies.
-    fn payload_words(&self, index: usize) -> &[AtomicU64];
+    ///
+    /// # Safety
+    /// The words alias the bytes that [`Storage::payload`] and [`Storage::payload_mut`] hand
+    /// out. While the returned words are in use, no `payload` or `payload_mut` view of the same
+    /// slot may live (mixing atomic and non-atomic access to one byte is a data race): the
+    /// lossy mode reads and writes its payloads only through these words and never makes a
+    /// plain view of them, and the lossless mode never calls this.
+    unsafe fn payload_words(&self, index: usize) -> &[AtomicU64];
 }
 
 #[cfg(not(loom))]
@@ -261,10 +268,10 @@ mod raw {
         }
 
         #[inline]
-        fn payload_words(&self, index: usize) -> &[AtomicU64] {
+        unsafe fn payload_words(&self, index: usize) -> &[AtomicU64] {
             let words = (self.layout.geometry.slot_size as usize).div_ceil(8);
             // SAFETY: in bounds and aligned (see the impl's comment); atomics may alias any
-            // bit pattern, and the lossy mode never forms non-atomic references to payloads.
+            // bit pattern; the caller guarantees no plain view of this payload lives meanwhile.
             unsafe {
                 std::slice::from_raw_parts(self.payload_ptr(index) as *const AtomicU64, words)
             }
@@ -390,7 +397,7 @@ mod model {
                 ptr: self.payloads[index].get_mut(),
             }
         }
-        fn payload_words(&self, index: usize) -> &[AtomicU64] {
+        unsafe fn payload_words(&self, index: usize) -> &[AtomicU64] {
             &self.words[index]
         }
     }

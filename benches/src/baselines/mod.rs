@@ -1,4 +1,5 @@
-//! Kernel IPC baselines and the shared-memory floor, each a [`Contender`].
+//! Kernel IPC baselines, the shared-memory floors (`raw_floor`, `spsc_floor`) and the
+//! shared-memory baselines with semaphores and signals, each a [`Contender`].
 //!
 //! All of them run as real separate processes. The byte-stream baselines
 //! (pipe, FIFO, Unix stream, TCP) frame messages by the run's fixed payload
@@ -9,6 +10,10 @@ pub mod fifo;
 pub mod mqueue;
 pub mod pipe;
 pub mod raw_floor;
+pub(crate) mod shm;
+pub mod shm_sem;
+pub mod signal;
+pub mod spsc_floor;
 pub mod tcp;
 pub mod unix_seqpacket;
 pub mod unix_stream;
@@ -20,11 +25,14 @@ use crate::transport::Contender;
 pub fn all() -> Vec<Box<dyn Contender>> {
     vec![
         Box::new(raw_floor::RawFloor),
+        Box::new(spsc_floor::SpscFloor),
         Box::new(pipe::Pipe),
         Box::new(fifo::Fifo),
         Box::new(unix_stream::UnixStreamSocket),
         Box::new(unix_seqpacket::UnixSeqpacket),
         Box::new(mqueue::MessageQueue),
         Box::new(tcp::TcpLoopback),
+        Box::new(shm_sem::ShmSemaphore),
+        Box::new(signal::Signals),
     ]
 }

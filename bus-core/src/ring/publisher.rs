@@ -436,7 +436,10 @@ impl<S: Storage, D: Doorbell> Loan<'_, S, D> {
         self.set_len(bytes.len())?;
         if self.port.ring.mode == Mode::Lossy {
             let ring = &*self.port.ring;
-            store_words(ring.storage.payload_words(ring.slot_index(self.seq)), bytes);
+            // SAFETY: lossy mode, which reads and writes payloads only through atomic words
+            // (`payload_mut` and `payload` refuse lossy topics).
+            let words = unsafe { ring.storage.payload_words(ring.slot_index(self.seq)) };
+            store_words(words, bytes);
         } else if let Some(mut slot) = self.payload_mut() {
             slot[..bytes.len()].copy_from_slice(bytes);
         }

@@ -384,7 +384,9 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
                 drop(payload);
             }
             Mode::Lossy => {
-                let words = ring.storage.payload_words(r.slot);
+                // SAFETY: lossy mode, which reads and writes payloads only through atomic
+                // words and never makes a plain view of a payload.
+                let words = unsafe { ring.storage.payload_words(r.slot) };
                 load_words(words, &mut buf[..r.len]);
                 // Seqlock reader: our payload loads happen before the re-check below; if any of
                 // them saw a newer writer's store, the re-check sees its WRITING stamp.
