@@ -15,12 +15,34 @@ use std::time::Duration;
 
 use crate::sync::AtomicU32;
 
-/// Futex semantics over a 32-bit word in shared memory.
+/// Futex semantics over a 32-bit word in shared memory, and the asymmetric barrier that keeps
+/// the hot paths free of hardware fences.
+///
+/// # The asymmetric barrier
+///
+/// Publishing and releasing must not pay a `SeqCst` fence per message, yet a thread about to
+/// sleep (or a second publisher taking over from a solo one) must never miss a change made
+/// just before. The hot side (the ringer) runs [`crate::sync::light_barrier`], a compiler
+/// fence, between its store and its load; the rare side runs [`Doorbell::heavy_barrier`],
+/// which makes every thread of every registered process pass a full memory barrier. Then one
+/// of the two always sees the other's store, exactly as with two `SeqCst` fences. A process
+/// whose registration fails uses a real fence on its hot side instead.
 pub trait Doorbell: Send + Sync {
     /// Sleep while `*word == expected`, until woken, until `timeout` passes, or spuriously.
     fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>);
     /// Wake every thread sleeping on `word`, in any process.
     fn wake_all(&self, word: &AtomicU32);
+    /// Register this process for [`Doorbell::heavy_barrier`]; `true` when it may use the light
+    /// barrier (a compiler fence) on its hot paths. Called once per port; cheap after the
+    /// first call.
+    fn register_light(&self) -> bool {
+        false
+    }
+    /// Make every thread of every registered process pass a full memory barrier before this
+    /// returns (and be a `SeqCst` fence for the caller).
+    fn heavy_barrier(&self) {
+        crate::sync::fence(crate::sync::Ordering::SeqCst);
+    }
 }
 
 /// The Linux futex, non-private: it keys on the physical page, so waiters and wakers in
@@ -71,6 +93,57 @@ impl Doorbell for Futex {
                 0u32,
             );
         }
+    }
+
+    fn register_light(&self) -> bool {
+        *membarrier::REGISTERED.get_or_init(membarrier::register)
+    }
+
+    fn heavy_barrier(&self) {
+        membarrier::heavy();
+    }
+}
+
+/// `membarrier(2)`: the heavy half of the asymmetric barrier.
+///
+/// Every process that runs a hot path with the light barrier registers with
+/// `MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED` (once); the heavy half is
+/// `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, which interrupts every CPU running a registered process
+/// (about 3 us on a 2-vCPU VM). If the expedited command fails, `MEMBARRIER_CMD_GLOBAL` (no
+/// registration needed, but it waits for a scheduler grace period, milliseconds) does the job.
+/// Under Miri there is no membarrier: registration fails, so every hot path uses a real fence,
+/// and the heavy half is a plain fence.
+#[cfg(not(loom))]
+mod membarrier {
+    use std::sync::atomic::{fence, Ordering};
+    use std::sync::OnceLock;
+
+    const CMD_GLOBAL: libc::c_int = 1;
+    const CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+    const CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+    pub(super) static REGISTERED: OnceLock<bool> = OnceLock::new();
+
+    fn call(cmd: libc::c_int) -> bool {
+        if cfg!(miri) {
+            return false;
+        }
+        // SAFETY: membarrier takes a command and two integer flags and touches no memory of
+        // ours; an unknown or refused command fails with an error code.
+        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) == 0 }
+    }
+
+    pub(super) fn register() -> bool {
+        call(CMD_REGISTER_GLOBAL_EXPEDITED)
+    }
+
+    pub(super) fn heavy() {
+        fence(Ordering::SeqCst);
+        if !call(CMD_GLOBAL_EXPEDITED) && !call(CMD_GLOBAL) {
+            // No membarrier at all: then no process could register either (same kernel), so
+            // every hot path runs a real fence and this fence is the pair it needs.
+        }
+        fence(Ordering::SeqCst);
     }
 }
 

@@ -40,6 +40,13 @@ pub struct Flags {
     pub epoch: AtomicU32,
     /// Times a lossless publisher found the ring full (stalls).
     pub stalls: AtomicU64,
+    /// Non-zero while the topic may have more than one publisher: then every publisher claims
+    /// with a CAS. Zero means the one publisher may claim with a plain store (see
+    /// `ring::publisher`, the solo claim and its handover). Written only by attaches, which
+    /// the supervisor serialises.
+    pub shared: AtomicU32,
+    /// Reserved.
+    pub reserved: AtomicU32,
 }
 
 /// The control block at [`crate::layout::CONTROL_OFFSET`].
@@ -48,7 +55,7 @@ pub struct Flags {
 ///  0    claim   u64   next sequence a publisher will claim (publishers write it on every send)
 ///  128  data    Bell  subscribers sleep here waiting for messages
 ///  256  space   Bell  lossless publishers sleep here waiting for free slots
-///  384  flags   Flags closed, daemon epoch, stalls
+///  384  flags   Flags closed, daemon epoch, stalls, shared (more than one publisher)
 /// ```
 #[derive(Debug, Default)]
 #[repr(C)]
@@ -93,15 +100,16 @@ pub mod entry_state {
     }
 }
 
-/// A publisher's entry. `inflight` is the sequence this publisher is claiming or has claimed
-/// and not yet committed ([`IDLE`] otherwise); a supervisor uses it to repair the claim of a
-/// publisher that died (see `ring::repair`).
+/// A publisher's entry. `inflight` is the sequence this publisher claimed last (or is claiming),
+/// [`IDLE`] before its first claim; it is not cleared at commit (a supervisor tells a finished
+/// claim from its slot). A supervisor uses it to repair the claim of a publisher that died
+/// (see `ring::repair`).
 #[derive(Debug, Default)]
 #[repr(C, align(128))]
 pub struct PublisherEntry {
     /// `generation << 2 | tag`, see [`entry_state`].
     pub state: AtomicU64,
-    /// The sequence being claimed or written, or [`IDLE`].
+    /// The sequence claimed last or being claimed, or [`IDLE`].
     pub inflight: AtomicU64,
     /// Messages committed by this publisher.
     pub published: AtomicU64,

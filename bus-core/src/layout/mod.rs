@@ -27,7 +27,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// The first eight bytes of every shmbus segment.
 pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
 /// Bumped whenever the layout below changes in any way.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// The page size the layout is built on; the mapping page size must divide it.
 pub const SEGMENT_PAGE: u64 = 4096;
 /// Where the header lives.

@@ -284,12 +284,25 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     }
 
     /// After changing a condition someone may sleep on: wake `bell`'s sleepers, making a system
-    /// call only if there are any. The caller's change must precede this call.
+    /// call only if there are any. The caller's change must precede this call. For the rare
+    /// paths (close, release, eviction, repair), which may run in a process that never
+    /// registered for the asymmetric barrier: a real `SeqCst` fence.
     #[inline]
     fn ring_bell(&self, bell: &Bell) {
         // Dekker with `sleep_on`: our change, fence, read waiters | their waiters++, fence,
         // re-check. At least one side sees the other.
         fence(Ordering::SeqCst);
+        if bell.waiters.load(Ordering::Relaxed) != 0 {
+            self.wake(bell);
+        }
+    }
+
+    /// `ring_bell` for the hot paths (every commit, every release) of a port: the light half of
+    /// the asymmetric barrier (`registered`: see [`crate::sync::light_barrier`]) instead of a
+    /// fence. A sleeper's `heavy_barrier` in `sleep_on` pairs with it.
+    #[inline]
+    fn ring_bell_light(&self, bell: &Bell, registered: bool) {
+        crate::sync::light_barrier(registered);
         if bell.waiters.load(Ordering::Relaxed) != 0 {
             self.wake(bell);
         }
@@ -304,7 +317,9 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     /// spurious return. `ready` must read the condition the ringer changes before ringing.
     fn sleep_on(&self, bell: &Bell, timeout: Option<Duration>, ready: impl FnOnce() -> bool) {
         bell.waiters.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        // The heavy half of the asymmetric barrier: every ringer either already made its change
+        // visible to our check below, or sees our `waiters` on its next load.
+        self.doorbell.heavy_barrier();
         let word = bell.seq.load(Ordering::Acquire);
         if !ready() {
             self.doorbell.wait(&bell.seq, word, timeout);
@@ -357,6 +372,11 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
 
     /// Take publisher entry `index` for a new publisher owned by `pid`; returns its generation.
     /// Not concurrently with another attach to this ring (see [`Ring::attach_subscriber`]).
+    ///
+    /// If another publisher is active, the topic becomes *shared* (`Flags::shared`): every
+    /// publisher claims with a CAS from then on. A solo publisher that is mid-claim is waited
+    /// for by the new port ([`PublisherPort::new`]). If no other publisher is active, the
+    /// topic goes back to solo claims (released publishers can no longer claim).
     pub fn attach_publisher(&self, index: usize, pid: u32) -> Result<u64, AttachError> {
         let e = self
             .storage
@@ -378,7 +398,47 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
                 Ordering::Relaxed,
             )
             .map_err(|_| AttachError::InUse(index))?;
+        let others = (0..self.geometry().max_publishers as usize)
+            .filter(|&i| i != index)
+            .filter_map(|i| self.storage.publisher(i))
+            .any(|o| entry_state::tag(o.state.load(Ordering::Acquire)) == entry_state::ACTIVE);
+        // Release: a port that sees the flag (after its heavy barrier) also sees the entries.
+        self.storage
+            .control()
+            .flags
+            .shared
+            .store(u32::from(others), Ordering::Release);
         Ok(generation)
+    }
+
+    /// Wait until no publisher other than `except` is between recording a claim and making
+    /// it (`inflight == claim`): after `shared` was set and the heavy barrier ran, no solo
+    /// claim can start, and this waits out one that started before. A publisher whose entry
+    /// is released (it died and was repaired) is not waited for.
+    fn wait_for_solo_claims(&self, except: usize) {
+        let control = self.storage.control();
+        for i in (0..self.geometry().max_publishers as usize).filter(|&i| i != except) {
+            let Some(e) = self.storage.publisher(i) else {
+                break;
+            };
+            let mut backoff = crate::wait::Backoff::new();
+            loop {
+                if entry_state::tag(e.state.load(Ordering::Acquire)) != entry_state::ACTIVE {
+                    break;
+                }
+                let s = e.inflight.load(Ordering::Acquire);
+                // Acquire: pairs with the solo claim's release store.
+                if s == IDLE || control.claim.load(Ordering::Acquire) > s {
+                    break;
+                }
+                backoff.snooze();
+            }
+        }
+    }
+
+    /// Whether the topic may have more than one publisher (they claim with a CAS).
+    pub fn is_shared(&self) -> bool {
+        self.storage.control().flags.shared.load(Ordering::Acquire) != 0
     }
 
     /// Take the first free publisher entry; returns `(index, generation)`.

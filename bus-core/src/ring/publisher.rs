@@ -1,5 +1,6 @@
 //! The publisher side: claim a sequence, write the slot in place, commit.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,26 +57,62 @@ const PREDECESSOR_PATIENCE: std::time::Duration = std::time::Duration::from_secs
 
 /// A publisher's handle on a ring. Not `Clone`: one entry, one writer. It can move between
 /// threads.
+///
+/// # The solo claim and its handover
+///
+/// While a topic has one publisher (`Flags::shared` is zero), that publisher claims with a
+/// plain store instead of a CAS: record `inflight = s`, light barrier, check `shared`, store
+/// `claim = s + 1` (release). A second publisher's attach sets `shared`; its port, before its
+/// first claim, runs the heavy barrier and then waits until no other publisher is between
+/// recording a claim and storing it (`inflight == claim`). The barrier pair guarantees that a
+/// solo claim either saw `shared` (and went on with a CAS) or had recorded its `inflight`
+/// where the new port sees it; so the two never claim the same sequence, and the solo
+/// publisher learns of the second one without a system call.
 pub struct PublisherPort<S, D> {
     ring: Arc<Ring<S, D>>,
     index: usize,
     generation: u64,
+    /// Our entry in the publisher table (inside `ring`'s storage, which `ring` keeps alive
+    /// and never moves).
+    entry: NonNull<PublisherEntry>,
     /// Cached lossless gate: claims below it need no scan.
     limit: u64,
+    /// This process registered for the heavy barrier: the hot path needs only the light one.
+    light: bool,
+    /// Messages committed through this port (mirrored into the entry for stats).
+    published: u64,
 }
+
+// SAFETY: `entry` points into the storage owned by `ring` (an `Arc` of a `Send + Sync` ring)
+// and is only used to reach atomics; the port is otherwise made of `Send` data.
+unsafe impl<S: Storage, D: Doorbell> Send for PublisherPort<S, D> {}
+// SAFETY: as above; `&self` methods only read atomics through `entry`.
+unsafe impl<S: Storage, D: Doorbell> Sync for PublisherPort<S, D> {}
 
 impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
     /// A port on publisher entry `index`, which must be active at `generation` (taken with
-    /// [`Ring::attach_publisher`], usually by the daemon).
+    /// [`Ring::attach_publisher`], usually by the daemon). On a shared topic it first waits
+    /// until no solo claim of another publisher is in flight (see the type's documentation):
+    /// a few instructions' time, unless that publisher's process is stopped mid-claim.
     pub fn new(ring: Arc<Ring<S, D>>, index: usize, generation: u64) -> Result<Self, AttachError> {
         if !ring.publisher_held(index, generation) {
             return Err(AttachError::NotHeld(index));
         }
+        let entry = NonNull::from(entry_of(&ring, index));
+        let light = ring.doorbell.register_light();
+        if ring.is_shared() {
+            ring.doorbell.heavy_barrier();
+            ring.wait_for_solo_claims(index);
+        }
+        let published = entry_of(&ring, index).published.load(Ordering::Relaxed);
         Ok(PublisherPort {
             ring,
             index,
             generation,
+            entry,
             limit: 0,
+            light,
+            published,
         })
     }
 
@@ -94,15 +131,20 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         self.generation
     }
 
+    #[inline]
     fn entry(&self) -> &PublisherEntry {
-        entry_of(&self.ring, self.index)
+        // SAFETY: `entry` came from `entry_of` on the ring we hold; the storage keeps it valid
+        // and in place for as long as the ring lives.
+        unsafe { self.entry.as_ref() }
     }
 
     /// Claim the next sequence without waiting.
+    #[inline]
     fn claim(&mut self) -> Result<u64, SendError> {
         let ring = &*self.ring;
         let control = ring.storage.control();
-        let entry = entry_of(ring, self.index);
+        // SAFETY: as in `entry`; a copy of the reference that does not borrow `self`.
+        let entry = unsafe { self.entry.as_ref() };
         if entry.state.load(Ordering::Relaxed)
             != entry_state::pack(self.generation, entry_state::ACTIVE)
         {
@@ -126,6 +168,13 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
             // Record the claim before making it, so that a supervisor that sees `claim` past
             // `s` (acquire, pairing with the release below) also sees this record.
             entry.inflight.store(s, Ordering::Relaxed);
+            // The solo claim: the light barrier pairs with the heavy one a joining publisher
+            // runs after `shared` is set (see the type's documentation).
+            crate::sync::light_barrier(self.light);
+            if control.flags.shared.load(Ordering::Relaxed) == 0 {
+                control.claim.store(s + 1, Ordering::Release);
+                return Ok(s);
+            }
             if control
                 .claim
                 .compare_exchange_weak(s, s + 1, Ordering::Release, Ordering::Relaxed)
@@ -136,19 +185,45 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         }
     }
 
-    /// Wait until the slot's previous occupant is finished, then mark it `WRITING`.
+    /// Wait until the slot's previous occupant is finished; on a lossy topic, then mark it
+    /// `WRITING` (the seqlock's odd state). Lossless readers never look at a slot that is not
+    /// committed, so a lossless writer goes straight from the previous occupant's stamp to
+    /// its own commit: one store to the slot's stamp per message.
+    #[inline]
     fn begin_write(&self, s: u64) -> Result<(), SendError> {
+        let ring = &*self.ring;
+        let slot = ring.storage.slot(ring.slot_index(s));
+        // Acquire: the previous writer's payload writes happen before ours.
+        let st = slot.stamp.load(Ordering::Acquire);
+        if !stamp::is_done(st, s - ring.capacity) {
+            self.wait_for_predecessor(s)?;
+        }
+        if ring.mode == Mode::Lossy {
+            slot.stamp
+                .store(stamp::pack(s, stamp::WRITING), Ordering::Relaxed);
+            // Seqlock writer: the WRITING stamp is ordered before every payload store, so a
+            // lossy reader that sees any of our payload stores sees the stamp change on its
+            // re-check.
+            fence(Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The slow part of `begin_write`: the slot's previous occupant is still being written
+    /// (by a publisher that lapped, or one that died and awaits repair).
+    #[cold]
+    fn wait_for_predecessor(&self, s: u64) -> Result<(), SendError> {
         let ring = &*self.ring;
         let slot = ring.storage.slot(ring.slot_index(s));
         let previous = s - ring.capacity;
         let mut backoff = Backoff::new();
         #[cfg(not(loom))]
-        let give_up = std::time::Instant::now() + PREDECESSOR_PATIENCE;
+        let mut give_up = None;
         loop {
             // Acquire: the previous writer's payload writes happen before ours.
             let st = slot.stamp.load(Ordering::Acquire);
             if stamp::is_done(st, previous) {
-                break;
+                return Ok(());
             }
             if stamp::seq(st) >= s {
                 // A supervisor skipped our claim, believing us dead.
@@ -160,27 +235,24 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
             // corrupted stamp (or a writer that hangs, or died with no daemon). Skip our own
             // sequence over it, so that neither we nor the subscribers wait forever.
             #[cfg(not(loom))]
-            if backoff.is_sleeping() && std::time::Instant::now() >= give_up {
-                let skipped = stamp::pack(s, stamp::SKIPPED);
-                if slot
-                    .stamp
-                    .compare_exchange(st, skipped, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    self.entry().inflight.store(IDLE, Ordering::Release);
-                    ring.ring_bell(&ring.storage.control().data);
-                    return Err(SendError::Stalled);
+            if backoff.is_sleeping() {
+                let now = std::time::Instant::now();
+                if now >= *give_up.get_or_insert(now + PREDECESSOR_PATIENCE) {
+                    let skipped = stamp::pack(s, stamp::SKIPPED);
+                    if slot
+                        .stamp
+                        .compare_exchange(st, skipped, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        self.entry().inflight.store(IDLE, Ordering::Release);
+                        ring.ring_bell(&ring.storage.control().data);
+                        return Err(SendError::Stalled);
+                    }
+                    continue;
                 }
-                continue;
             }
             backoff.snooze();
         }
-        slot.stamp
-            .store(stamp::pack(s, stamp::WRITING), Ordering::Relaxed);
-        // Seqlock writer: the WRITING stamp is ordered before every payload store, so a lossy
-        // reader that sees any of our payload stores sees the stamp change on its re-check.
-        fence(Ordering::Release);
-        Ok(())
     }
 
     /// Loan the next slot without waiting: `Full` when a lossless ring has no free slot.
@@ -324,20 +396,86 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         Ok(())
     }
 
+    /// Copy each message of `msgs` into the next slot and commit it, without waiting, and
+    /// wake sleeping subscribers once for the whole batch. Returns how many were published:
+    /// all of them, or fewer when a lossless ring fills up (then the rest can be sent later).
+    /// Every length is checked before anything is published (`TooLarge` publishes nothing);
+    /// an error on the first message is returned as such.
+    pub fn try_send_many(&mut self, msgs: &[&[u8]]) -> Result<usize, SendError> {
+        for m in msgs {
+            self.check_len(m.len())?;
+        }
+        let mut sent = 0;
+        for m in msgs {
+            let claimed = match self.claim() {
+                Err(SendError::Full) => {
+                    let flags = &self.ring.storage.control().flags;
+                    flags.stalls.fetch_add(1, Ordering::Relaxed);
+                    Err(SendError::Full)
+                }
+                other => other,
+            }
+            .and_then(|s| self.begin_write(s).map(|()| s));
+            let s = match claimed {
+                Ok(s) => s,
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            };
+            self.write_slot(s, m);
+            self.commit_slot(s, m.len(), stamp::COMMITTED);
+            sent += 1;
+        }
+        if sent > 0 {
+            let ring = &*self.ring;
+            ring.ring_bell_light(&ring.storage.control().data, self.light);
+        }
+        Ok(sent)
+    }
+
+    /// Copy `bytes` (checked against the slot size) into the slot of `s`, which we own.
+    fn write_slot(&mut self, s: u64, bytes: &[u8]) {
+        let ring = &*self.ring;
+        let index = ring.slot_index(s);
+        if ring.mode == Mode::Lossy {
+            // SAFETY: lossy mode, which reads and writes payloads only through atomic words
+            // (`payload_mut` and `payload` refuse lossy topics).
+            let words = unsafe { ring.storage.payload_words(index) };
+            store_words(words, bytes);
+        } else {
+            // SAFETY: lossless mode, and we own the claim on `s` (see `Loan::payload_mut`); the
+            // view ends within this call.
+            let mut slot = unsafe { ring.storage.payload_mut(index) };
+            slot[..bytes.len()].copy_from_slice(bytes);
+        }
+    }
+
+    #[inline]
     fn finish(&mut self, s: u64, len: usize, state: u64) {
+        self.commit_slot(s, len, state);
+        let ring = &*self.ring;
+        ring.ring_bell_light(&ring.storage.control().data, self.light);
+    }
+
+    /// Finish sequence `s` in state `state` (committed or skipped) without waking anyone; the
+    /// caller rings the data bell afterwards.
+    ///
+    /// The entry's `inflight` keeps `s` (a supervisor tells a finished claim by its slot), and
+    /// the commit count is a plain store of the port's own count: no read-modify-write of
+    /// shared memory besides the slot.
+    #[inline]
+    fn commit_slot(&mut self, s: u64, len: usize, state: u64) {
         let ring = &*self.ring;
         let slot = ring.storage.slot(ring.slot_index(s));
         slot.len.store(len as u32, Ordering::Relaxed);
         slot.publisher.store(self.index as u32, Ordering::Relaxed);
         // Release: the payload and the length happen before any read that sees the stamp.
         slot.stamp.store(stamp::pack(s, state), Ordering::Release);
-        let entry = self.entry();
-        entry.inflight.store(IDLE, Ordering::Release);
         if state == stamp::COMMITTED {
-            let n = entry.published.load(Ordering::Relaxed);
-            entry.published.store(n.wrapping_add(1), Ordering::Relaxed);
+            self.published = self.published.wrapping_add(1);
+            self.entry()
+                .published
+                .store(self.published, Ordering::Relaxed);
         }
-        ring.ring_bell(&ring.storage.control().data);
     }
 
     /// Release the entry (the port must hold no loan, which the borrow checker ensures).
@@ -434,15 +572,7 @@ impl<S: Storage, D: Doorbell> Loan<'_, S, D> {
     /// copy is made of atomic word stores).
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         self.set_len(bytes.len())?;
-        if self.port.ring.mode == Mode::Lossy {
-            let ring = &*self.port.ring;
-            // SAFETY: lossy mode, which reads and writes payloads only through atomic words
-            // (`payload_mut` and `payload` refuse lossy topics).
-            let words = unsafe { ring.storage.payload_words(ring.slot_index(self.seq)) };
-            store_words(words, bytes);
-        } else if let Some(mut slot) = self.payload_mut() {
-            slot[..bytes.len()].copy_from_slice(bytes);
-        }
+        self.port.write_slot(self.seq, bytes);
         Ok(())
     }
 

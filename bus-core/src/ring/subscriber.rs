@@ -1,6 +1,7 @@
 //! The subscriber side: find the next message, read it in place (lossless) or as a validated
 //! copy (lossy), release it.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +57,12 @@ pub struct Received {
     pub publisher: u32,
 }
 
+// SAFETY: `entry` points into the storage owned by `ring` (an `Arc` of a `Send + Sync` ring)
+// and is only used to reach atomics; the port is otherwise made of `Send` data.
+unsafe impl<S: Storage, D: Doorbell> Send for SubscriberPort<S, D> {}
+// SAFETY: as above; `&self` methods only read atomics through `entry`.
+unsafe impl<S: Storage, D: Doorbell> Sync for SubscriberPort<S, D> {}
+
 /// A message ready to be read.
 #[derive(Debug, Clone, Copy)]
 struct Ready {
@@ -70,6 +77,11 @@ pub struct SubscriberPort<S, D> {
     ring: Arc<Ring<S, D>>,
     index: usize,
     generation: u64,
+    /// Our entry in the subscriber table (inside `ring`'s storage, which `ring` keeps alive
+    /// and never moves).
+    entry: NonNull<SubscriberEntry>,
+    /// This process registered for the heavy barrier: releases need only the light one.
+    light: bool,
     /// Next sequence to read (the shared cursor holds the same value once released).
     next: u64,
     lagged: u64,
@@ -88,10 +100,14 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
             return Err(AttachError::NotHeld(index));
         }
         let next = entry.cursor.load(Ordering::Acquire);
+        let entry = NonNull::from(entry);
+        let light = ring.doorbell.register_light();
         Ok(SubscriberPort {
             ring,
             index,
             generation,
+            entry,
+            light,
             next,
             lagged: 0,
             corrupt: 0,
@@ -130,11 +146,11 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
         claim.saturating_sub(self.next)
     }
 
+    #[inline]
     fn entry(&self) -> &SubscriberEntry {
-        match self.ring.storage.subscriber(self.index) {
-            Some(e) => e,
-            None => unreachable!("subscriber index checked in SubscriberPort::new"),
-        }
+        // SAFETY: `entry` came from the storage of the ring we hold (index checked in `new`),
+        // which keeps it valid and in place for as long as the ring lives.
+        unsafe { self.entry.as_ref() }
     }
 
     fn held(&self) -> bool {
@@ -142,13 +158,17 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
             == entry_state::pack(self.generation, entry_state::ACTIVE)
     }
 
-    /// Move the cursor to `next`, releasing every slot below it.
+    /// Move the cursor to `next`, releasing every slot below it. A plain release store and,
+    /// on lossless topics, the light bell (no fence): a publisher asleep on a full ring ran
+    /// the heavy barrier before its last look at the cursors.
+    #[inline]
     fn advance(&mut self, next: u64) {
         self.next = next;
         // Release: our reads of the slots below `next` happen before a publisher's writes.
         self.entry().cursor.store(next, Ordering::Release);
         if self.ring.mode == Mode::Lossless {
-            self.ring.ring_bell(&self.ring.storage.control().space);
+            self.ring
+                .ring_bell_light(&self.ring.storage.control().space, self.light);
         }
     }
 
@@ -306,6 +326,49 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Read every message that is ready, up to `max`, in place and in order, without waiting
+    /// (lossless topics): `f(sequence, bytes)` sees each one, and the whole batch is released
+    /// with one cursor store when the call returns. Returns how many `f` saw; `Empty` (or
+    /// `Closed`, `Evicted`) when it saw none. Skipped and corrupted slots are passed over as
+    /// in `try_recv`.
+    pub fn try_recv_many(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(u64, &[u8]),
+    ) -> Result<usize, RecvError> {
+        if self.ring.mode != Mode::Lossless {
+            return Err(RecvError::WrongMode);
+        }
+        let first = self.ring.first_sequence();
+        let start = self.next;
+        let mut seen = 0;
+        let result = loop {
+            if seen == max {
+                break Ok(seen);
+            }
+            match self.poll() {
+                Ok(r) => {
+                    let ring = &*self.ring;
+                    // SAFETY: lossless mode; message `r.seq` is committed (acquire in `poll`)
+                    // and the shared cursor, at most `r.seq` until the store below, keeps every
+                    // publisher off the slot. The view ends before that store.
+                    let payload = unsafe { ring.storage.payload(r.slot, r.len) };
+                    f(r.seq.saturating_sub(first), &payload);
+                    drop(payload);
+                    // Released (stored) once, below.
+                    self.next = r.seq.saturating_add(1);
+                    seen += 1;
+                }
+                Err(e) if seen == 0 => break Err(e),
+                Err(_) => break Ok(seen),
+            }
+        };
+        if self.next != start {
+            self.advance(self.next);
+        }
+        result
     }
 
     /// Wait as `recv` does (or not at all, with `wait == false`) until a message is ready,
