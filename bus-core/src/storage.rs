@@ -15,7 +15,9 @@ use crate::sync::AtomicU64;
 /// Implementors guarantee that every reference they return points to memory that stays valid
 /// for the lifetime of `&self`, that `slot(i)`, `payload*(i)` are valid for every
 /// `i < capacity`, that a payload is at least `slot_size` bytes and `payload_words` at least
-/// `slot_size.div_ceil(8)` words, and that distinct indices never overlap.
+/// `slot_size.div_ceil(8)` words (and `slot_size.div_ceil(16) * 2` when they are 16-byte
+/// aligned: the lossy copies then move whole 16-byte units), and that distinct indices never
+/// overlap.
 pub unsafe trait Storage: Send + Sync {
     /// A shared view of a payload.
     type Payload<'a>: Deref<Target = [u8]>
@@ -214,8 +216,9 @@ mod raw {
     // SAFETY: every offset comes from the validated layout, which lies inside the region; slot
     // indices are below the capacity (asserted in debug builds, guaranteed by the ring's mask);
     // payloads are `slot_size` bytes at `payload_offset` and slots do not overlap (stride >=
-    // payload_offset + slot_size). `payload_offset` is a multiple of 8 and the stride a multiple
-    // of 64, so the word view is aligned and `(stride - payload_offset) / 8 >= slot_size / 8`.
+    // payload_offset + slot_size). `payload_offset` is a multiple of 16 and the stride a multiple
+    // of 64, so the word view is 16-byte aligned and `stride - payload_offset`, a multiple of 16,
+    // holds `slot_size` rounded up to 16 bytes.
     unsafe impl<R: Region> Storage for RawStorage<R> {
         type Payload<'a>
             = &'a [u8]
@@ -269,7 +272,9 @@ mod raw {
 
         #[inline]
         unsafe fn payload_words(&self, index: usize) -> &[AtomicU64] {
-            let words = (self.layout.geometry.slot_size as usize).div_ceil(8);
+            // Whole 16-byte units: the payload area (stride - payload_offset, a multiple of
+            // 16) holds `slot_size` rounded up to 16.
+            let words = (self.layout.geometry.slot_size as usize).div_ceil(16) * 2;
             // SAFETY: in bounds and aligned (see the impl's comment); atomics may alias any
             // bit pattern; the caller guarantees no plain view of this payload lives meanwhile.
             unsafe {

@@ -28,6 +28,9 @@ impl Default for WaitStrategy {
     }
 }
 
+/// A spinning waiter looks at the clock once every this many rounds.
+const CLOCK_EVERY: u32 = 64;
+
 /// What a waiter does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -56,28 +59,32 @@ impl Waiter {
         }
     }
 
-    /// The next step, or `None` once the deadline has passed.
+    /// The next step, or `None` once the deadline has passed. While spinning, the clock is
+    /// read only every [`CLOCK_EVERY`] rounds: a clock read costs as much as several polls of
+    /// the shared memory, and a spinning waiter must notice a message as soon as it lands.
     pub(crate) fn step(&mut self) -> Option<Step> {
         if self.rounds == 0 {
             self.deadline = self.timeout.and_then(|t| Instant::now().checked_add(t));
         }
-        if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            return None;
-        }
-        self.rounds = self.rounds.saturating_add(1);
-        Some(match self.strategy {
+        let step = match self.strategy {
             WaitStrategy::BusyPoll => Step::Spin,
             WaitStrategy::Block => Step::Park,
             WaitStrategy::Adaptive { spins, yields } => {
-                if self.rounds <= spins {
+                if self.rounds < spins {
                     Step::Spin
-                } else if self.rounds <= spins.saturating_add(yields) {
+                } else if self.rounds < spins.saturating_add(yields) {
                     Step::Yield
                 } else {
                     Step::Park
                 }
             }
-        })
+        };
+        let look = step != Step::Spin || self.rounds.is_multiple_of(CLOCK_EVERY);
+        if look && self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+        self.rounds = self.rounds.saturating_add(1);
+        Some(step)
     }
 
     /// How long a park may last: until the deadline, and never unbounded, so that a sleeper
@@ -122,5 +129,45 @@ impl Backoff {
                 std::thread::sleep(Duration::from_micros(50));
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adaptive_waiter_spins_then_yields_then_parks() {
+        let mut w = Waiter::new(
+            WaitStrategy::Adaptive {
+                spins: 3,
+                yields: 2,
+            },
+            None,
+        );
+        let steps: Vec<_> = (0..7).map(|_| w.step().unwrap()).collect();
+        use Step::*;
+        assert_eq!(steps, [Spin, Spin, Spin, Yield, Yield, Park, Park]);
+    }
+
+    #[test]
+    fn spinning_waiter_times_out_though_it_reads_the_clock_rarely() {
+        let mut w = Waiter::new(WaitStrategy::BusyPoll, Some(Duration::from_millis(2)));
+        let start = Instant::now();
+        let mut rounds = 0u64;
+        while w.step().is_some() {
+            rounds += 1;
+            std::hint::spin_loop();
+        }
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(2), "{waited:?}");
+        assert!(
+            waited < Duration::from_secs(5),
+            "{waited:?} for {rounds} rounds"
+        );
+        // A zero timeout gives up at the first step.
+        assert!(Waiter::new(WaitStrategy::BusyPoll, Some(Duration::ZERO))
+            .step()
+            .is_none());
     }
 }

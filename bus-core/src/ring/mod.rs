@@ -53,6 +53,7 @@
 mod publisher;
 mod repair;
 mod subscriber;
+mod words;
 
 pub use publisher::{Loan, PublisherPort, SendError};
 pub use repair::RepairOutcome;

@@ -440,7 +440,7 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
             // SAFETY: lossy mode, which reads and writes payloads only through atomic words
             // (`payload_mut` and `payload` refuse lossy topics).
             let words = unsafe { ring.storage.payload_words(index) };
-            store_words(words, bytes);
+            super::words::store(words, bytes);
         } else {
             // SAFETY: lossless mode, and we own the claim on `s` (see `Loan::payload_mut`); the
             // view ends within this call.
@@ -589,24 +589,6 @@ impl<S: Storage, D: Doorbell> Drop for Loan<'_, S, D> {
     fn drop(&mut self) {
         if !self.done {
             self.port.finish(self.seq, 0, stamp::SKIPPED);
-        }
-    }
-}
-
-/// Store `bytes` into `words` with relaxed atomic stores (the lossy mode's writer side).
-fn store_words(words: &[crate::sync::AtomicU64], bytes: &[u8]) {
-    let mut chunks = bytes.chunks_exact(8);
-    for (w, chunk) in words.iter().zip(&mut chunks) {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(chunk);
-        w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut b = [0u8; 8];
-        b[..rest.len()].copy_from_slice(rest);
-        if let Some(w) = words.get(bytes.len() / 8) {
-            w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::doorbell::Doorbell;
 use crate::entries::{entry_state, SubscriberEntry};
 use crate::layout::Mode;
 use crate::storage::Storage;
-use crate::sync::{fence, AtomicU64, Ordering};
+use crate::sync::{fence, Ordering};
 use crate::wait::{Step, WaitStrategy, Waiter};
 
 /// Why no message was received.
@@ -450,7 +450,7 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
                 // SAFETY: lossy mode, which reads and writes payloads only through atomic
                 // words and never makes a plain view of a payload.
                 let words = unsafe { ring.storage.payload_words(r.slot) };
-                load_words(words, &mut buf[..r.len]);
+                super::words::load(words, &mut buf[..r.len]);
                 // Seqlock reader: our payload loads happen before the re-check below; if any of
                 // them saw a newer writer's store, the re-check sees its WRITING stamp.
                 fence(Ordering::Acquire);
@@ -515,22 +515,5 @@ impl<S: Storage, D: Doorbell> Drop for Sample<'_, S, D> {
     fn drop(&mut self) {
         let next = self.ready.seq.saturating_add(1);
         self.port.advance(next);
-    }
-}
-
-/// Load `buf.len()` bytes from `words` with relaxed atomic loads (the lossy reader's copy).
-fn load_words(words: &[AtomicU64], buf: &mut [u8]) {
-    let len = buf.len();
-    let mut chunks = buf.chunks_exact_mut(8);
-    for (w, chunk) in words.iter().zip(&mut chunks) {
-        chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
-    }
-    let rest = chunks.into_remainder();
-    if !rest.is_empty() {
-        if let Some(w) = words.get(len / 8) {
-            let b = w.load(Ordering::Relaxed).to_ne_bytes();
-            let n = rest.len();
-            rest.copy_from_slice(&b[..n]);
-        }
     }
 }
