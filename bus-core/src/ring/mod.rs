@@ -10,7 +10,7 @@
 //!
 //! | state       | meaning                                                        |
 //! |-------------|----------------------------------------------------------------|
-//! | `WRITING`   | the claimant of `s` is writing the payload                     |
+//! | `WRITING`   | the claimant of `s` is writing the payload (lossy topics only) |
 //! | `COMMITTED` | message `s` is complete and may be read                        |
 //! | `SKIPPED`   | `s` carries nothing: aborted, repaired, or never written       |
 //!
@@ -19,14 +19,25 @@
 //! # Publishing: claim, write, commit
 //!
 //! 1. **Claim.** A publisher records the sequence it is about to claim in its entry's
-//!    `inflight`, then CASes `claim` from `s` to `s + 1`. In lossless mode it first checks
-//!    `s < limit`, where `limit = min(claim, every active subscriber's cursor) + capacity` is
-//!    cached and rescanned only when reached (O(1) per publish, O(subscribers) per lap).
+//!    `inflight`, then takes `claim` from `s` to `s + 1`: with a plain release store while it
+//!    is the topic's only publisher (`Flags::shared` is zero), with a CAS otherwise (the solo
+//!    claim and its handover to a second publisher are in `publisher`). In lossless mode it
+//!    first checks `s < limit`, where `limit = min(claim, every active subscriber's cursor) +
+//!    capacity` is cached and rescanned only when reached (O(1) per publish, O(subscribers)
+//!    per lap).
 //! 2. **Write.** It waits until the slot's stamp says the previous occupant `s - capacity` is
 //!    `COMMITTED` or `SKIPPED` (so two publishers never write one slot at once, even when one
-//!    laps another), stamps `WRITING`, and writes the payload.
-//! 3. **Commit.** It stores the length, stamps `COMMITTED` (release), clears `inflight`, and
-//!    rings the data doorbell only if a subscriber sleeps.
+//!    laps another), and writes the payload. On a lossy topic it first stamps `WRITING` (the
+//!    seqlock's odd state for concurrent readers); a lossless reader never looks at a slot that
+//!    is not committed, so a lossless slot's stamp goes straight from the previous occupant to
+//!    the new one: one stamp store per message.
+//! 3. **Commit.** It stores the length, stamps `COMMITTED` (release), and rings the data
+//!    doorbell only if a subscriber sleeps. `inflight` keeps `s` (a supervisor tells a finished
+//!    claim by its slot); the per-publisher count is a plain store to the publisher's own
+//!    entry. Nothing but the slot is written on another process's cache lines.
+//!
+//! [`PublisherPort::try_send_many`] and [`SubscriberPort::try_recv_many`] do the same for a
+//! batch, with one doorbell check or one cursor release for the whole batch.
 //!
 //! # Invariants
 //!
@@ -43,12 +54,19 @@
 //!   and [`Ring::attach_subscriber`]).
 //! * **Per-slot writer exclusion.** The write step waits for the exact predecessor, so the
 //!   writers of one slot are serialised in sequence order.
-//! * **No lost wake-up.** Ringer: change the condition, SeqCst fence, read the waiter count.
-//!   Sleeper: raise the waiter count, SeqCst fence, read the futex word, re-check the condition,
-//!   sleep on the word. One of them sees the other.
+//! * **One claimant per sequence.** Several publishers claim with a CAS. A solo publisher
+//!   stores; a second publisher is attached only after `shared` is set, and its port runs the
+//!   heavy barrier and waits out a solo claim in flight before it claims anything.
+//! * **No lost wake-up, no fence per message.** Ringer (every commit, every release): change
+//!   the condition, *light* barrier (a compiler fence), read the waiter count. Sleeper: raise
+//!   the waiter count, *heavy* barrier (`membarrier(2)`: every thread of every registered
+//!   process passes a full barrier), read the futex word, re-check the condition, sleep on the
+//!   word. One of them sees the other, as with two `SeqCst` fences, but the fence is paid once
+//!   per sleep instead of once per message (see [`crate::doorbell::Doorbell`]). Rare ringers
+//!   (close, release, eviction, repair) use a real `SeqCst` fence.
 //!
 //! The lossy mode's readers and writers, the repair of dead publishers and the doorbells are in
-//! the submodules: `publisher`, `subscriber`, `repair`.
+//! the submodules: `publisher`, `subscriber`, `words`, `repair`.
 
 mod publisher;
 mod repair;

@@ -1,8 +1,9 @@
 //! Repair of a publisher that died between claim and commit.
 //!
-//! A publisher records the sequence it claims in its entry (`inflight`) before the claim CAS
-//! and clears it after the commit. When a supervisor (the daemon) learns that a publisher's
-//! process is gone, it runs [`Ring::repair_publisher`]:
+//! A publisher records the sequence it claims in its entry (`inflight`) before it makes the
+//! claim (a CAS, or a plain store while it is the topic's only publisher), and leaves it there
+//! after the commit (a finished claim shows in its slot, case 3 below). When a supervisor (the
+//! daemon) learns that a publisher's process is gone, it runs [`Ring::repair_publisher`]:
 //!
 //! 1. `inflight` idle: nothing was claimed. Release the entry.
 //! 2. `claim <= inflight`: the claim CAS never happened. Release the entry.
@@ -13,8 +14,8 @@
 //!    now would be overwritten by that writer's commit). Otherwise the dead publisher owns it:
 //!    CAS the stamp to `SKIPPED` and ring the data bell; subscribers skip it and go on.
 //!
-//! Why an alive owner always shows: it stores `inflight = s` before its CAS (release), and
-//! keeps it until after its commit. We saw `claim > s` (acquire) and an unfinished slot, so the
+//! Why an alive owner always shows: it stores `inflight = s` before its claim (release), and
+//! keeps it until after its commit (until its next claim). We saw `claim > s` (acquire) and an unfinished slot, so the
 //! owner's record is visible and still in place when we scan.
 
 use super::{stamp, AttachError, Ring};

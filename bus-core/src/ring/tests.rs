@@ -555,6 +555,119 @@ fn publisher_whose_claim_was_repaired_drops_its_message_with_repaired() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Solo claims, batches
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_lone_publisher_claims_solo_until_a_second_one_attaches_and_again_once_alone() {
+    let ring = ring(Mode::Lossless, 8);
+    let mut s = subscriber(&ring, StartAt::Latest);
+    let mut a = publisher(&ring);
+    assert!(!ring.is_shared());
+    a.try_send(b"a0").unwrap();
+    let mut b = publisher(&ring);
+    assert!(ring.is_shared(), "two publishers: claims by CAS");
+    b.try_send(b"b0").unwrap();
+    a.try_send(b"a1").unwrap();
+    b.detach().unwrap();
+    // A is still attached: the topic stays shared until an attach finds one alone.
+    assert!(ring.is_shared());
+    a.detach().unwrap();
+    let mut c = publisher(&ring);
+    assert!(!ring.is_shared(), "alone again: solo claims");
+    c.try_send(b"c0").unwrap();
+    let got: Vec<_> = (0..4).map(|_| take(&mut s).unwrap()).collect();
+    assert_eq!(
+        got,
+        [
+            (0, b"a0".to_vec()),
+            (1, b"b0".to_vec()),
+            (2, b"a1".to_vec()),
+            (3, b"c0".to_vec())
+        ]
+    );
+    assert_eq!(ring.stats().published, 4);
+}
+
+#[test]
+fn batch_send_publishes_what_fits_and_checks_every_length_first() {
+    let ring = ring(Mode::Lossless, 4);
+    let mut p = publisher(&ring);
+    let mut s = subscriber(&ring, StartAt::Latest);
+    let too_long = [0u8; 17];
+    assert_eq!(
+        p.try_send_many(&[b"x", &too_long]),
+        Err(SendError::TooLarge { len: 17, max: 16 })
+    );
+    assert_eq!(
+        ring.stats().published,
+        0,
+        "nothing published before the check"
+    );
+    let msgs: Vec<&[u8]> = vec![b"0", b"1", b"2", b"3", b"4", b"5"];
+    assert_eq!(p.try_send_many(&msgs), Ok(4), "four slots, four messages");
+    assert_eq!(p.try_send_many(&msgs[4..]), Err(SendError::Full));
+    assert_eq!(take(&mut s).unwrap(), (0, b"0".to_vec()));
+    assert_eq!(p.try_send_many(&msgs[4..]), Ok(1));
+    for n in 1..5u64 {
+        assert_eq!(take(&mut s).unwrap(), (n, n.to_string().into_bytes()));
+    }
+    assert_eq!(take(&mut s), Err(RecvError::Empty));
+}
+
+#[test]
+fn batch_receive_reads_in_order_and_releases_once_at_the_end() {
+    let ring = ring(Mode::Lossless, 4);
+    let mut p = publisher(&ring);
+    let mut s = subscriber(&ring, StartAt::Latest);
+    assert_eq!(
+        s.try_recv_many(8, |_, _| panic!("nothing yet")),
+        Err(RecvError::Empty)
+    );
+    for m in [b"a", b"b", b"c", b"d"] {
+        p.try_send(m).unwrap();
+    }
+    assert_eq!(p.try_send(b"e"), Err(SendError::Full));
+    let cursor = |r: &HeapRing| r.stats().subscribers[0].2;
+    let before = cursor(&ring);
+    let mut seen = Vec::new();
+    let n = s
+        .try_recv_many(3, |seq, bytes| {
+            // Nothing of the batch is released while it is being read.
+            assert_eq!(cursor(&ring), before);
+            seen.push((seq, bytes.to_vec()));
+        })
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(
+        seen,
+        [(0, b"a".to_vec()), (1, b"b".to_vec()), (2, b"c".to_vec())]
+    );
+    assert_eq!(cursor(&ring), before + 3, "one release for the batch");
+    p.try_send(b"e").unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(s.try_recv_many(8, |seq, _| rest.push(seq)), Ok(2));
+    assert_eq!(rest, [3, 4]);
+    let lossy = self::ring(Mode::Lossy, 4);
+    let mut ls = subscriber(&lossy, StartAt::Latest);
+    assert_eq!(ls.try_recv_many(1, |_, _| {}), Err(RecvError::WrongMode));
+}
+
+#[test]
+fn lossless_slot_goes_from_its_previous_occupant_straight_to_committed() {
+    let ring = ring(Mode::Lossless, 2);
+    let mut p = publisher(&ring);
+    let first = ring.first_sequence();
+    let stamp_of = |r: &HeapRing| r.storage.slot(0).stamp.load(Ordering::Acquire);
+    let mut loan = p.try_loan().unwrap();
+    // Loaned, not committed: the slot still shows its previous occupant, finished.
+    assert!(stamp::is_done(stamp_of(&ring), first - 2));
+    loan.write(b"x").unwrap();
+    loan.commit();
+    assert_eq!(stamp_of(&ring), stamp::pack(first, stamp::COMMITTED));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Threads
 // ---------------------------------------------------------------------------------------------
 
