@@ -82,6 +82,12 @@ fn one_way_scenarios_deliver_everything_and_clean_up() {
         ("unix_seqpacket", cell(Scenario::FanOut, 64, 1, 2)),
         ("mqueue", cell(Scenario::FanIn, 64, 3, 1)),
         ("tcp_loopback", cell(Scenario::Wakeup, 64, 1, 1)),
+        ("spsc_floor", cell(Scenario::Throughput, 64, 1, 1)),
+        ("spsc_floor", cell(Scenario::PingPong, 1024, 1, 1)),
+        ("shm_sem", cell(Scenario::Throughput, 1024, 1, 1)),
+        ("shm_sem", cell(Scenario::Wakeup, 64, 1, 1)),
+        ("signal", cell(Scenario::Throughput, 64, 1, 1)),
+        ("signal", cell(Scenario::Wakeup, 64, 1, 1)),
     ];
     for (name, cell) in runs {
         let contender = find(name).expect("registered");

@@ -81,7 +81,13 @@ pub struct PublisherPort<S, D> {
     light: bool,
     /// Messages committed through this port (mirrored into the entry for stats).
     published: u64,
+    /// Free slots a blocked publisher waits for before it resumes (see `room_or_done`).
+    resume: u64,
 }
+
+/// Rounds of waiting during which a blocked publisher holds out for [`PublisherPort`]'s
+/// `resume` free slots rather than one.
+const RESUME_ROUNDS: u32 = 1024;
 
 // SAFETY: `entry` points into the storage owned by `ring` (an `Arc` of a `Send + Sync` ring)
 // and is only used to reach atomics; the port is otherwise made of `Send` data.
@@ -105,6 +111,7 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
             ring.wait_for_solo_claims(index);
         }
         let published = entry_of(&ring, index).published.load(Ordering::Relaxed);
+        let resume = (ring.capacity / 8).clamp(1, 64);
         Ok(PublisherPort {
             ring,
             index,
@@ -113,6 +120,7 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
             limit: 0,
             light,
             published,
+            resume,
         })
     }
 
@@ -287,38 +295,63 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
             return Ok(());
         }
         let mut waiter = Waiter::new(strategy, timeout);
-        let mut stalled = false;
+        let mut stalled = 0u32;
         loop {
-            let ring = &*self.ring;
-            let control = ring.storage.control();
-            let s = control.claim.load(Ordering::Relaxed);
-            if s < self.limit
-                || control.flags.closed.load(Ordering::Relaxed) != 0
-                || !ring.publisher_held(self.index, self.generation)
-            {
+            let s = self.ring.storage.control().claim.load(Ordering::Relaxed);
+            if (stalled == 0 && s < self.limit) || self.room_or_done(stalled) {
                 return Ok(());
             }
-            self.limit = ring.gate();
-            if s < self.limit {
-                return Ok(());
+            if stalled == 0 {
+                let flags = &self.ring.storage.control().flags;
+                flags.stalls.fetch_add(1, Ordering::Relaxed);
             }
-            if !stalled {
-                stalled = true;
-                control.flags.stalls.fetch_add(1, Ordering::Relaxed);
-            }
-            match waiter.step() {
-                None => return Err(SendError::Timeout),
-                Some(Step::Spin) => crate::sync::spin_hint(),
-                Some(Step::Yield) => crate::sync::yield_now(),
-                Some(Step::Park) => {
-                    let timeout = waiter.park_timeout(Duration::from_millis(100));
-                    ring.sleep_on(&control.space, Some(timeout), || {
-                        control.claim.load(Ordering::Relaxed) < ring.gate()
-                            || control.flags.closed.load(Ordering::Relaxed) != 0
-                    });
-                }
+            stalled = stalled.saturating_add(1);
+            self.pause(&mut waiter)?;
+        }
+    }
+
+    /// Whether a publisher that has waited `stalled` rounds for room may go on: the topic is
+    /// closed or the port evicted (the claim reports it), or the gate shows room. While it
+    /// has waited fewer than [`RESUME_ROUNDS`] rounds, "room" means [`Self::resume`] free
+    /// slots, not one: resuming on the first slot a subscriber frees makes the two run in
+    /// lockstep, each message a round trip of cache lines between their cores, where waiting
+    /// for a batch lets both stream. After that, one free slot is enough, so a subscriber
+    /// that stops halfway never keeps a slot it freed from a blocked publisher for long.
+    fn room_or_done(&mut self, stalled: u32) -> bool {
+        let ring = &*self.ring;
+        let control = ring.storage.control();
+        if control.flags.closed.load(Ordering::Relaxed) != 0
+            || !ring.publisher_held(self.index, self.generation)
+        {
+            return true;
+        }
+        let s = control.claim.load(Ordering::Relaxed);
+        self.limit = ring.gate();
+        let want = if stalled == 0 || stalled >= RESUME_ROUNDS {
+            1
+        } else {
+            self.resume
+        };
+        self.limit.saturating_sub(s) >= want
+    }
+
+    /// One round of waiting for room with `waiter`; `Timeout` when it is over.
+    fn pause(&self, waiter: &mut Waiter) -> Result<(), SendError> {
+        match waiter.step() {
+            None => return Err(SendError::Timeout),
+            Some(Step::Spin) => crate::sync::spin_hint(),
+            Some(Step::Yield) => crate::sync::yield_now(),
+            Some(Step::Park) => {
+                let ring = &*self.ring;
+                let control = ring.storage.control();
+                let timeout = waiter.park_timeout(Duration::from_millis(100));
+                ring.sleep_on(&control.space, Some(timeout), || {
+                    control.claim.load(Ordering::Relaxed) < ring.gate()
+                        || control.flags.closed.load(Ordering::Relaxed) != 0
+                });
             }
         }
+        Ok(())
     }
 
     /// Loan the next slot, waiting for space with `strategy` for at most `timeout`.
@@ -328,33 +361,22 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         timeout: Option<Duration>,
     ) -> Result<Loan<'_, S, D>, SendError> {
         let mut waiter = Waiter::new(strategy, timeout);
-        let mut stalled = false;
+        let mut stalled = 0u32;
         let s = loop {
-            match self.claim() {
-                Ok(s) => break s,
-                Err(SendError::Full) => {
-                    if !stalled {
-                        stalled = true;
-                        let flags = &self.ring.storage.control().flags;
-                        flags.stalls.fetch_add(1, Ordering::Relaxed);
+            if stalled == 0 || self.room_or_done(stalled) {
+                match self.claim() {
+                    Ok(s) => break s,
+                    Err(SendError::Full) => {
+                        if stalled == 0 {
+                            let flags = &self.ring.storage.control().flags;
+                            flags.stalls.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                }
-                Err(e) => return Err(e),
-            }
-            match waiter.step() {
-                None => return Err(SendError::Timeout),
-                Some(Step::Spin) => crate::sync::spin_hint(),
-                Some(Step::Yield) => crate::sync::yield_now(),
-                Some(Step::Park) => {
-                    let ring = &*self.ring;
-                    let control = ring.storage.control();
-                    let timeout = waiter.park_timeout(Duration::from_millis(100));
-                    ring.sleep_on(&control.space, Some(timeout), || {
-                        control.claim.load(Ordering::Relaxed) < ring.gate()
-                            || control.flags.closed.load(Ordering::Relaxed) != 0
-                    });
+                    Err(e) => return Err(e),
                 }
             }
+            stalled = stalled.saturating_add(1);
+            self.pause(&mut waiter)?;
         };
         self.begin_write(s)?;
         Ok(Loan {

@@ -654,6 +654,27 @@ fn batch_receive_reads_in_order_and_releases_once_at_the_end() {
 }
 
 #[test]
+fn blocked_publisher_resumes_on_a_single_freed_slot_after_holding_out_for_a_batch() {
+    // Capacity 16: a blocked publisher first waits for 2 free slots (capacity / 8), then for
+    // RESUME_ROUNDS rounds at most, then takes the one slot that is free.
+    let ring = ring_with(Mode::Lossless, 16, 16, 1, 1);
+    let mut p = publisher(&ring);
+    let mut s = subscriber(&ring, StartAt::Latest);
+    for n in 0..16u8 {
+        p.try_send(&[n]).unwrap();
+    }
+    assert_eq!(p.try_send(b"x"), Err(SendError::Full));
+    assert_eq!(take(&mut s).unwrap(), (0, vec![0]));
+    let seq = p.send(b"x", WaitStrategy::BusyPoll, PATIENCE).unwrap();
+    assert_eq!(seq, 16);
+    assert_eq!(p.try_send(b"y"), Err(SendError::Full));
+    // The same through `wait_space` (what the client calls before it loans).
+    assert_eq!(take(&mut s).unwrap(), (1, vec![1]));
+    p.wait_space(WaitStrategy::BusyPoll, PATIENCE).unwrap();
+    assert_eq!(p.try_send(b"y"), Ok(17));
+}
+
+#[test]
 fn lossless_slot_goes_from_its_previous_occupant_straight_to_committed() {
     let ring = ring(Mode::Lossless, 2);
     let mut p = publisher(&ring);
