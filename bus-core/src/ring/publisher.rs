@@ -85,9 +85,24 @@ pub struct PublisherPort<S, D> {
     resume: u64,
 }
 
-/// Rounds of waiting during which a blocked publisher holds out for [`PublisherPort`]'s
+/// Spinning rounds during which a blocked publisher holds out for [`PublisherPort`]'s
 /// `resume` free slots rather than one.
 const RESUME_ROUNDS: u32 = 1024;
+
+/// The state of one wait for room.
+#[derive(Debug, Default)]
+struct Stalled {
+    /// Rounds waited so far.
+    rounds: u32,
+    /// The wait has yielded or slept: it no longer holds out for a batch.
+    spun_out: bool,
+}
+
+impl Stalled {
+    fn holding_out(&self) -> bool {
+        self.rounds > 0 && self.rounds < RESUME_ROUNDS && !self.spun_out
+    }
+}
 
 // SAFETY: `entry` points into the storage owned by `ring` (an `Arc` of a `Send + Sync` ring)
 // and is only used to reach atomics; the port is otherwise made of `Send` data.
@@ -295,29 +310,28 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
             return Ok(());
         }
         let mut waiter = Waiter::new(strategy, timeout);
-        let mut stalled = 0u32;
+        let mut stalled = Stalled::default();
         loop {
             let s = self.ring.storage.control().claim.load(Ordering::Relaxed);
-            if (stalled == 0 && s < self.limit) || self.room_or_done(stalled) {
+            if (stalled.rounds == 0 && s < self.limit) || self.room_or_done(&stalled) {
                 return Ok(());
             }
-            if stalled == 0 {
+            if stalled.rounds == 0 {
                 let flags = &self.ring.storage.control().flags;
                 flags.stalls.fetch_add(1, Ordering::Relaxed);
             }
-            stalled = stalled.saturating_add(1);
-            self.pause(&mut waiter)?;
+            self.pause(&mut waiter, &mut stalled)?;
         }
     }
 
-    /// Whether a publisher that has waited `stalled` rounds for room may go on: the topic is
-    /// closed or the port evicted (the claim reports it), or the gate shows room. While it
-    /// has waited fewer than [`RESUME_ROUNDS`] rounds, "room" means [`Self::resume`] free
-    /// slots, not one: resuming on the first slot a subscriber frees makes the two run in
-    /// lockstep, each message a round trip of cache lines between their cores, where waiting
-    /// for a batch lets both stream. After that, one free slot is enough, so a subscriber
-    /// that stops halfway never keeps a slot it freed from a blocked publisher for long.
-    fn room_or_done(&mut self, stalled: u32) -> bool {
+    /// Whether a publisher waiting for room (`stalled`) may go on: the topic is closed or the
+    /// port evicted (the claim reports it), or the gate shows room. While the wait is still
+    /// spinning, and for at most [`RESUME_ROUNDS`] rounds, "room" means `resume` free slots,
+    /// not one: resuming on the first slot a subscriber frees makes the two run in lockstep,
+    /// each message a round trip of cache lines between their cores, where waiting for a
+    /// batch lets both stream. After that, or once the wait yields or sleeps, one free slot is
+    /// enough, so a slow or stopped subscriber never keeps a freed slot from a publisher.
+    fn room_or_done(&mut self, stalled: &Stalled) -> bool {
         let ring = &*self.ring;
         let control = ring.storage.control();
         if control.flags.closed.load(Ordering::Relaxed) != 0
@@ -327,21 +341,26 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         }
         let s = control.claim.load(Ordering::Relaxed);
         self.limit = ring.gate();
-        let want = if stalled == 0 || stalled >= RESUME_ROUNDS {
-            1
-        } else {
+        let want = if stalled.holding_out() {
             self.resume
+        } else {
+            1
         };
         self.limit.saturating_sub(s) >= want
     }
 
     /// One round of waiting for room with `waiter`; `Timeout` when it is over.
-    fn pause(&self, waiter: &mut Waiter) -> Result<(), SendError> {
+    fn pause(&self, waiter: &mut Waiter, stalled: &mut Stalled) -> Result<(), SendError> {
+        stalled.rounds = stalled.rounds.saturating_add(1);
         match waiter.step() {
             None => return Err(SendError::Timeout),
             Some(Step::Spin) => crate::sync::spin_hint(),
-            Some(Step::Yield) => crate::sync::yield_now(),
+            Some(Step::Yield) => {
+                stalled.spun_out = true;
+                crate::sync::yield_now();
+            }
             Some(Step::Park) => {
+                stalled.spun_out = true;
                 let ring = &*self.ring;
                 let control = ring.storage.control();
                 let timeout = waiter.park_timeout(Duration::from_millis(100));
@@ -361,13 +380,13 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         timeout: Option<Duration>,
     ) -> Result<Loan<'_, S, D>, SendError> {
         let mut waiter = Waiter::new(strategy, timeout);
-        let mut stalled = 0u32;
+        let mut stalled = Stalled::default();
         let s = loop {
-            if stalled == 0 || self.room_or_done(stalled) {
+            if stalled.rounds == 0 || self.room_or_done(&stalled) {
                 match self.claim() {
                     Ok(s) => break s,
                     Err(SendError::Full) => {
-                        if stalled == 0 {
+                        if stalled.rounds == 0 {
                             let flags = &self.ring.storage.control().flags;
                             flags.stalls.fetch_add(1, Ordering::Relaxed);
                         }
@@ -375,8 +394,7 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
                     Err(e) => return Err(e),
                 }
             }
-            stalled = stalled.saturating_add(1);
-            self.pause(&mut waiter)?;
+            self.pause(&mut waiter, &mut stalled)?;
         };
         self.begin_write(s)?;
         Ok(Loan {

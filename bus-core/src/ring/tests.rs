@@ -675,6 +675,29 @@ fn blocked_publisher_resumes_on_a_single_freed_slot_after_holding_out_for_a_batc
 }
 
 #[test]
+fn sleeping_publisher_resumes_on_a_single_freed_slot() {
+    // A publisher that has gone to sleep on a full ring no longer holds out for a batch: one
+    // slot freed by a subscriber that then stops reading is enough.
+    let ring = ring_with(Mode::Lossless, 16, 16, 1, 1);
+    let mut p = publisher(&ring);
+    let mut s = subscriber(&ring, StartAt::Latest);
+    for n in 0..16u8 {
+        p.try_send(&[n]).unwrap();
+    }
+    let (done, sent) = std::sync::mpsc::channel();
+    let t = thread::spawn(move || {
+        done.send(p.send(b"x", WaitStrategy::Block, PATIENCE)).unwrap();
+    });
+    thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 20 }));
+    assert_eq!(take(&mut s).unwrap(), (0, vec![0]));
+    let result = sent
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the sleeping publisher resumed on the one free slot");
+    assert_eq!(result, Ok(16));
+    t.join().unwrap();
+}
+
+#[test]
 fn lossless_slot_goes_from_its_previous_occupant_straight_to_committed() {
     let ring = ring(Mode::Lossless, 2);
     let mut p = publisher(&ring);
