@@ -13,7 +13,8 @@
 //!  +8   len        u32   payload length in bytes, <= slot_size
 //!  +12  publisher  u32   index of the publisher that wrote it
 //!  +payload_offset       payload, slot_size bytes (payload_offset = max(16, type_align))
-//!  ...  padding up to slot_stride
+//!  ...  padding up to slot_stride (at least up to slot_size rounded to 16: lossy topics copy
+//!       their payloads in whole 16-byte units, see `ring::words`)
 //! ```
 //!
 //! The header is written once by the creator (the daemon) and never changes. A client copies
