@@ -686,7 +686,8 @@ fn sleeping_publisher_resumes_on_a_single_freed_slot() {
     }
     let (done, sent) = std::sync::mpsc::channel();
     let t = thread::spawn(move || {
-        done.send(p.send(b"x", WaitStrategy::Block, PATIENCE)).unwrap();
+        done.send(p.send(b"x", WaitStrategy::Block, PATIENCE))
+            .unwrap();
     });
     thread::sleep(Duration::from_millis(if cfg!(miri) { 1 } else { 20 }));
     assert_eq!(take(&mut s).unwrap(), (0, vec![0]));
