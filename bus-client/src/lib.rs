@@ -36,6 +36,7 @@
 //!   the slot.
 //! * [`RawSubscriber`], [`RawPublisher`]: any topic as bytes, for tools that learn a topic's
 //!   type at run time.
+//! * [`held`]: raw ports that keep their sample or loan between calls (for language bindings).
 //! * [`TopicOptions`]: capacity, slot size, mode, table sizes; every default in one place.
 //! * Errors: one type per operation (see [`error`]).
 //!
@@ -52,6 +53,7 @@ mod bus;
 mod conn;
 pub mod error;
 mod follow;
+pub mod held;
 mod options;
 mod payload;
 mod port;
@@ -87,4 +89,8 @@ fn assert_send_sync() {
     send::<Subscriber<[u8]>>();
     send::<RawPublisher>();
     send::<RawSubscriber>();
+    send::<RawSample<'static>>();
+    send::<SampleMut<'static, [u8]>>();
+    send::<held::HeldSubscriber>();
+    send::<held::HeldPublisher>();
 }

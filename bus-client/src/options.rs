@@ -1,7 +1,8 @@
 //! Topic options: every QoS default in one place.
 
-use bus_core::layout::{Geometry, Mode};
+use bus_core::layout::{Geometry, Mode, TypeInfo};
 
+use crate::payload::DEFAULT_BYTES_SLOT;
 use crate::Payload;
 
 /// The shape of a topic, for the ports that create it (`create()`, `open_or_create()`).
@@ -43,7 +44,23 @@ const DEFAULT_RING_BYTES: u64 = 16 << 20;
 impl TopicOptions {
     /// The geometry these options give a topic carrying `T`.
     pub(crate) fn geometry<T: Payload + ?Sized>(&self) -> Geometry {
-        let slot_size = self.slot_size.unwrap_or_else(T::default_slot_size);
+        self.geometry_with(T::type_info(), T::default_slot_size())
+    }
+
+    /// The geometry these options give a topic carrying a type known only at run time (raw
+    /// ports, language bindings): the slot size defaults to the type's size, or 4096 bytes
+    /// for a byte topic ([`TypeInfo::bytes`]).
+    pub fn geometry_for(&self, type_info: TypeInfo) -> Geometry {
+        let default_slot = if type_info.is_bytes() {
+            DEFAULT_BYTES_SLOT
+        } else {
+            type_info.size.max(1)
+        };
+        self.geometry_with(type_info, default_slot)
+    }
+
+    fn geometry_with(&self, type_info: TypeInfo, default_slot: u32) -> Geometry {
+        let slot_size = self.slot_size.unwrap_or(default_slot);
         let capacity = self.capacity.unwrap_or_else(|| {
             let fit = (DEFAULT_RING_BYTES / u64::from(slot_size.max(1))).clamp(2, 1024);
             1 << (63 - fit.leading_zeros())
@@ -54,7 +71,7 @@ impl TopicOptions {
             mode: self.mode,
             max_publishers: self.max_publishers,
             max_subscribers: self.max_subscribers,
-            type_info: T::type_info(),
+            type_info,
         }
     }
 }

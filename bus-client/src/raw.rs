@@ -169,17 +169,35 @@ impl RawSubscriberBuilder<'_> {
         self
     }
 
-    /// Attach to the existing topic, whatever its type.
-    pub fn open(self) -> Result<RawSubscriber, OpenError> {
-        let port = Port::attach(
-            self.bus.conn(),
-            &self.topic,
-            How::Open { type_info: None },
-            self.start,
-        )?;
+    fn attach(self, how: How) -> Result<RawSubscriber, OpenError> {
+        let port = Port::attach(self.bus.conn(), &self.topic, how, self.start)?;
         Ok(RawSubscriber {
             inner: Receiver::new(port, self.wait, |_| true),
         })
+    }
+
+    /// Attach to the existing topic, whatever its type.
+    pub fn open(self) -> Result<RawSubscriber, OpenError> {
+        self.attach(How::Open { type_info: None })
+    }
+
+    /// Attach to the existing topic, which must carry exactly `type_info` (name, size and
+    /// alignment; [`TypeInfo::bytes`] for a byte topic).
+    pub fn open_as(self, type_info: TypeInfo) -> Result<RawSubscriber, OpenError> {
+        self.attach(How::Open {
+            type_info: Some(type_info),
+        })
+    }
+
+    /// Create the topic with `spec`, or attach to it if it exists with exactly `spec`.
+    pub fn create(self, spec: Geometry) -> Result<RawSubscriber, OpenError> {
+        self.attach(How::Create { spec, exact: true })
+    }
+
+    /// Attach to the topic if it exists (it must carry `spec`'s type), or create it with
+    /// `spec`: for a subscriber that may start before its publishers.
+    pub fn open_or_create(self, spec: Geometry) -> Result<RawSubscriber, OpenError> {
+        self.attach(How::Create { spec, exact: false })
     }
 }
 
