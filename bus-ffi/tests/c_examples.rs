@@ -1,0 +1,235 @@
+//! The C and C++ examples, compiled here with the system's gcc and g++ against the library
+//! just built, run as two separate processes (a subscriber and a publisher) against a real
+//! daemon (the daemon runs in this test process, reached through `SHMBUS_SOCKET`); the
+//! subscriber's output is checked message by message. `valgrind_finds_no_error_in_the_c_example`
+//! runs the same pair under valgrind (ignored by default; `.ci/run` runs it).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bus_client::Bus;
+
+/// `target/<profile>/deps`: where `cargo test` builds libshmbus.so and libshmbus.a for this
+/// run (they are copied up to `target/<profile>` only by `cargo build`).
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().expect("target/<profile>/deps").to_path_buf()
+}
+
+fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Compile an example; `cpp` links the static library, C the shared one.
+fn compile(example: &str, cpp: bool) -> PathBuf {
+    let lib = lib_dir();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{}-{}",
+        example.replace('.', "_"),
+        std::process::id()
+    ));
+    let source = crate_dir().join("examples").join(example);
+    let include = crate_dir().join("include");
+    let mut cmd = if cpp {
+        let mut c = Command::new("g++");
+        c.args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-g", "-I"])
+            .arg(&include)
+            .arg(&source)
+            .arg(lib.join("libshmbus.a"))
+            .args(["-lpthread", "-ldl", "-lm", "-o"])
+            .arg(&out);
+        c
+    } else {
+        let mut c = Command::new("gcc");
+        c.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-I"])
+            .arg(&include)
+            .arg(&source)
+            .arg("-L")
+            .arg(&lib)
+            .arg("-lshmbus")
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .arg("-o")
+            .arg(&out);
+        c
+    };
+    let status = cmd.status().expect("run the compiler");
+    assert!(status.success(), "compiling {example} failed: {status}");
+    out
+}
+
+/// A child process, killed and reaped if the test ends before it does.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(program: &[&Path], args: &[&str], socket: &Path) -> Proc {
+        let mut cmd = Command::new(program[0]);
+        cmd.args(&program[1..])
+            .args(args)
+            .env("SHMBUS_SOCKET", socket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn the example");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Wait for the line `want`, returning the lines before it.
+    fn wait_for(&self, want: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == want => return seen,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no line {want:?} within {timeout:?}; saw {seen:?}"),
+            }
+        }
+    }
+
+    /// Wait for the process to exit; all of its remaining output.
+    fn finish(mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the example did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // The reader thread ends at end of file; collect everything it read.
+        let lines = self.lines.iter().collect();
+        (status, lines)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+const COUNT: u64 = 100;
+
+/// Run a subscriber and a publisher process (each `wrapper` + `exe`) on `topic`.
+fn run_pair(
+    wrapper: &[&Path],
+    exe: &Path,
+    topic: &str,
+    timeout: Duration,
+) -> (Vec<String>, Vec<String>) {
+    let bus = Bus::embedded().expect("a daemon for the examples");
+    let socket = bus.socket_path().to_path_buf();
+    let program: Vec<&Path> = wrapper.iter().copied().chain([exe]).collect();
+    let count = COUNT.to_string();
+    let sub = Proc::spawn(&program, &["sub", topic, &count], &socket);
+    sub.wait_for("ready", timeout);
+    let publisher = Proc::spawn(&program, &["pub", topic, &count], &socket);
+    let (pub_status, pub_lines) = publisher.finish(timeout);
+    assert!(
+        pub_status.success(),
+        "publisher: {pub_status}, {pub_lines:?}"
+    );
+    let (sub_status, sub_lines) = sub.finish(timeout);
+    assert!(
+        sub_status.success(),
+        "subscriber: {sub_status}, {sub_lines:?}"
+    );
+    drop(bus);
+    (pub_lines, sub_lines)
+}
+
+fn assert_readings(pub_lines: &[String], sub_lines: &[String]) {
+    assert_eq!(pub_lines, [format!("sent {COUNT}")]);
+    let expected: Vec<String> = (0..COUNT)
+        .map(|i| format!("seq={i} value={:.1} text=reading {i}", i as f64 * 1.5))
+        .chain([format!("received {COUNT}, 0 wrong")])
+        .collect();
+    assert_eq!(sub_lines, expected);
+}
+
+#[test]
+fn c_example_delivers_every_reading_between_two_processes() {
+    let exe = compile("pubsub.c", false);
+    let (pub_lines, sub_lines) = run_pair(&[], &exe, "ffi/c/readings", Duration::from_secs(30));
+    assert_readings(&pub_lines, &sub_lines);
+}
+
+#[test]
+fn cpp_example_delivers_every_message_between_two_processes() {
+    let exe = compile("pubsub.cpp", true);
+    let (pub_lines, sub_lines) = run_pair(&[], &exe, "ffi/cpp/text", Duration::from_secs(30));
+    assert_eq!(pub_lines, [format!("sent {COUNT}")]);
+    let expected: Vec<String> = (0..COUNT)
+        .map(|i| format!("{i} message {i}"))
+        .chain([format!("received {COUNT}")])
+        .collect();
+    assert_eq!(sub_lines, expected);
+}
+
+#[test]
+fn c_example_alone_runs_its_own_embedded_daemon() {
+    let exe = compile("pubsub.c", false);
+    let out = Command::new(&exe).output().expect("run the example");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got reading 7 (value 10.5) at sequence 0\n"
+    );
+}
+
+#[test]
+#[ignore = "needs valgrind; .ci/run runs it"]
+fn valgrind_finds_no_error_in_the_c_example() {
+    let exe = compile("pubsub.c", false);
+    let valgrind = Path::new("valgrind");
+    let flags = [
+        "--error-exitcode=97",
+        "--leak-check=full",
+        "--errors-for-leak-kinds=definite",
+        "--quiet",
+    ];
+    let wrapper: Vec<&Path> = [valgrind]
+        .into_iter()
+        .chain(flags.iter().map(Path::new))
+        .collect();
+    let (pub_lines, sub_lines) = run_pair(
+        &wrapper,
+        &exe,
+        "ffi/valgrind/readings",
+        Duration::from_secs(300),
+    );
+    assert_readings(&pub_lines, &sub_lines);
+    // The demo too: an embedded daemon, its threads, and its shutdown.
+    let out = Command::new(valgrind)
+        .args(flags)
+        .arg(&exe)
+        .output()
+        .expect("run valgrind");
+    assert!(
+        out.status.success(),
+        "valgrind: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
