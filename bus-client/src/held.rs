@@ -13,7 +13,9 @@
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use crate::error::{RecvError, RecvTimeoutError, SendError, TooLarge, TryRecvError, TrySendError};
+use crate::error::{
+    RecvError, RecvTimeoutError, SendError, SendTimeoutError, TooLarge, TryRecvError, TrySendError,
+};
 use crate::publisher::SampleMut;
 use crate::raw::{RawPublisher, RawSample, RawSubscriber};
 
@@ -206,6 +208,16 @@ impl HeldPublisher {
     pub fn try_loan(&mut self) -> Result<&mut [u8], HeldError<TrySendError>> {
         let port = self.take_port()?;
         let loan = port.try_loan().map_err(HeldError::Port)?;
+        Ok(&mut self.loan.insert(loan)[..])
+    }
+
+    /// Loan the next slot, waiting at most `timeout` for space.
+    pub fn loan_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<&mut [u8], HeldError<SendTimeoutError>> {
+        let port = self.take_port()?;
+        let loan = port.loan_timeout(timeout).map_err(HeldError::Port)?;
         Ok(&mut self.loan.insert(loan)[..])
     }
 

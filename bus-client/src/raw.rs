@@ -127,6 +127,16 @@ impl RawPublisher {
         Ok(SampleMut::new(self.inner.try_loan()?))
     }
 
+    /// Loan the next slot, waiting at most `timeout` for space.
+    pub fn loan_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<SampleMut<'_, [u8]>, SendTimeoutError> {
+        Ok(SampleMut::new(
+            self.inner.loan::<SendTimeoutError>(Some(timeout))?,
+        ))
+    }
+
     /// Copy `bytes` in and send, waiting for space; returns the sequence number.
     pub fn publish(&mut self, bytes: &[u8]) -> Result<u64, SendError> {
         self.inner.send(bytes, None)
