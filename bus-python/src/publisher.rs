@@ -90,6 +90,20 @@ impl Publisher {
     /// Publish `data`, in slices of waiting with signal checks between them.
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, wait: bool) -> PyResult<u64> {
         let view = BytesView::new(data)?;
+        // Room in the ring: send without releasing the GIL (`try_lock` never blocks; if
+        // another thread is inside the port, the slow path below waits for it).
+        if let Ok(mut core) = self.shared.core.try_lock() {
+            let held = core.port().map_err(Refused::into_py)?;
+            let port = held
+                .port_mut()
+                .ok_or(Refused::LoanOpen)
+                .map_err(Refused::into_py)?;
+            match port.try_send(view.bytes()) {
+                Ok(seq) => return Ok(seq),
+                Err(TrySendError::Full) if wait => {}
+                Err(e) => return Err(e.into_py()),
+            }
+        }
         loop {
             let outcome = py.detach(|| {
                 let mut core = lock(&self.shared.core);

@@ -100,9 +100,8 @@ impl Subscriber {
         }
     }
 
-    /// One attempt: `None` = don't wait, else wait at most that long.
-    fn attempt(&self, wait: Option<Duration>) -> Got {
-        let mut core = lock(&self.shared.core);
+    /// One attempt, with the port locked: `None` = don't wait, else wait at most that long.
+    fn attempt(&self, core: &mut Core, wait: Option<Duration>) -> Got {
         if let Err(n) = core.settle() {
             return Got::InUse(n);
         }
@@ -143,10 +142,41 @@ impl Subscriber {
         }
     }
 
+    /// What an attempt means to the caller: an answer, or `None` to wait again.
+    fn answer(&self, got: Got) -> Option<PyResult<Option<Sample>>> {
+        Some(match got {
+            Got::Sample(addr, len, sequence, state) => Ok(Some(Sample {
+                shared: self.shared.clone(),
+                state,
+                addr,
+                len,
+                sequence,
+            })),
+            Got::TimedOut => return None,
+            Got::Empty => Ok(None),
+            Got::InUse(n) => Err(in_use(n)),
+            Got::Closed => Err(ClosedError::new_err("this subscriber is closed")),
+            Got::Failed(e) => Err(e.into_py()),
+        })
+    }
+
     /// Receive, waiting at most `timeout` (`None`: forever; `Some(ZERO)`: not at all), in
     /// slices with the GIL released, looking at signals between them. `Ok(None)`: nothing.
     fn receive(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Option<Sample>> {
         let no_wait = timeout == Some(Duration::ZERO);
+        // A message that is ready is taken without releasing the GIL: `try_lock` never blocks
+        // (if another thread is inside the port, the slow path below waits for it).
+        if let Ok(mut core) = self.shared.core.try_lock() {
+            match self.attempt(&mut core, None) {
+                Got::Empty if !no_wait => {}
+                got => {
+                    drop(core);
+                    if let Some(answer) = self.answer(got) {
+                        return answer;
+                    }
+                }
+            }
+        }
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let wait = match deadline {
@@ -154,27 +184,14 @@ impl Subscriber {
                 Some(d) => Some(d.saturating_duration_since(Instant::now()).min(SLICE)),
                 None => Some(SLICE),
             };
-            let got = py.detach(|| self.attempt(wait));
-            return match got {
-                Got::Sample(addr, len, sequence, state) => Ok(Some(Sample {
-                    shared: self.shared.clone(),
-                    state,
-                    addr,
-                    len,
-                    sequence,
-                })),
-                Got::TimedOut => {
-                    py.check_signals()?;
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Ok(None);
-                    }
-                    continue;
-                }
-                Got::Empty => Ok(None),
-                Got::InUse(n) => Err(in_use(n)),
-                Got::Closed => Err(ClosedError::new_err("this subscriber is closed")),
-                Got::Failed(e) => Err(e.into_py()),
-            };
+            let got = py.detach(|| self.attempt(&mut lock(&self.shared.core), wait));
+            if let Some(answer) = self.answer(got) {
+                return answer;
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
         }
     }
 }
