@@ -8,7 +8,10 @@
  *
  *   pingpong-c pong ROUNDS   echo ROUNDS messages (prints "ready" once subscribed)
  *   pingpong-c ping ROUNDS   send, wait for the echo, time it; prints "p50_ns=... p99_ns=..."
+ *   pingpong-c calls ROUNDS  one process: loan, set_len, send, receive, release on one lossless
+ *                            topic, ROUNDS times; prints "ns_per_round=..." (no other core)
  */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +43,40 @@ static int cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* The cost of the calls alone: one process publishes and receives on one topic. */
+static int calls(shmbus_bus *bus, uint64_t rounds) {
+    shmbus_topic_options options;
+    CHECK(shmbus_topic_options_init(&options));
+    options.slot_size = SIZE;
+    options.capacity = 16;
+    shmbus_publisher *pub;
+    shmbus_subscriber *sub;
+    CHECK(shmbus_publisher_open(bus, "bench/ffi/calls", SHMBUS_OPEN_OR_CREATE, NULL, &options, &pub));
+    CHECK(shmbus_subscriber_open(bus, "bench/ffi/calls", SHMBUS_OPEN, NULL, NULL, &sub));
+    uint64_t t0 = 0, sum = 0;
+    for (uint64_t i = 0; i < rounds + WARMUP; i++) {
+        if (i == WARMUP) {
+            t0 = now_ns();
+        }
+        uint8_t *data;
+        size_t capacity;
+        shmbus_sample sample;
+        CHECK(shmbus_publisher_loan(pub, &data, &capacity));
+        memcpy(data, &i, sizeof i);
+        CHECK(shmbus_publisher_set_len(pub, SIZE));
+        CHECK(shmbus_publisher_send(pub, NULL));
+        CHECK(shmbus_subscriber_try_recv(sub, &sample));
+        sum += sample.data[0];
+        CHECK(shmbus_subscriber_release(sub));
+    }
+    printf("ns_per_round=%.1f (sum %llu)\n", (double)(now_ns() - t0) / (double)rounds,
+           (unsigned long long)sum);
+    CHECK(shmbus_publisher_close(pub));
+    CHECK(shmbus_subscriber_close(sub));
+    CHECK(shmbus_bus_close(bus));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s ping|pong ROUNDS\n", argv[0]);
@@ -49,6 +86,9 @@ int main(int argc, char **argv) {
     uint64_t rounds = strtoull(argv[2], NULL, 10);
     shmbus_bus *bus;
     CHECK(shmbus_connect(&bus));
+    if (strcmp(argv[1], "calls") == 0) {
+        return calls(bus, rounds);
+    }
     shmbus_topic_options options;
     CHECK(shmbus_topic_options_init(&options));
     options.slot_size = SIZE;
