@@ -405,3 +405,53 @@ fn the_socket_path_reaches_the_embedded_daemon() {
         assert!(none.is_null());
     }
 }
+
+#[test]
+fn a_lagging_lossy_subscriber_learns_how_many_it_lost_and_reads_on() {
+    // SAFETY: all handles live; sample data read only while held.
+    unsafe {
+        let bus = embedded();
+        let mut options = std::mem::zeroed::<ShmbusTopicOptions>();
+        ok(shmbus_topic_options_init(&mut options));
+        options.capacity = 2;
+        options.slot_size = 8;
+        options.mode = SHMBUS_LOSSY;
+        let (mut p, mut s) = (null_mut(), null_mut());
+        let t = c"contract/lossy".as_ptr();
+        ok(shmbus_publisher_open(
+            bus,
+            t,
+            SHMBUS_CREATE,
+            null(),
+            &options,
+            &mut p,
+        ));
+        ok(shmbus_subscriber_open(
+            bus,
+            t,
+            SHMBUS_OPEN,
+            null(),
+            null(),
+            &mut s,
+        ));
+        for i in 0u8..6 {
+            ok(shmbus_publisher_try_publish(p, &i, 1, null_mut()));
+        }
+        let mut sample = empty_sample();
+        assert_eq!(
+            shmbus_subscriber_try_recv(s, &mut sample),
+            SHMBUS_ERR_LAGGED
+        );
+        let lost = sample.lagged;
+        assert!(lost > 0 && sample.data.is_null());
+        // Reading goes on at the oldest message still in the ring (message i is byte i).
+        ok(shmbus_subscriber_try_recv(s, &mut sample));
+        assert_eq!(sample.lagged, 0);
+        assert_eq!(u64::from(*sample.data), sample.sequence);
+        assert!(sample.sequence >= lost);
+        ok(shmbus_subscriber_release(s));
+        ok(shmbus_publisher_close(p));
+        ok(shmbus_subscriber_close(s));
+        ok(shmbus_bus_close(bus));
+    }
+}

@@ -158,10 +158,11 @@ impl Bus {
         } else {
             StartAt::Latest
         };
+        let strategy = wait_strategy(wait)?;
         let builder = self
             .bus
             .raw_subscriber(topic)
-            .wait(wait_strategy(wait)?)
+            .wait(strategy)
             .start_at(start);
         let spec = geometry(&t, slot_size, capacity, lossy);
         let port = py
@@ -172,7 +173,7 @@ impl Bus {
                 (How::OpenOrCreate, _) => builder.open_or_create(spec),
             })
             .map_err(IntoPy::into_py)?;
-        Ok(Subscriber::new(port))
+        Ok(Subscriber::new(port, strategy != WaitStrategy::Block))
     }
 
     /// Delete a topic: its subscribers drain what is left, then see it closed.

@@ -27,6 +27,9 @@ use crate::exports::{fill_view, ExportState};
 /// Longest wait without a look at Python's signals (so Ctrl-C interrupts a blocking receive).
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
+/// How long a receive polls with the GIL held before it releases the GIL to wait.
+const GIL_SPIN: Duration = Duration::from_micros(5);
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -72,6 +75,8 @@ fn in_use(n: u64) -> PyErr {
 #[pyclass(module = "shmbus", frozen)]
 pub(crate) struct Subscriber {
     shared: Arc<Shared>,
+    /// Whether a receive may poll briefly with the GIL held (not with wait="block").
+    spin: bool,
 }
 
 /// What one attempt at receiving came to (computed without the GIL).
@@ -85,7 +90,7 @@ enum Got {
 }
 
 impl Subscriber {
-    pub(crate) fn new(port: RawSubscriber) -> Subscriber {
+    pub(crate) fn new(port: RawSubscriber, spin: bool) -> Subscriber {
         let (topic, spec) = (port.topic().to_string(), port.spec().clone());
         Subscriber {
             shared: Arc::new(Shared {
@@ -97,6 +102,7 @@ impl Subscriber {
                 spec,
                 lagged: AtomicU64::new(0),
             }),
+            spin,
         }
     }
 
@@ -166,13 +172,24 @@ impl Subscriber {
         let no_wait = timeout == Some(Duration::ZERO);
         // A message that is ready is taken without releasing the GIL: `try_lock` never blocks
         // (if another thread is inside the port, the slow path below waits for it).
+        // A message due within microseconds (a ping-pong) is also awaited with the GIL held,
+        // for at most `GIL_SPIN`, unless the subscriber was opened with wait="block": giving
+        // the GIL up and taking it back costs more than that wait. Other threads of this
+        // process wait at most that long (Python itself switches threads every 5 ms).
         if let Ok(mut core) = self.shared.core.try_lock() {
-            match self.attempt(&mut core, None) {
-                Got::Empty if !no_wait => {}
-                got => {
-                    drop(core);
-                    if let Some(answer) = self.answer(got) {
-                        return answer;
+            let spin_until = (!no_wait && self.spin).then(|| Instant::now() + GIL_SPIN);
+            loop {
+                match self.attempt(&mut core, None) {
+                    Got::Empty if spin_until.is_some_and(|t| Instant::now() < t) => {
+                        std::hint::spin_loop();
+                    }
+                    Got::Empty if !no_wait => break,
+                    got => {
+                        drop(core);
+                        if let Some(answer) = self.answer(got) {
+                            return answer;
+                        }
+                        break;
                     }
                 }
             }
