@@ -190,14 +190,10 @@ recv_into_py!(
 impl<E: IntoPy> IntoPy for HeldError<E> {
     fn into_py(self) -> PyErr {
         match self {
-            HeldError::Busy => StateError::new_err(self_busy()),
+            HeldError::Busy => StateError::new_err("a sample or loan of this port is still held"),
             HeldError::Port(e) => e.into_py(),
         }
     }
-}
-
-fn self_busy() -> &'static str {
-    "a sample or loan of this port is still held"
 }
 
 /// Register the exceptions in the module.
