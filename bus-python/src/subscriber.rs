@@ -381,6 +381,10 @@ impl Sample {
 
     /// Give the slot back now. Raises SampleInUseError if a buffer still views it.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
+        if self.state.is_finished() {
+            // Released already: no need to wait for a thread that may be blocked in the port.
+            return Ok(());
+        }
         py.detach(|| {
             let mut core = lock(&self.shared.core);
             match &core.current {
