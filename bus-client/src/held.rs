@@ -62,6 +62,7 @@ impl HeldSubscriber {
     }
 
     /// The port, unless a sample is held.
+    #[inline]
     pub fn port(&self) -> Option<&RawSubscriber> {
         if self.sample.is_some() {
             return None;
@@ -72,6 +73,7 @@ impl HeldSubscriber {
     }
 
     /// The port for changes (wait strategy), unless a sample is held.
+    #[inline]
     pub fn port_mut(&mut self) -> Option<&mut RawSubscriber> {
         if self.sample.is_some() {
             return None;
@@ -81,6 +83,7 @@ impl HeldSubscriber {
     }
 
     /// The port for a borrow that outlives this call: only while nothing is held.
+    #[inline]
     fn take_port<E>(&mut self) -> Result<&'static mut RawSubscriber, HeldError<E>> {
         if self.sample.is_some() {
             return Err(HeldError::Busy);
@@ -91,6 +94,7 @@ impl HeldSubscriber {
         Ok(unsafe { &mut *self.port.as_ptr() })
     }
 
+    #[inline]
     fn hold<E>(
         &mut self,
         received: Result<RawSample<'static>, E>,
@@ -100,18 +104,21 @@ impl HeldSubscriber {
     }
 
     /// Receive and hold the next message, waiting as the port's wait strategy says.
+    #[inline]
     pub fn recv(&mut self) -> Result<&RawSample<'_>, HeldError<RecvError>> {
         let port = self.take_port()?;
         self.hold(port.recv())
     }
 
     /// Receive and hold the next message without waiting.
+    #[inline]
     pub fn try_recv(&mut self) -> Result<&RawSample<'_>, HeldError<TryRecvError>> {
         let port = self.take_port()?;
         self.hold(port.try_recv())
     }
 
     /// Receive and hold the next message, waiting at most `timeout`.
+    #[inline]
     pub fn recv_timeout(
         &mut self,
         timeout: Duration,
@@ -121,11 +128,13 @@ impl HeldSubscriber {
     }
 
     /// The held sample, if any.
+    #[inline]
     pub fn sample(&self) -> Option<&RawSample<'_>> {
         self.sample.as_ref()
     }
 
     /// Release the held sample (its slot goes back to the publishers); whether one was held.
+    #[inline]
     pub fn release(&mut self) -> bool {
         self.sample.take().is_some()
     }
@@ -170,6 +179,7 @@ impl HeldPublisher {
     }
 
     /// The port, unless a slot is loaned.
+    #[inline]
     pub fn port(&self) -> Option<&RawPublisher> {
         if self.loan.is_some() {
             return None;
@@ -179,6 +189,7 @@ impl HeldPublisher {
     }
 
     /// The port to publish through or change, unless a slot is loaned.
+    #[inline]
     pub fn port_mut(&mut self) -> Option<&mut RawPublisher> {
         if self.loan.is_some() {
             return None;
@@ -187,6 +198,7 @@ impl HeldPublisher {
         Some(unsafe { self.port.as_mut() })
     }
 
+    #[inline]
     fn take_port<E>(&mut self) -> Result<&'static mut RawPublisher, HeldError<E>> {
         if self.loan.is_some() {
             return Err(HeldError::Busy);
@@ -198,6 +210,7 @@ impl HeldPublisher {
 
     /// Loan the next slot, waiting for space as the port's wait strategy says; returns the
     /// bytes to write (the type's size, or the whole slot of a byte topic).
+    #[inline]
     pub fn loan(&mut self) -> Result<&mut [u8], HeldError<SendError>> {
         let port = self.take_port()?;
         let loan = port.loan().map_err(HeldError::Port)?;
@@ -205,6 +218,7 @@ impl HeldPublisher {
     }
 
     /// Loan the next slot without waiting.
+    #[inline]
     pub fn try_loan(&mut self) -> Result<&mut [u8], HeldError<TrySendError>> {
         let port = self.take_port()?;
         let loan = port.try_loan().map_err(HeldError::Port)?;
@@ -212,6 +226,7 @@ impl HeldPublisher {
     }
 
     /// Loan the next slot, waiting at most `timeout` for space.
+    #[inline]
     pub fn loan_timeout(
         &mut self,
         timeout: Duration,
@@ -222,21 +237,25 @@ impl HeldPublisher {
     }
 
     /// The loaned bytes, if a slot is loaned.
+    #[inline]
     pub fn loaned(&mut self) -> Option<&mut [u8]> {
         self.loan.as_mut().map(|l| &mut l[..])
     }
 
     /// Set how many bytes of the loaned slot to send (`None` if nothing is loaned).
+    #[inline]
     pub fn set_len(&mut self, len: usize) -> Option<Result<(), TooLarge>> {
         self.loan.as_mut().map(|l| l.set_len(len))
     }
 
     /// Send the loaned slot; its sequence number, or `None` if nothing was loaned.
+    #[inline]
     pub fn send(&mut self) -> Option<u64> {
         self.loan.take().map(SampleMut::send)
     }
 
     /// Give the loaned slot back unsent (subscribers skip it); whether one was loaned.
+    #[inline]
     pub fn discard(&mut self) -> bool {
         self.loan.take().is_some()
     }

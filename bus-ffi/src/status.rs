@@ -172,6 +172,7 @@ fn set_last_error(message: &str) {
 
 /// Run an exported function's body: its error becomes the status code and this thread's last
 /// error message; a panic is caught and becomes `SHMBUS_ERR_PANIC`.
+#[inline]
 pub(crate) fn guard(body: impl FnOnce() -> Result<(), Error>) -> ShmbusStatus {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => SHMBUS_OK,
