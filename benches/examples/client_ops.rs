@@ -3,7 +3,7 @@
 //! epoch check included) next to the bare ring (`bus-core/examples/ring_ops.rs`).
 //!
 //! ```sh
-//! cargo build --release -p shmbus-benches --example client_ops
+//! cargo build --release -p bus-benches --example client_ops
 //! valgrind --tool=callgrind --callgrind-out-file=/tmp/client.out \
 //!     target/release/examples/client_ops 100000
 //! callgrind_annotate --inclusive=yes /tmp/client.out | grep client_ops::
@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .subscriber::<[u8]>("bench/client_ops")
         .capacity(1024)
         .slot_size(64)
-        .open()?;
+        .create()?;
     let mut p = bus
         .publisher::<[u8]>("bench/client_ops")
         .capacity(1024)

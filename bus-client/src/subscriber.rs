@@ -3,7 +3,7 @@
 
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bus_core::doorbell::Futex;
 use bus_core::layout::{Geometry, Mode};
@@ -14,7 +14,7 @@ use bus_proto::segment::Mapping;
 
 use crate::error::{FromRecv, RecvError, RecvTimeoutError, TryRecvError};
 use crate::payload::AlignedBuf;
-use crate::port::{Port, RingSubscriber, Slice, Waited};
+use crate::port::{Lost, Port, RingSubscriber, Slice, Waited};
 use crate::Payload;
 
 /// Receives `T` from one topic. Move it to any thread; it has no background thread. Dropping
@@ -51,10 +51,8 @@ pub(crate) struct Receiver {
     wait: WaitStrategy,
     /// Lossy topics are copied here (validated) before the caller sees them.
     buf: Option<AlignedBuf>,
-    /// Which message lengths the caller's type accepts.
+    /// Which message lengths the caller's type accepts (others are skipped and counted).
     fits: fn(usize) -> bool,
-    /// Messages skipped because they did not fit (a publisher wrote a wrong length).
-    malformed: u64,
 }
 
 /// A received message, as bytes: in place (lossless) or copied (lossy).
@@ -115,7 +113,6 @@ impl Receiver {
             wait,
             buf,
             fits,
-            malformed: 0,
         }
     }
 
@@ -136,84 +133,66 @@ impl Receiver {
     }
 
     pub(crate) fn malformed(&self) -> u64 {
-        self.malformed + self.port.ring.corrupt()
+        self.port.ring.corrupt()
     }
 
     pub(crate) fn backlog(&self) -> u64 {
         self.port.ring.backlog()
     }
 
-    /// Wait (when `wait`, for at most `timeout`) until a message that fits is ready; messages
-    /// of a wrong length are skipped and counted on the way.
-    fn wait_ready(&mut self, timeout: Option<Duration>, wait: bool) -> Result<(), CoreRecv> {
-        let (strategy, fits) = (self.wait, self.fits);
-        let mut malformed = 0;
-        let buf = &mut self.buf;
-        let result = self.port.sliced(timeout, |ring, slice| {
-            loop {
-                match ring.peek(strategy, Some(slice), wait) {
-                    Ok(len) if fits(len) => return Ok(()),
-                    // A misbehaving publisher wrote a length the type does not take: skip it.
-                    Ok(_) => {
-                        malformed += 1;
-                        let skipped = match buf {
-                            None => ring.try_recv().map(drop),
-                            Some(buf) => ring.try_recv_into(buf.bytes_mut()).map(drop),
-                        };
-                        skipped.map_err(Slice::Failed)?;
-                    }
-                    Err(CoreRecv::Timeout) => return Err(Slice::TimedOut),
-                    Err(e) => return Err(Slice::Failed(e)),
+    /// Wait until a message may be ready, or `deadline` passes, in slices with a look at the
+    /// daemon between them (a port blocked on a quiet topic follows a restarted daemon too).
+    fn wait_ready(&mut self, deadline: Option<Instant>) -> Result<(), CoreRecv> {
+        let strategy = self.wait;
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        self.port
+            .sliced(timeout, |ring, slice| {
+                match ring.peek(strategy, Some(slice), true) {
+                    Ok(_) => Ok(()),
+                    Err(CoreRecv::Timeout) => Err(Slice::TimedOut),
+                    Err(e) => Err(Slice::Failed(e)),
                 }
-            }
-        });
-        self.malformed += malformed;
-        result.map_err(waited)
+            })
+            .map_err(waited)
     }
 
-    /// The next message that fits, waiting when `wait` for at most `timeout`.
+    /// The next message that fits, waiting when `wait` for at most `timeout`. A message that is
+    /// already there costs one look at the ring: its ticket is taken as it was found. Messages
+    /// of a length the port's type does not take are skipped and counted on the way.
     pub(crate) fn next<E: FromRecv>(
         &mut self,
         timeout: Option<Duration>,
         wait: bool,
     ) -> Result<Got<'_>, E> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let fits = self.fits;
-        if self.buf.is_none() {
-            self.wait_ready(timeout, wait).map_err(E::from_recv)?;
-            // Ready and of the right length: take it without waiting (only this port moves
-            // its cursor, and a lossless slot stays put until it does).
-            let sample = self
-                .port
-                .ring
-                .recv_where(self.wait, None, false, fits)
-                .map_err(E::from_recv)?;
-            return Ok(Got::InPlace(sample));
-        }
-        // A lossy slot can be overwritten between the wait and the copy: copy, check, and wait
-        // again if what was copied does not fit.
-        let received = loop {
-            self.wait_ready(timeout, wait).map_err(E::from_recv)?;
-            let Some(buf) = self.buf.as_mut() else {
-                break None;
-            };
-            let r = self
-                .port
-                .ring
-                .try_recv_copy(buf.bytes_mut())
-                .map_err(E::from_recv)?;
-            if fits(r.len) {
-                break Some(r);
+        loop {
+            self.port
+                .ensure_attached()
+                .map_err(|Lost| E::from_recv(CoreRecv::Evicted))?;
+            match self.port.ring.next_ready(fits) {
+                Ok(ready) => {
+                    let ring = &mut self.port.ring;
+                    return match &mut self.buf {
+                        None => ring.take(ready).map(Got::InPlace).map_err(E::from_recv),
+                        // Lossy: a validated copy (a slot overwritten meanwhile is `Lagged`).
+                        Some(buf) => {
+                            let r = ring
+                                .take_copy(ready, buf.bytes_mut())
+                                .map_err(E::from_recv)?;
+                            Ok(Got::Copied {
+                                bytes: &buf.bytes()[..r.len],
+                                sequence: r.sequence,
+                                publisher: r.publisher,
+                            })
+                        }
+                    };
+                }
+                Err(CoreRecv::Empty) if wait => {
+                    self.wait_ready(deadline).map_err(E::from_recv)?;
+                }
+                Err(e) => return Err(E::from_recv(e)),
             }
-            self.malformed += 1;
-        };
-        match (received, self.buf.as_ref()) {
-            (Some(r), Some(buf)) => Ok(Got::Copied {
-                bytes: &buf.bytes()[..r.len],
-                sequence: r.sequence,
-                publisher: r.publisher,
-            }),
-            // The buffer exists for as long as the port (lossy topics), checked just above.
-            _ => Err(E::from_recv(CoreRecv::Closed)),
         }
     }
 }

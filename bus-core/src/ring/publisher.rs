@@ -297,6 +297,19 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         })
     }
 
+    /// Whether a claim would go ahead without waiting: always on a lossy ring; on a lossless
+    /// one when the cached gate (refreshed once it is reached) leaves room, or when the port
+    /// can no longer claim at all (closed, evicted: the claim reports it). Claims nothing.
+    /// Lets a caller skip its waiting machinery on the common path.
+    #[inline]
+    pub fn has_room(&mut self) -> bool {
+        if self.ring.mode != Mode::Lossless {
+            return true;
+        }
+        let s = self.ring.storage.control().claim.load(Ordering::Relaxed);
+        s < self.limit || self.room_or_done(&Stalled::default())
+    }
+
     /// Wait with `strategy`, for at most `timeout`, until a lossless ring has room for a claim
     /// (or the port can no longer claim: closed, evicted); `Ok` at once on a lossy ring. It
     /// claims nothing: loan next. Lets a caller wait in slices and look at other things (a

@@ -63,13 +63,29 @@ unsafe impl<S: Storage, D: Doorbell> Send for SubscriberPort<S, D> {}
 // SAFETY: as above; `&self` methods only read atomics through `entry`.
 unsafe impl<S: Storage, D: Doorbell> Sync for SubscriberPort<S, D> {}
 
-/// A message ready to be read.
-#[derive(Debug, Clone, Copy)]
-struct Ready {
+/// A message ready to be read: found by [`SubscriberPort::next_ready`], read by
+/// [`SubscriberPort::take`] (in place) or [`SubscriberPort::take_copy`]. It borrows nothing, so
+/// a caller can look for a message, wait, look again, and take the one it found without
+/// polling the ring twice. A ticket is good only for the port that issued it, and only until
+/// the port moves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
     seq: u64,
     slot: usize,
     len: usize,
     publisher: u32,
+}
+
+impl Ready {
+    /// The message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// A subscriber's handle on a ring. It can move between threads.
@@ -369,6 +385,47 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
             self.advance(self.next);
         }
         result
+    }
+
+    /// The next message whose length `accept`s, without taking it and without waiting: a
+    /// [`Ready`] ticket for [`SubscriberPort::take`] or [`SubscriberPort::take_copy`]. Messages
+    /// of another length are skipped and counted in [`SubscriberPort::corrupt`].
+    pub fn next_ready(&mut self, accept: impl Fn(usize) -> bool) -> Result<Ready, RecvError> {
+        loop {
+            let r = self.poll()?;
+            if accept(r.len) {
+                return Ok(r);
+            }
+            self.corrupt = self.corrupt.saturating_add(1);
+            self.advance(r.seq.saturating_add(1));
+        }
+    }
+
+    /// Take the message `ready` names, in place (lossless topics): `Empty` if the ticket is not
+    /// for this port's next message (the port moved on since it was issued).
+    pub fn take(&mut self, ready: Ready) -> Result<Sample<'_, S, D>, RecvError> {
+        if self.ring.mode != Mode::Lossless {
+            return Err(RecvError::WrongMode);
+        }
+        if ready.seq != self.next {
+            return Err(RecvError::Empty);
+        }
+        // The ticket was issued by `poll` for `self.next`, which only this port moves: the
+        // message is committed and our cursor still protects it.
+        Ok(Sample { port: self, ready })
+    }
+
+    /// Copy the message `ready` names into `buf` (both modes; validated on lossy topics).
+    pub fn take_copy(&mut self, ready: Ready, buf: &mut [u8]) -> Result<Received, RecvError> {
+        if ready.seq != self.next {
+            return Err(RecvError::Empty);
+        }
+        let publisher = ready.publisher;
+        self.copy_out(ready, buf).map(|(sequence, len)| Received {
+            sequence,
+            len,
+            publisher,
+        })
     }
 
     /// Wait as `recv` does (or not at all, with `wait == false`) until a message is ready,

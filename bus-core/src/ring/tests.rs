@@ -1155,3 +1155,39 @@ fn distinct_publishers_never_share_a_sequence() {
     }
     assert_eq!(all.len() as u64, 2 * per);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tickets: find a message, then take it, without polling twice
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_ticket_takes_the_message_it_names_once_and_skips_lengths_not_accepted() {
+    for mode in [Mode::Lossless, Mode::Lossy] {
+        let ring = ring(mode, 8);
+        let mut p = publisher(&ring);
+        let mut s = subscriber(&ring, StartAt::Latest);
+        assert_eq!(s.next_ready(|_| true), Err(RecvError::Empty));
+        p.try_send(b"xyz").unwrap();
+        p.try_send(b"four").unwrap();
+        // A length the caller does not take is skipped and counted, in the same pass.
+        let t = s.next_ready(|len| len == 4).unwrap();
+        assert_eq!((t.len(), s.corrupt()), (4, 1));
+        // Asking again names the same message: nothing was consumed.
+        assert_eq!(s.next_ready(|len| len == 4), Ok(t));
+        let mut buf = [0u8; 16];
+        match mode {
+            Mode::Lossless => {
+                let sample = s.take(t).unwrap();
+                assert_eq!((sample.sequence(), sample.bytes()), (1, &b"four"[..]));
+            }
+            Mode::Lossy => {
+                assert_eq!(s.take(t).err(), Some(RecvError::WrongMode));
+                let r = s.take_copy(t, &mut buf).unwrap();
+                assert_eq!((r.sequence, &buf[..r.len]), (1, &b"four"[..]));
+            }
+        }
+        // The port moved on: the old ticket is stale.
+        assert_eq!(s.take_copy(t, &mut buf).err(), Some(RecvError::Empty));
+        assert_eq!(s.next_ready(|_| true), Err(RecvError::Empty));
+    }
+}
