@@ -75,6 +75,10 @@ impl Sender {
         self.port.spec()
     }
 
+    pub(crate) fn index(&self) -> u32 {
+        u32::try_from(self.port.ring.index()).unwrap_or(u32::MAX)
+    }
+
     pub(crate) fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.wait = strategy;
     }

@@ -116,6 +116,13 @@ pub struct RawPublisher {
 impl RawPublisher {
     sender_accessors!();
 
+    /// The publisher table entry this port writes with: what [`RawSample::publisher`] says of
+    /// its messages. A bridge uses it to recognise its own messages. It can change when the
+    /// port attaches anew to a restarted daemon.
+    pub fn index(&self) -> u32 {
+        self.inner.index()
+    }
+
     /// Loan the next slot as bytes (the type's size on a typed topic, the whole slot on a
     /// byte topic; `set_len` to send fewer), waiting for space as the wait strategy says.
     pub fn loan(&mut self) -> Result<SampleMut<'_, [u8]>, SendError> {
