@@ -7,6 +7,8 @@
 //! `env!("CARGO_BIN_EXE_shmbus-peer")` and pass its path to [`Daemon::start`] and
 //! [`Peer::spawn`].
 
+pub mod bridge;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::DirBuilderExt;

@@ -1,6 +1,7 @@
 //! `shmbus-peer`: the processes the integration tests run against each other.
 //!
 //! * `daemon`: the real daemon (the very code of `shmbusd`).
+//! * `bridge`: the real bridge (the very code of `shmbus-bridge`).
 //! * `pub`: publishes `TestMsg`s and prints `{"sent": N}` (or, with `--try-send`,
 //!   `{"accepted": N, "full": bool}`).
 //! * `sub`: prints `ready`, receives and validates, prints one JSON summary line.
@@ -85,6 +86,13 @@ enum Cmd {
         /// Supplementary groups to keep (default: none).
         #[arg(long = "extra-gid")]
         extra_gids: Vec<u32>,
+    },
+    /// Run the bridge: exactly what `shmbus-bridge ARGS...` runs (its own parser and entry
+    /// point). Stops by itself (as on SIGTERM) when the test process is gone.
+    Bridge {
+        /// `shmbus-bridge` arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Run the daemon.
     Daemon {
@@ -248,7 +256,7 @@ fn client_log() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.cmd, Cmd::Daemon { .. }) {
+    if !matches!(cli.cmd, Cmd::Daemon { .. } | Cmd::Bridge { .. }) {
         client_log();
     }
     match cli.cmd {
@@ -268,6 +276,30 @@ fn main() -> ExitCode {
             recv,
             stats_delete,
         ),
+        Cmd::Bridge { args } => {
+            // The bridge takes SIGTERM with sigwait, so the signal must reach the process,
+            // not one thread: kill(getpid()), not raise().
+            let parent = std::os::unix::process::parent_id();
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(200));
+                if orphaned(parent) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::this(),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                    return;
+                }
+            });
+            match bus_bridge::cli::BridgeArgs::try_parse_from(
+                std::iter::once("shmbus-bridge".to_string()).chain(args),
+            ) {
+                Ok(args) => bus_bridge::cli::main_with(args),
+                Err(e) => {
+                    let _ = e.print();
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::Daemon {
             socket,
             stuck_timeout_ms,
