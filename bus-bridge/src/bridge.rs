@@ -135,6 +135,7 @@ pub fn run(settings: Settings) -> Result<(), BridgeError> {
     exports.join(Duration::from_secs(2));
     ctx.report.stats();
     ctx.report.event("stopped", json!({}));
+    ctx.report.flush(Duration::from_secs(2));
     if let Err(e) = ctx.session.close().wait() {
         tracing::warn!("closing the Zenoh session: {e}");
     }

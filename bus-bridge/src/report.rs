@@ -14,7 +14,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -83,10 +86,23 @@ pub struct Report {
     exports: Mutex<BTreeMap<String, Arc<ExportCounters>>>,
     imports: Mutex<BTreeMap<String, Arc<ImportCounters>>>,
     refused_keys: AtomicU64,
-    out: Mutex<()>,
+    out: Mutex<Option<Writer>>,
+    /// Lines dropped because stdout did not take them.
+    lost_lines: AtomicU64,
     /// What [`Report::warn_once`] already said.
     said: Mutex<HashSet<String>>,
 }
+
+/// The thread that writes stdout, so that nobody else ever waits for it: a Zenoh callback
+/// that reports an event must not stall because nobody reads the pipe.
+#[derive(Debug)]
+struct Writer {
+    lines: SyncSender<String>,
+    thread: JoinHandle<()>,
+}
+
+/// Lines queued for stdout before new ones are dropped (and counted).
+const QUEUED_LINES: usize = 4096;
 
 /// At most this many distinct things are said once; later ones are only counted.
 const SAY_ONCE_MAX: usize = 1024;
@@ -125,12 +141,48 @@ impl Report {
         lock(&self.said).remove(what);
     }
 
-    /// Print one JSON line.
+    /// Print one JSON line (queued; a line stdout does not take in time is dropped and
+    /// counted, never waited for).
     pub fn line(&self, value: &Value) {
-        let _guard = lock(&self.out);
-        let mut out = std::io::stdout().lock();
-        // Nobody reading stdout is no reason to stop bridging.
-        let _ = writeln!(out, "{value}").and_then(|()| out.flush());
+        let mut out = lock(&self.out);
+        if out.is_none() {
+            let (lines, rx) = sync_channel::<String>(QUEUED_LINES);
+            let thread = std::thread::Builder::new()
+                .name("stdout".into())
+                .spawn(move || {
+                    let stdout = std::io::stdout();
+                    for line in rx {
+                        let mut o = stdout.lock();
+                        // Nobody reading stdout is no reason to stop bridging.
+                        let _ = writeln!(o, "{line}").and_then(|()| o.flush());
+                    }
+                });
+            match thread {
+                Ok(thread) => *out = Some(Writer { lines, thread }),
+                Err(_) => return,
+            }
+        }
+        if let Some(w) = out.as_ref() {
+            match w.lines.try_send(value.to_string()) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(_)) => add(&self.lost_lines),
+            }
+        }
+    }
+
+    /// Write out what is queued (waiting at most `timeout`) and stop the writer.
+    pub fn flush(&self, timeout: Duration) {
+        let Some(w) = lock(&self.out).take() else {
+            return;
+        };
+        drop(w.lines);
+        let deadline = Instant::now() + timeout;
+        while !w.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if w.thread.is_finished() {
+            let _ = w.thread.join();
+        }
     }
 
     /// Print an event.
@@ -155,6 +207,7 @@ impl Report {
             "exports": exports,
             "imports": imports,
             "refused_keys": self.refused_keys.load(Relaxed),
+            "lost_lines": self.lost_lines.load(Relaxed),
         })
     }
 

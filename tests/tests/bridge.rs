@@ -551,3 +551,136 @@ fn a_killed_bridge_restarts_and_traffic_resumes_within_5_s_while_publishers_neve
     assert!(checker.errors.is_empty(), "{:?}", checker.errors);
     assert_eq!(checker.last.get(&1), Some(&(sent - 1)), "{summary}");
 }
+
+/// A raw Zenoh session on loopback, connected to `port`, scouting off.
+fn raw_zenoh(port: u16) -> zenoh::Session {
+    use zenoh::Wait;
+    let mut c = zenoh::Config::default();
+    for (k, v) in [
+        ("listen/endpoints", "[\"tcp/127.0.0.1:0\"]".to_string()),
+        ("connect/endpoints", format!("[\"{}\"]", endpoint(port))),
+        ("scouting/multicast/enabled", "false".to_string()),
+    ] {
+        c.insert_json5(k, &v).expect("a zenoh setting");
+    }
+    zenoh::open(c).wait().expect("a zenoh session")
+}
+
+#[test]
+fn malformed_samples_from_the_network_are_counted_and_never_crash_the_bridge() {
+    use bus_bridge::attachment::Attachment;
+    use bus_bridge::type_tag::TypeTag;
+    use zenoh::bytes::Encoding;
+    use zenoh::Wait;
+
+    let b = Daemon::start(PEER, &[]);
+    let port = free_port();
+    let mut bridge = Bridge::start(PEER, &b, port, &["--import", "it/bad/**"]);
+    let session = raw_zenoh(port);
+    let u64_spec = bus_client::Geometry {
+        capacity: 64,
+        slot_size: 8,
+        mode: bus_client::Mode::Lossless,
+        max_publishers: 4,
+        max_subscribers: 4,
+        type_info: bus_client::TypeInfo {
+            name: "u64".into(),
+            size: 8,
+            align: 8,
+        },
+    };
+    let tagged = Encoding::APPLICATION_OCTET_STREAM.with_schema(TypeTag::of(&u64_spec).as_str());
+    let att = |stream| {
+        Attachment {
+            publisher: 0,
+            sequence: stream,
+            stream,
+            time_ns: 0,
+            origin: [9; 16],
+        }
+        .encode()
+    };
+    // Wait until the bridge's subscription reaches us: a good sample arrives.
+    let bus_b = b.bus();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut good = loop {
+        session
+            .put("it/bad/good", 7u64.to_ne_bytes())
+            .encoding(tagged.clone())
+            .attachment(att(0))
+            .wait()
+            .unwrap();
+        if let Ok(s) = bus_b.subscriber::<u64>("it/bad/good").open() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bridge never imported it/bad/good"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let put = |key: &str, payload: &[u8], enc: Option<Encoding>, a: Option<&[u8]>| {
+        let mut p = session.put(key, payload.to_vec());
+        if let Some(e) = enc {
+            p = p.encoding(e);
+        }
+        if let Some(a) = a {
+            p = p.attachment(a.to_vec());
+        }
+        p.wait().unwrap();
+    };
+    let eight = 1u64.to_ne_bytes();
+    put("it/bad/plain", &eight, None, Some(&att(1)));
+    put(
+        "it/bad/garbage",
+        &eight,
+        Some(Encoding::APPLICATION_OCTET_STREAM.with_schema("shmbus1,lossless,zz,%%")),
+        Some(&att(1)),
+    );
+    put("it/bad/noatt", &eight, Some(tagged.clone()), None);
+    put(
+        "it/bad/noatt",
+        &eight,
+        Some(tagged.clone()),
+        Some(&[1, 2, 3]),
+    );
+    put(
+        "it/bad/size",
+        &[1, 2, 3],
+        Some(tagged.clone()),
+        Some(&att(1)),
+    );
+    put("it/bad/k@y", &eight, Some(tagged.clone()), Some(&att(1)));
+    // And the good topic still flows.
+    put(
+        "it/bad/good",
+        &42u64.to_ne_bytes(),
+        Some(tagged.clone()),
+        Some(&att(1)),
+    );
+    let mut last = 0;
+    while last != 42 {
+        last = *good.recv_timeout(TRANSFER).expect("the good sample");
+    }
+    let st = bridge.wait_stats(Duration::from_secs(20), |st| {
+        st["imports"]["it/bad/size"]["malformed"] == 1 && st["refused_keys"].as_u64() >= Some(1)
+    });
+    for t in ["it/bad/plain", "it/bad/garbage"] {
+        assert!(n(&st["imports"][t]["malformed"]) >= 1, "{t}: {st}");
+    }
+    assert_eq!(n(&st["imports"]["it/bad/noatt"]["malformed"]), 2, "{st}");
+    assert_eq!(n(&st["imports"]["it/bad/noatt"]["published"]), 0, "{st}");
+    assert!(n(&st["imports"]["it/bad/good"]["published"]) >= 2, "{st}");
+    let log = bridge.stderr();
+    for what in [
+        "no attachment",
+        "not the 8-byte type",
+        "carries no shmbus type tag",
+        "malformed shmbus type tag",
+        "does not name a shmbus topic",
+    ] {
+        assert!(log.contains(what), "the log does not say {what:?}:\n{log}");
+    }
+    let final_stats = bridge.stop();
+    assert!(n(&final_stats["imports"]["it/bad/good"]["published"]) >= 2);
+}
