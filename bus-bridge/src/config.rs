@@ -12,7 +12,8 @@
 //! deny = ["robot/secret/**"]
 //! scan_interval_ms = 250           # how often new local topics are looked for
 //! stats_interval_ms = 10000        # a stats line on stdout; 0: only at exit
-//! wait = "adaptive"                # how local ports wait: adaptive, busy_poll or block
+//! wait = "block"                   # how local ports wait: block (default), adaptive,
+//!                                  # busy_poll, or { spins = 100, yields = 0 }
 //!
 //! [[qos]]                          # first matching rule wins
 //! topics = "robot/cmd/**"
@@ -39,25 +40,44 @@ use crate::cli::BridgeArgs;
 use crate::keys::KeyMap;
 use crate::qos::QosRule;
 
-/// How local ports wait.
+/// How the bridge's local ports wait: a name, or `{ spins = N, yields = M }` (spin N times,
+/// yield M times, then sleep on the futex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum WaitChoice {
+    /// `"block"` (the default), `"adaptive"` or `"busy_poll"`.
+    Named(WaitName),
+    /// Spin, then yield, then sleep.
+    Spin {
+        /// Busy iterations before yielding.
+        spins: u32,
+        /// Yields before sleeping.
+        yields: u32,
+    },
+}
+
+/// The named wait strategies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum WaitChoice {
-    /// Spin, yield, then sleep (the default).
-    Adaptive,
-    /// Spin: the lowest latency, a core per waiting port.
-    BusyPoll,
-    /// Sleep at once.
+pub enum WaitName {
+    /// Sleep on the futex at once: the default. The bridge shares its cores with Zenoh's
+    /// runtime threads, which do the actual work; a spinning port takes their CPU (on two
+    /// vCPUs, adaptive spinning made a bridged round trip 7x slower than blocking).
     Block,
+    /// The client's default: spin a few microseconds, yield, then sleep.
+    Adaptive,
+    /// Spin: a core per waiting port; only with cores to spare.
+    BusyPoll,
 }
 
 impl WaitChoice {
     /// The client's strategy.
     pub fn strategy(self) -> WaitStrategy {
         match self {
-            WaitChoice::Adaptive => WaitStrategy::default(),
-            WaitChoice::BusyPoll => WaitStrategy::BusyPoll,
-            WaitChoice::Block => WaitStrategy::Block,
+            WaitChoice::Named(WaitName::Block) => WaitStrategy::Block,
+            WaitChoice::Named(WaitName::Adaptive) => WaitStrategy::default(),
+            WaitChoice::Named(WaitName::BusyPoll) => WaitStrategy::BusyPoll,
+            WaitChoice::Spin { spins, yields } => WaitStrategy::Adaptive { spins, yields },
         }
     }
 }
@@ -203,7 +223,7 @@ impl Settings {
             zenoh,
             scan_interval: Duration::from_millis(file.scan_interval_ms.unwrap_or(250).max(10)),
             stats_interval: (stats_ms > 0).then(|| Duration::from_millis(stats_ms)),
-            wait: file.wait.unwrap_or(WaitChoice::Adaptive),
+            wait: file.wait.unwrap_or(WaitChoice::Named(WaitName::Block)),
         })
     }
 
@@ -312,7 +332,15 @@ mod tests {
         assert!(s.exports("a/x") && s.exports("b"));
         assert_eq!(s.keys.prefix(), Some("clisite"));
         assert_eq!(s.stats_interval, None);
-        assert_eq!(s.wait, WaitChoice::BusyPoll);
+        assert_eq!(s.wait, WaitChoice::Named(WaitName::BusyPoll));
+        let spin: FileConfig = toml::from_str("wait = { spins = 100, yields = 0 }").unwrap();
+        assert_eq!(
+            spin.wait.map(WaitChoice::strategy),
+            Some(WaitStrategy::Adaptive {
+                spins: 100,
+                yields: 0
+            })
+        );
         assert_eq!(s.qos.len(), 1);
         let ZenohSource::Inline(json) = &s.zenoh else {
             panic!("{:?}", s.zenoh)

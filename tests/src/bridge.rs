@@ -25,8 +25,8 @@ pub fn endpoint(port: u16) -> String {
 /// A running bridge and what it printed so far.
 pub struct Bridge {
     peer: Peer,
+    /// The whole command line: program first.
     args: Vec<String>,
-    exe: String,
     /// Every event line so far.
     pub events: Vec<Value>,
     /// The last stats line.
@@ -45,19 +45,36 @@ impl Bridge {
     /// Start a bridge for daemon `d`, listening on `port` (loopback), with `args` (patterns,
     /// `--connect`, ...), and wait for its `started` event.
     pub fn start(exe: &str, d: &Daemon, port: u16, args: &[&str]) -> Bridge {
-        let mut all: Vec<String> = vec![
-            "--socket".into(),
-            d.socket_str().into(),
-            "--listen".into(),
-            endpoint(port),
-            "--config".into(),
-            stats_config(d.dir()),
-        ];
+        Bridge::start_in(&[], exe, d, &endpoint(port), args)
+    }
+
+    /// Like [`Bridge::start`], listening on `listen`, with the command run through `wrapper`
+    /// (e.g. `ip netns exec NAME`).
+    pub fn start_in(
+        wrapper: &[&str],
+        exe: &str,
+        d: &Daemon,
+        listen: &str,
+        args: &[&str],
+    ) -> Bridge {
+        let mut all: Vec<String> = wrapper.iter().map(|w| w.to_string()).collect();
+        all.extend([exe.to_string(), "bridge".to_string()]);
+        all.extend(
+            [
+                "--socket",
+                d.socket_str(),
+                "--listen",
+                listen,
+                "--config",
+                &stats_config(d.dir()),
+            ]
+            .iter()
+            .map(|a| a.to_string()),
+        );
         all.extend(args.iter().map(|a| a.to_string()));
         let mut b = Bridge {
-            peer: Bridge::spawn(exe, &all),
+            peer: Bridge::spawn(&all),
             args: all,
-            exe: exe.to_string(),
             events: Vec::new(),
             last_stats: None,
         };
@@ -65,10 +82,9 @@ impl Bridge {
         b
     }
 
-    fn spawn(exe: &str, args: &[String]) -> Peer {
-        let mut argv = vec!["bridge"];
-        argv.extend(args.iter().map(String::as_str));
-        Peer::spawn(exe, &argv)
+    fn spawn(argv: &[String]) -> Peer {
+        let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+        Peer::spawn(&argv[0], &args)
     }
 
     /// The process id.
@@ -197,7 +213,7 @@ impl Bridge {
     /// Start it again with the same arguments (after [`Bridge::kill`]); the events start
     /// afresh.
     pub fn restart(&mut self) {
-        self.peer = Bridge::spawn(&self.exe, &self.args);
+        self.peer = Bridge::spawn(&self.args);
         self.events.clear();
         self.last_stats = None;
         self.wait_event(Duration::from_secs(20), "started", |_| true);

@@ -25,6 +25,27 @@ use serde_json::Value;
 
 const BRIDGE: &str = env!("CARGO_BIN_EXE_shmbus-bridge");
 
+/// `--wait block|adaptive|busy_poll|spin:N:M`: how the bridges and the shmbus ends wait
+/// (children read it from `BRIDGEBENCH_WAIT`). Default: block, the bridge's default; raw
+/// Zenoh's receivers block on a channel too.
+fn wait_name() -> String {
+    std::env::var("BRIDGEBENCH_WAIT").unwrap_or_else(|_| "block".into())
+}
+
+/// The bridge config's `wait` value for [`wait_name`].
+fn wait_toml() -> String {
+    let w = wait_name();
+    match w.strip_prefix("spin:").and_then(|r| r.split_once(':')) {
+        Some((spins, yields)) => format!("{{ spins = {spins}, yields = {yields} }}"),
+        None => format!("\"{w}\""),
+    }
+}
+
+/// `--express`: Zenoh's express flag on both the bridges and raw Zenoh (`BRIDGEBENCH_EXPRESS`).
+fn express() -> bool {
+    std::env::var_os("BRIDGEBENCH_EXPRESS").is_some()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -182,7 +203,11 @@ fn measure(via: Via, mode: &str, size: usize, amount: u64) -> Value {
             run.daemon("daemon-a", &sa);
             run.daemon("daemon-b", &sb);
             let config = run.dir.join("bridge.toml");
-            std::fs::write(&config, "stats_interval_ms = 0\n").expect("config");
+            let mut text = format!("stats_interval_ms = 0\nwait = {}\n", wait_toml());
+            if express() {
+                text.push_str("[[qos]]\ntopics = \"**\"\nexpress = true\n");
+            }
+            std::fs::write(&config, text).expect("config");
             let config = config.to_str().expect("UTF-8").to_string();
             let bridge = |socket: &Path, port: u16, connect: Option<u16>, out: &str, inn: &str| {
                 let mut v: Vec<String> = [
@@ -316,12 +341,31 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    // Children inherit the coordinator's environment.
+    if let Some(w) = value("--wait") {
+        std::env::set_var("BRIDGEBENCH_WAIT", w);
+    }
+    if args.iter().any(|a| a == "--express") {
+        std::env::set_var("BRIDGEBENCH_EXPRESS", "1");
+    }
+    let only = value("--only");
     let (iters, count) = if quick {
         (300, 5_000)
     } else {
         (5_000, 100_000)
     };
-    println!("# shmbus-bridge benchmark ({})", machine());
+    println!(
+        "# shmbus-bridge benchmark ({}; wait {}{})",
+        machine(),
+        wait_name(),
+        if express() { ", express" } else { "" }
+    );
     println!("ping-pong: {iters} round trips after warm-up; throughput: {count} messages, lossless, every payload checked");
     println!();
     println!("| size | via | RTT p50 | one-way p50 | RTT p90 | RTT p99 | throughput |");
@@ -329,6 +373,9 @@ fn main() {
     for size in [64usize, 1024] {
         let mut rows = Vec::new();
         for via in [Via::Bridge, Via::Zenoh, Via::Unix] {
+            if only.as_deref().is_some_and(|o| o != via.name()) {
+                continue;
+            }
             let lat = measure(via, "pingpong", size, iters);
             let thr = measure(via, "throughput", size, count);
             assert_eq!(thr["errors"], 0, "{} {size}: payload errors", via.name());
@@ -343,6 +390,9 @@ fn main() {
                 rate / 1000.0
             );
             rows.push((us(&lat["p50"]) / 2.0, rate));
+        }
+        if rows.len() < 2 {
+            continue;
         }
         let (bridge, zenoh) = (rows[0], rows[1]);
         println!(

@@ -6,7 +6,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bus_client::{Bus, OpenError, RawPublisher, RawSubscriber, RecvTimeoutError, TypeInfo};
+use bus_client::{
+    Bus, OpenError, RawPublisher, RawSubscriber, RecvTimeoutError, TypeInfo, WaitStrategy,
+};
 use zenoh::handlers::FifoChannelHandler;
 use zenoh::pubsub::{Publisher, Subscriber};
 use zenoh::qos::CongestionControl;
@@ -153,10 +155,26 @@ impl Shm {
             max_subscribers: 8,
             type_info: TypeInfo::bytes(),
         };
-        let publisher = bus.raw_publisher(out).create(spec).expect("create");
+        let wait = match std::env::var("BRIDGEBENCH_WAIT").as_deref() {
+            Ok("busy_poll") => WaitStrategy::BusyPoll,
+            Ok("adaptive") => WaitStrategy::default(),
+            Ok(w) if w.starts_with("spin:") => {
+                let mut n = w.split(':').skip(1).map(|v| v.parse().unwrap_or(0));
+                WaitStrategy::Adaptive {
+                    spins: n.next().unwrap_or(0),
+                    yields: n.next().unwrap_or(0),
+                }
+            }
+            _ => WaitStrategy::Block,
+        };
+        let publisher = bus
+            .raw_publisher(out)
+            .wait(wait)
+            .create(spec)
+            .expect("create");
         let deadline = Instant::now() + Duration::from_secs(60);
         let subscriber = loop {
-            match bus.raw_subscriber(inbound).open() {
+            match bus.raw_subscriber(inbound).wait(wait).open() {
                 Ok(s) => break s,
                 Err(OpenError::NotFound { .. }) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
@@ -203,6 +221,7 @@ impl Raw {
         let publisher = session
             .declare_publisher(out)
             .congestion_control(CongestionControl::Block)
+            .express(std::env::var_os("BRIDGEBENCH_EXPRESS").is_some())
             .wait()
             .expect("publisher");
         let subscriber = session
