@@ -64,7 +64,25 @@ pub struct Imports {
     /// Refused (topic, tag text), and when.
     refusals: Mutex<HashMap<(String, String), Instant>>,
     subscribers: Mutex<Vec<Subscriber<()>>>,
+    /// Per data key: the first import pattern that admits it and its topic, or `None` (not a
+    /// topic name, or denied).
+    keys: Mutex<HashMap<String, Admit>>,
 }
+
+/// What the import side decided about a data key.
+#[derive(Debug, Clone)]
+enum Admit {
+    /// The topic, and the first import pattern that admits it.
+    Topic(Option<usize>, Arc<str>),
+    /// A deny pattern refuses the topic.
+    Denied,
+    /// The key names no topic (outside the prefix, or not a valid name).
+    BadKey,
+}
+
+/// Keys remembered before the cache starts afresh (a flood of distinct keys costs memory
+/// only up to here).
+const KEY_CACHE: usize = 16_384;
 
 fn tag_of(encoding: &Encoding) -> Result<TypeTag, String> {
     let text = encoding.to_string();
@@ -87,6 +105,7 @@ impl Imports {
             topics: Mutex::new(HashMap::new()),
             refusals: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
+            keys: Mutex::new(HashMap::new()),
         });
         for (i, pattern) in ctx.settings.import.iter().enumerate() {
             let data = ctx.settings.keys.selector(pattern)?;
@@ -184,10 +203,36 @@ impl Imports {
     }
 
     fn on_sample(&self, i: usize, sample: &Sample) {
-        let Some(topic) = self.topic_of(sample.key_expr().as_str()) else {
+        let key = sample.key_expr().as_str();
+        // The hot path: one lookup per sample instead of a name check and pattern matches.
+        let known = lock(&self.keys).get(key).cloned();
+        let admit = match known {
+            Some(Admit::BadKey) => {
+                // Reported when first seen; counted every time.
+                self.ctx.report.refused_key();
+                return;
+            }
+            Some(a) => a,
+            None => {
+                let a = match self.topic_of(key) {
+                    None => Admit::BadKey,
+                    Some(topic) if self.ctx.settings.imports(&topic) => {
+                        Admit::Topic(self.ctx.settings.first_import(&topic), topic.into())
+                    }
+                    Some(_) => Admit::Denied,
+                };
+                let mut keys = lock(&self.keys);
+                if keys.len() >= KEY_CACHE {
+                    keys.clear();
+                }
+                keys.insert(key.to_string(), a.clone());
+                a
+            }
+        };
+        let Admit::Topic(first, topic) = admit else {
             return;
         };
-        if !self.admits(i, &topic) {
+        if first != Some(i) {
             return;
         }
         if let Some(inbound) = self.inbound(&topic, sample.encoding(), None) {

@@ -387,9 +387,13 @@ fn lossy_topic_with_a_slow_remote_consumer_drops_counted_and_never_stalls_the_pu
          last {last}; A {a}; B {b}",
         seqs.len()
     );
-    // The slow side is B's ring: B's subscriber was told how many it lost (`Lagged`, what
-    // the daemon's `drops` adds up while it is attached).
-    assert!(consumer_lagged > 0, "no Lagged on B");
+    // Where the drops happen depends on who falls behind first (the exporter on A's ring, or
+    // the consumer on B's); either way they are counted, and there are some.
+    assert!(
+        lost_a + gaps + consumer_lagged > 0,
+        "nothing was counted as lost, yet {} of {N} arrived",
+        seqs.len()
+    );
 }
 
 #[test]
