@@ -396,7 +396,7 @@ fn main() {
         }
         let (bridge, zenoh) = (rows[0], rows[1]);
         println!(
-            "| {size} B | bridge vs zenoh | | +{:.1} us one-way | | | {:.2}x |",
+            "| {size} B | bridge vs zenoh | | {:+.1} us one-way | | | {:.2}x |",
             bridge.0 - zenoh.0,
             bridge.1 / zenoh.1
         );
