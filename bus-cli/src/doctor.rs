@@ -17,6 +17,7 @@ use nix::sys::uio::pread;
 
 use crate::error::CliError;
 use crate::util::human_bytes;
+use bus_client::DaemonStatus;
 
 #[derive(Debug, Args)]
 #[command(
@@ -86,15 +87,15 @@ pub fn run(socket: &Path, _args: &DoctorArgs) -> Result<(), CliError> {
         bus_proto::protocol::PROTOCOL_VERSION,
         socket.display()
     );
-    let checks = [
+    let mut checks = vec![
         check_shared_memory(),
         check_memory_limit(),
         check_nofile(),
         check_memlock(),
         check_socket_dir(socket),
-        check_daemon(socket),
-        check_stale_files(),
     ];
+    checks.extend(check_daemon(socket));
+    checks.push(check_stale_files());
     for c in &checks {
         let tag = match c.level {
             Level::Ok => "OK  ",
@@ -468,18 +469,46 @@ fn check_socket_dir(socket: &Path) -> Check {
     }
 }
 
-fn check_daemon(socket: &Path) -> Check {
-    match Bus::connect_to(socket) {
+/// Usage at or above this share of a limit is worth a warning.
+const NEAR_LIMIT: f64 = 0.8;
+
+/// One limit: `used` of `max`, named as the rules file names it.
+fn limit_check(what: &str, used: u64, max: u64, bytes: bool, name: &str, raise: &str) -> Check {
+    let show = |n: u64| {
+        if bytes {
+            human_bytes(n as f64)
+        } else {
+            n.to_string()
+        }
+    };
+    let line = format!("limit: {what}: {} of {} ({name})", show(used), show(max));
+    if max > 0 && used as f64 >= max as f64 * NEAR_LIMIT {
+        warn(format!("{line}: near the limit; {raise}"))
+    } else {
+        ok(line)
+    }
+}
+
+/// The daemon answers, its totals, and every limit it enforces with this uid's usage.
+fn check_daemon(socket: &Path) -> Vec<Check> {
+    let failed = match Bus::connect_to(socket) {
         Ok(bus) => {
             let topics = match bus.list() {
                 Ok(t) => format!(", {} topic(s) visible", t.len()),
                 Err(e) => format!(", but listing topics failed: {e}"),
             };
-            ok(format!(
+            let mut checks = vec![ok(format!(
                 "daemon: shmbusd (pid {}) answers on {}{topics}",
                 bus.daemon_pid(),
                 socket.display()
-            ))
+            ))];
+            match bus.status() {
+                Ok(s) => checks.extend(status_checks(&s)),
+                Err(e) => checks.push(warn(format!(
+                    "daemon: cannot read its totals and limits ({e}); an older shmbusd?"
+                ))),
+            }
+            return checks;
         }
         Err(bus_client::ConnectError::Unreachable { source, .. }) => {
             let stale = fs::symlink_metadata(socket).is_ok();
@@ -498,7 +527,62 @@ fn check_daemon(socket: &Path) -> Check {
             "daemon: something answers on {} but the handshake failed: {e}",
             socket.display()
         )),
-    }
+    };
+    vec![failed]
+}
+
+fn status_checks(s: &DaemonStatus) -> Vec<Check> {
+    let t = &s.totals;
+    let l = &s.limits;
+    let u = &s.usage;
+    let rules = "raise it in the daemon's rules file ([limits]) and send it SIGHUP";
+    vec![
+        ok(format!(
+            "daemon totals: {} topic(s) committing {} of shared memory, {} client(s), {} topic(s) with a held-back publisher",
+            t.topics,
+            human_bytes(t.bytes as f64),
+            t.clients,
+            t.watched
+        )),
+        limit_check(
+            &format!("shared memory of uid {}", s.uid),
+            u.bytes,
+            l.max_bytes_per_uid,
+            true,
+            "limits.max_bytes_per_uid",
+            rules,
+        ),
+        limit_check(
+            &format!("topics of uid {}", s.uid),
+            u.topics,
+            l.max_topics,
+            false,
+            "limits.max_topics",
+            rules,
+        ),
+        limit_check(
+            &format!("connections of uid {}", s.uid),
+            u.clients,
+            l.max_clients_per_uid,
+            false,
+            "limits.max_clients_per_uid",
+            rules,
+        ),
+        limit_check(
+            "descriptors of shmbusd (2 per topic, 1 per client)",
+            t.open_files,
+            l.max_open_files,
+            false,
+            "its RLIMIT_NOFILE",
+            "raise shmbusd's open-file limit (systemd: LimitNOFILE=, shell: ulimit -n)",
+        ),
+        ok(format!(
+            "limit: {} publishers and {} subscribers per topic at most (the topic's max_publishers and max_subscribers, fixed when it is created); control frames up to {}",
+            l.max_publishers_per_topic,
+            l.max_subscribers_per_topic,
+            human_bytes(l.max_frame as f64)
+        )),
+    ]
 }
 
 /// shmbus files in /dev/shm that no process we can inspect has open or mapped. Only an older

@@ -11,7 +11,8 @@ use crate::util::{self, Table};
 #[derive(Debug, Args)]
 #[command(
     long_about = "List the topics: delivery mode, ring capacity (slots), slot size (the largest message), \
-payload type, attached publishers and subscribers, and messages published so far."
+the shared memory the topic commits, payload type, attached publishers and subscribers, and \
+messages published so far. A last line sums the topics and their memory."
 )]
 pub struct ListArgs {
     /// Print the daemon's topic list as JSON (an array of TopicInfo) instead of a table.
@@ -35,6 +36,7 @@ pub fn run(socket: &Path, args: &ListArgs) -> Result<(), CliError> {
             ("MODE", false),
             ("CAPACITY", true),
             ("SLOT", true),
+            ("MEMORY", true),
             ("TYPE", false),
             ("PUBS", true),
             ("SUBS", true),
@@ -46,13 +48,22 @@ pub fn run(socket: &Path, args: &ListArgs) -> Result<(), CliError> {
                 info.spec.mode.to_string(),
                 info.spec.capacity.to_string(),
                 util::human_bytes(f64::from(info.spec.slot_size)),
+                util::human_bytes(info.bytes as f64),
                 util::type_label(&info.spec),
                 format!("{}/{}", info.publishers, info.spec.max_publishers),
                 format!("{}/{}", info.subscribers, info.spec.max_subscribers),
                 info.published.to_string(),
             ]);
         }
-        t.render()
+        let total: u64 = topics.iter().map(|t| t.bytes).sum();
+        let mut out = t.render();
+        out.push_str(&format!(
+            "{} topic{}, {} of shared memory committed\n",
+            topics.len(),
+            if topics.len() == 1 { "" } else { "s" },
+            util::human_bytes(total as f64)
+        ));
+        out
     };
     match std::io::stdout().lock().write_all(out.as_bytes()) {
         Err(e) if !is_broken_pipe(&e) => Err(CliError::io(e, "writing to standard output")),

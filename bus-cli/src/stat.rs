@@ -15,7 +15,7 @@ use crate::util::{self, Table};
 #[derive(Debug, Args)]
 #[command(
     long_about = "Show each topic's message rate and byte rate, drops (lossy topics), stalls \
-(lossless topics) and each subscriber's lag.
+(lossless topics), the shared memory each topic commits, and each subscriber's lag.
 
 Rates come from two samples of the topic's published counter, --interval-ms apart. The byte rate is \
 exact for typed topics; for byte topics (variable-length messages) it counts whole slots, so it is \
@@ -48,6 +48,8 @@ struct TopicRates {
     type_name: String,
     capacity: u32,
     slot_size: u32,
+    /// Bytes of shared memory the topic commits.
+    memory: u64,
     published: u64,
     /// Messages per second over the interval; `null` for a topic that appeared meanwhile.
     messages_per_sec: Option<f64>,
@@ -158,6 +160,7 @@ fn rates(socket: &Path, before: &Sample, after: &Sample) -> Report {
                 type_name: util::type_label(&t.spec),
                 capacity: t.spec.capacity,
                 slot_size: t.spec.slot_size,
+                memory: t.bytes,
                 published: t.published,
                 messages_per_sec,
                 bytes_per_sec: messages_per_sec.map(|r| r * f64::from(per_message)),
@@ -192,6 +195,7 @@ fn render(report: &Report, watch: bool) -> String {
     let mut t = Table::new(&[
         ("TOPIC", false),
         ("MODE", false),
+        ("MEMORY", true),
         ("MSG/S", true),
         ("BYTES/S", true),
         ("PUBLISHED", true),
@@ -218,6 +222,7 @@ fn render(report: &Report, watch: bool) -> String {
         t.row(vec![
             r.name.clone(),
             r.mode.clone(),
+            util::human_bytes(r.memory as f64),
             r.messages_per_sec
                 .map_or_else(|| "-".to_string(), util::human_rate),
             bytes,

@@ -61,11 +61,24 @@ fn list_and_stat_show_topic_and_subscriber() {
     assert_eq!(t["publishers"], 1);
     assert_eq!(t["published"], 5);
     assert_eq!(t["spec"]["mode"], "lossless");
+    let bytes = t["bytes"].as_u64().expect("committed bytes");
+    assert!(
+        bytes
+            >= u64::from(t["spec"]["capacity"].as_u64().unwrap() as u32)
+                * t["spec"]["slot_size"].as_u64().unwrap(),
+        "{t}"
+    );
 
     let out = run(&mut d.shmbus(&["list"]));
     assert_ok(&out);
     assert!(out.stdout.starts_with("TOPIC"), "{}", out.stdout);
     assert!(out.stdout.contains("robot/odom"), "{}", out.stdout);
+    assert!(out.stdout.contains("MEMORY"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("of shared memory committed"),
+        "{}",
+        out.stdout
+    );
 
     let out = run(&mut d.shmbus(&["stat", "robot/odom", "--json", "--interval-ms", "20"]));
     assert_ok(&out);
@@ -77,6 +90,7 @@ fn list_and_stat_show_topic_and_subscriber() {
     assert_eq!(subs.len(), 1, "{report}");
     assert_eq!(subs[0]["lag"], 4, "{report}");
     assert_eq!(t["max_lag"], 4);
+    assert_eq!(t["memory"].as_u64(), Some(bytes), "{report}");
     assert!(t["messages_per_sec"].is_number());
 
     let out = run(&mut d.shmbus(&["stat", "--interval-ms", "20"]));

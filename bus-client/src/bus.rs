@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bus_core::ring::StartAt;
 use bus_core::wait::WaitStrategy;
-use bus_proto::protocol::{How, Request, Response, TopicInfo, TopicStats};
+use bus_proto::protocol::{
+    DaemonStatus, How, ProtocolError, Request, Response, TopicInfo, TopicStats,
+};
 
 use crate::conn::{unexpected, Conn};
 use crate::error::{ConnectError, OpenError, RequestError};
@@ -125,22 +127,67 @@ impl Bus {
         }
     }
 
-    /// Every topic this process may see.
+    /// Every topic this process may see, in name order (asked for page by page: a daemon
+    /// with thousands of topics answers in several frames).
     pub fn list(&self) -> Result<Vec<TopicInfo>, RequestError> {
-        match self.conn.request(&Request::List)?.0 {
-            Response::Topics { topics } => Ok(topics),
+        self.pages(
+            Request::List,
+            |after| Request::ListAfter { after },
+            |r| match r {
+                Response::Topics { topics, next } => Ok((topics, next)),
+                other => Err(unexpected(&other)),
+            },
+        )
+    }
+
+    /// Stats of one topic, or of all (page by page, as [`Bus::list`]).
+    pub fn stats(&self, topic: Option<&str>) -> Result<Vec<TopicStats>, RequestError> {
+        let first = Request::Stats {
+            topic: topic.map(str::to_string),
+        };
+        self.pages(
+            first,
+            |after| Request::StatsAfter { after },
+            |r| match r {
+                Response::Stats { topics, next } => Ok((topics, next)),
+                other => Err(unexpected(&other)),
+            },
+        )
+    }
+
+    /// The daemon's totals, this uid's usage, and every limit the daemon enforces.
+    pub fn status(&self) -> Result<DaemonStatus, RequestError> {
+        match self.conn.request(&Request::Status)?.0 {
+            Response::Status { status } => Ok(status),
             other => Err(unexpected(&other).into()),
         }
     }
 
-    /// Stats of one topic, or of all.
-    pub fn stats(&self, topic: Option<&str>) -> Result<Vec<TopicStats>, RequestError> {
-        let request = Request::Stats {
-            topic: topic.map(str::to_string),
-        };
-        match self.conn.request(&request)?.0 {
-            Response::Stats { topics } => Ok(topics),
-            other => Err(unexpected(&other).into()),
+    /// Ask `first`, then `more(next)` while the daemon says more follow; a `next` that does not
+    /// move forward is a protocol error (a daemon cannot make this loop forever).
+    fn pages<T>(
+        &self,
+        first: Request,
+        more: impl Fn(String) -> Request,
+        split: impl Fn(Response) -> Result<(Vec<T>, Option<String>), ProtocolError>,
+    ) -> Result<Vec<T>, RequestError> {
+        let mut all = Vec::new();
+        let mut request = first;
+        let mut last: Option<String> = None;
+        loop {
+            let (items, next) = split(self.conn.request(&request)?.0)?;
+            all.extend(items);
+            let Some(next) = next else {
+                return Ok(all);
+            };
+            if last.as_ref().is_some_and(|l| next.as_str() <= l.as_str()) {
+                return Err(ProtocolError::Malformed(format!(
+                    "the daemon's pages do not move forward (next page after '{next}')"
+                ))
+                .into());
+            }
+            last = Some(next.clone());
+            request = more(next);
         }
     }
 

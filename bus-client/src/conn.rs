@@ -88,6 +88,16 @@ impl Conn {
         self.request_with_fds(req, &[])
     }
 
+    /// Send a notice the daemon never answers ([`Request::Held`]). Best effort: on a lost
+    /// connection it is dropped (the port that sent it follows a restarted daemon by itself,
+    /// and notices again while it is still held back).
+    pub(crate) fn notify(&self, notice: &Request) {
+        let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = fdpass::write_frame_with_fds(&link.stream, notice, &[]) {
+            tracing::debug!(error = %e, "a notice to shmbusd was not sent");
+        }
+    }
+
     /// [`Conn::request`] with descriptors sent beside the request.
     pub(crate) fn request_with_fds(
         &self,

@@ -65,7 +65,10 @@ pub use bus::{Bus, PublisherBuilder, SubscriberBuilder};
 pub use bus_core::layout::{Geometry, Mode, TypeInfo};
 pub use bus_core::ring::StartAt;
 pub use bus_core::wait::WaitStrategy;
-pub use bus_proto::protocol::{ErrorCode, PublisherStat, SubscriberStat, TopicInfo, TopicStats};
+pub use bus_proto::protocol::{
+    DaemonStatus, ErrorCode, LimitsInfo, PublisherStat, SubscriberStat, TopicInfo, TopicStats,
+    Totals, Usage,
+};
 pub use error::{
     ConnectError, OpenError, RecvError, RecvTimeoutError, RequestError, SendError,
     SendTimeoutError, TooLarge, TryRecvError, TrySendError,

@@ -11,7 +11,9 @@ use crate::Payload;
 /// ignores them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicOptions {
-    /// Slots in the ring, a power of two. Default: as many as fit in 16 MiB, between 2 and 1024.
+    /// Slots in the ring, a power of two. Default: as many as fit in 256 KiB of slots, between
+    /// 8 and 1024 (a byte topic's 4 KiB slots: 64; a small typed message: 1024). See
+    /// `docs/scale.md` for sizing.
     pub capacity: Option<u32>,
     /// Largest message in bytes. Default: `size_of::<T>()`, or 4096 for byte topics.
     pub slot_size: Option<u32>,
@@ -19,7 +21,9 @@ pub struct TopicOptions {
     pub mode: Mode,
     /// Publishers the topic can hold. Default: 8.
     pub max_publishers: u32,
-    /// Subscribers the topic can hold. Default: 16.
+    /// Subscribers the topic can hold. Default: 256, the most a topic can have (each entry
+    /// costs 128 bytes of the topic's memory; a publisher looks only at the entries ever
+    /// used).
     pub max_subscribers: u32,
     /// Whether any geometry option was set explicitly (then it must match an existing topic).
     pub(crate) explicit: bool,
@@ -32,14 +36,19 @@ impl Default for TopicOptions {
             slot_size: None,
             mode: Mode::Lossless,
             max_publishers: 8,
-            max_subscribers: 16,
+            max_subscribers: bus_core::layout::MAX_TABLE,
             explicit: false,
         }
     }
 }
 
-/// Budget for a default-sized ring.
-const DEFAULT_RING_BYTES: u64 = 16 << 20;
+/// Budget of slot bytes for a default-sized ring: a byte topic (4 KiB slots) gets 64 slots and
+/// commits about 300 KiB, where it committed 4 MiB with 1024 slots. A ring only has to absorb
+/// the bursts and scheduling hiccups of its slowest subscriber; a topic that needs more says so
+/// with `capacity`.
+const DEFAULT_RING_BYTES: u64 = 256 << 10;
+/// The fewest slots a default-sized ring gets, however large its slots.
+const DEFAULT_MIN_CAPACITY: u64 = 8;
 
 impl TopicOptions {
     /// The geometry these options give a topic carrying `T`.
@@ -62,7 +71,8 @@ impl TopicOptions {
     fn geometry_with(&self, type_info: TypeInfo, default_slot: u32) -> Geometry {
         let slot_size = self.slot_size.unwrap_or(default_slot);
         let capacity = self.capacity.unwrap_or_else(|| {
-            let fit = (DEFAULT_RING_BYTES / u64::from(slot_size.max(1))).clamp(2, 1024);
+            let fit = (DEFAULT_RING_BYTES / u64::from(slot_size.max(1)))
+                .clamp(DEFAULT_MIN_CAPACITY, 1024);
             1 << (63 - fit.leading_zeros())
         });
         Geometry {

@@ -12,7 +12,9 @@ use bus_core::doorbell::Futex;
 use bus_core::layout::Geometry;
 use bus_core::ring::{AttachError, PublisherPort, StartAt, SubscriberPort};
 use bus_core::storage::RawStorage;
-use bus_proto::protocol::{describe_mismatch, ErrorCode, How, Request, Response, Role};
+use bus_proto::protocol::{
+    describe_mismatch, ErrorCode, How, Request, Response, Role, HELD_NOTICE_EVERY,
+};
 use bus_proto::segment::{open_ring, Access, Mapping, SegmentFds, ShmRing};
 
 use crate::conn::{unexpected, Conn};
@@ -332,6 +334,16 @@ impl<P: RingPort> Port<P> {
         Ok(())
     }
 
+    /// Something that tells the daemon, for this port, that its lossless topic is full (see
+    /// [`HeldNotice`]).
+    pub(crate) fn held_notice(&self) -> HeldNotice {
+        HeldNotice {
+            conn: self.conn.clone(),
+            topic: self.topic.clone(),
+            last: None,
+        }
+    }
+
     fn detach_request(&self) -> Request {
         Request::Detach {
             topic: self.topic.clone(),
@@ -362,6 +374,46 @@ impl<P: RingPort> Port<P> {
                 Err(Slice::Failed(e)) => return Err(Waited::Failed(e)),
             }
         }
+    }
+}
+
+/// A publisher's notices to the daemon that it found its lossless topic full
+/// ([`Request::Held`]): the daemon watches a topic for a stuck subscriber only while one of its
+/// publishers is held back. At most one notice per [`HELD_NOTICE_EVERY`]: a publisher that
+/// keeps finding the ring full (in `try_send`, or while a blocking send waits) keeps telling,
+/// so a daemon that stopped watching (it saw room for a moment) hears again within that time.
+pub(crate) struct HeldNotice {
+    conn: Arc<Conn>,
+    topic: String,
+    last: Option<Instant>,
+}
+
+impl std::fmt::Debug for HeldNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldNotice")
+            .field("topic", &self.topic)
+            .field("last", &self.last)
+            .finish()
+    }
+}
+
+impl HeldNotice {
+    /// The ring was full for the publisher at `index`, `generation`.
+    #[cold]
+    pub(crate) fn full(&mut self, index: usize, generation: u64) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < HELD_NOTICE_EVERY)
+        {
+            return;
+        }
+        self.last = Some(now);
+        self.conn.notify(&Request::Held {
+            topic: self.topic.clone(),
+            index: index as u32,
+            generation,
+        });
     }
 }
 

@@ -10,11 +10,12 @@ use bus_core::layout::{Geometry, Mode};
 use bus_core::ring::{Loan, SendError as CoreSend};
 use bus_core::storage::RawStorage;
 use bus_core::wait::WaitStrategy;
+use bus_proto::protocol::HELD_NOTICE_EVERY;
 use bus_proto::segment::Mapping;
 
 use crate::error::{FromSend, SendError, SendTimeoutError, TooLarge, TrySendError};
 use crate::payload::AlignedBuf;
-use crate::port::{Lost, Port, RingPublisher, Slice, Waited};
+use crate::port::{HeldNotice, Lost, Port, RingPublisher, Slice, Waited};
 use crate::Payload;
 
 /// Publishes `T` on one topic. Move it to any thread; it has no background thread. Dropping it
@@ -52,6 +53,8 @@ pub(crate) struct Sender {
     scratch: Option<AlignedBuf>,
     /// The length every message must have (typed topics), or `None` (byte topics).
     exact: Option<usize>,
+    /// Tells the daemon when the lossless topic is full.
+    held: HeldNotice,
 }
 
 impl Sender {
@@ -59,11 +62,13 @@ impl Sender {
         let spec = port.spec();
         let scratch = (spec.mode == Mode::Lossy).then(|| AlignedBuf::new(spec.slot_size as usize));
         let exact = (!spec.type_info.is_bytes()).then_some(spec.type_info.size as usize);
+        let held = port.held_notice();
         Sender {
             port,
             wait,
             scratch,
             exact,
+            held,
         }
     }
 
@@ -85,6 +90,8 @@ impl Sender {
 
     /// Wait as the wait strategy says, for at most `timeout`, until a lossless topic has room.
     /// The common case, room at once, costs one look at the cached gate and nothing else.
+    /// While it waits, it tells the daemon it is held back (after each [`HELD_NOTICE_EVERY`] of
+    /// waiting, at most that often).
     #[inline]
     fn wait_space<E: FromSend>(&mut self, timeout: Option<Duration>) -> Result<(), E> {
         self.port
@@ -99,12 +106,23 @@ impl Sender {
     #[cold]
     fn wait_space_slowly<E: FromSend>(&mut self, timeout: Option<Duration>) -> Result<(), E> {
         let wait = self.wait;
+        let held = &mut self.held;
         self.port
             .sliced(timeout, |ring, slice| {
-                ring.wait_space(wait, Some(slice)).map_err(|e| match e {
-                    CoreSend::Timeout => Slice::TimedOut,
-                    e => Slice::Failed(e),
-                })
+                let end = Instant::now() + slice;
+                loop {
+                    let left = end.saturating_duration_since(Instant::now());
+                    match ring.wait_space(wait, Some(left.min(HELD_NOTICE_EVERY))) {
+                        Ok(()) => return Ok(()),
+                        Err(CoreSend::Timeout) => {
+                            held.full(ring.index(), ring.generation());
+                            if Instant::now() >= end {
+                                return Err(Slice::TimedOut);
+                            }
+                        }
+                        Err(e) => return Err(Slice::Failed(e)),
+                    }
+                }
             })
             .map_err(|w| {
                 E::from_send(match w {
@@ -132,7 +150,16 @@ impl Sender {
         self.port
             .ensure_attached()
             .map_err(|Lost| TrySendError::Evicted)?;
-        let loan = self.port.ring.try_loan()?;
+        let (index, generation) = (self.port.ring.index(), self.port.ring.generation());
+        let loan = match self.port.ring.try_loan() {
+            Ok(loan) => loan,
+            Err(e) => {
+                if e == CoreSend::Full {
+                    self.held.full(index, generation);
+                }
+                return Err(e.into());
+            }
+        };
         Ok(BytesLoan::new(loan, self.scratch.as_mut(), self.exact))
     }
 
@@ -157,7 +184,16 @@ impl Sender {
         self.port
             .ensure_attached()
             .map_err(|Lost| TrySendError::Evicted)?;
-        Ok(self.port.ring.try_send(bytes)?)
+        match self.port.ring.try_send(bytes) {
+            Ok(seq) => Ok(seq),
+            Err(e) => {
+                if e == CoreSend::Full {
+                    let ring = &self.port.ring;
+                    self.held.full(ring.index(), ring.generation());
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// A typed topic takes messages of exactly its type's size.

@@ -10,9 +10,9 @@
 //! subscribe = { uids = [1000, 1001], gids = [100] }
 //!
 //! [limits]
-//! max_topics = 256
-//! max_bytes_per_uid = 1073741824
-//! max_clients_per_uid = 64
+//! max_topics = 65536
+//! max_bytes_per_uid = 2147483648
+//! max_clients_per_uid = 1024
 //! ```
 //!
 //! # Semantics
@@ -123,23 +123,30 @@ impl Rule {
 }
 
 /// Per-uid resource limits. Missing keys take the defaults.
+///
+/// Memory is the limit meant to bind: a topic's cost is the shared memory it commits, and
+/// `max_bytes_per_uid` caps it for each uid. The topic count only guards against a runaway
+/// creator; the default fits 4,096 default byte topics (about 300 KiB each) and some 20,000
+/// small typed ones before memory binds. Each topic also holds two of the daemon's descriptors
+/// (see `docs/scale.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Topics one uid may create (default 256).
+    /// Topics one uid may create (default 65,536).
     pub max_topics: u32,
-    /// Shared-memory bytes one uid's topics may take (default 1 GiB).
+    /// Shared-memory bytes one uid's topics may take (default 2 GiB).
     pub max_bytes_per_uid: u64,
-    /// Control connections one uid may hold open (default 64).
+    /// Control connections one uid may hold open (default 1,024: a process holds one per
+    /// `Bus`).
     pub max_clients_per_uid: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_topics: 256,
-            max_bytes_per_uid: 1 << 30,
-            max_clients_per_uid: 64,
+            max_topics: 65_536,
+            max_bytes_per_uid: 2 << 30,
+            max_clients_per_uid: 1024,
         }
     }
 }
@@ -231,9 +238,9 @@ topics = "md/*/AAPL"
 subscribe = { uids = [2000] }
 
 [limits]
-max_topics = 256
-max_bytes_per_uid = 1073741824
-max_clients_per_uid = 64
+max_topics = 65536
+max_bytes_per_uid = 2147483648
+max_clients_per_uid = 1024
 "#;
 
     const DAEMON: u32 = 500;
@@ -347,11 +354,23 @@ subscribe = { uids = [2] }
     }
 
     #[test]
+    fn default_limits_fit_real_systems_with_memory_binding() {
+        let l = Limits::default();
+        assert!(l.max_topics >= 4096);
+        assert!(l.max_clients_per_uid >= 1024);
+        // 4,096 default byte topics (about 300 KiB each) fit under the memory limit, and
+        // memory binds before the topic count for topics of that size.
+        let byte_topic = 300 * 1024u64;
+        assert!(4096 * byte_topic <= l.max_bytes_per_uid);
+        assert!(u64::from(l.max_topics) * byte_topic > l.max_bytes_per_uid);
+    }
+
+    #[test]
     fn limits_default_when_missing_or_partial() {
         let c = AccessConfig::from_toml_str("[limits]\nmax_topics = 3\n").unwrap();
         assert_eq!(c.limits.max_topics, 3);
-        assert_eq!(c.limits.max_bytes_per_uid, 1 << 30);
-        assert_eq!(c.limits.max_clients_per_uid, 64);
+        assert_eq!(c.limits.max_bytes_per_uid, 2 << 30);
+        assert_eq!(c.limits.max_clients_per_uid, 1024);
     }
 
     fn temp_file(tag: &str, text: &str, mode: u32) -> PathBuf {

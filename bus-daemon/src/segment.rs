@@ -5,7 +5,9 @@
 //! Every segment file is the daemon's: mode 0600, owned by its uid, sealed. Publishers get
 //! duplicates of both files read-write; subscribers get the control file and a **read-only**
 //! descriptor of the data file, reopened through `/proc/self/fd` (permission is checked against
-//! the file's owner and mode, so only the daemon's uid could reopen it read-write).
+//! the file's owner and mode, so only the daemon's uid could reopen it read-write). The daemon
+//! keeps two descriptors per topic and reopens the read-only one for each subscriber that
+//! attaches: with ten thousand topics, a third descriptor each would cost ten thousand more.
 //!
 //! Nothing is ever left in `/dev/shm`: the memory is freed when the last process holding a
 //! descriptor or a mapping goes away. A restarted daemon gets a topic's files back from the
@@ -104,10 +106,9 @@ pub fn reopen(fd: BorrowedFd<'_>, flags: OFlag) -> io::Result<OwnedFd> {
 
 /// A segment this daemon manages: its files and its ring.
 pub struct Segment {
-    /// Both files, read-write (publishers get duplicates).
+    /// Both files, read-write (publishers get duplicates; subscribers a duplicate of the control
+    /// file and a read-only reopening of the data file).
     pub fds: SegmentFds,
-    /// A read-only descriptor of the data file (subscribers get duplicates).
-    pub data_ro: OwnedFd,
     /// The ring, mapped read-write.
     pub ring: Arc<ShmRing>,
 }
@@ -118,7 +119,7 @@ impl Segment {
     pub fn fds_for(&self, access: Access) -> io::Result<[OwnedFd; 2]> {
         let data = match access {
             Access::ReadWrite => self.fds.data.try_clone()?,
-            Access::Subscriber => self.data_ro.try_clone()?,
+            Access::Subscriber => reopen(self.fds.data.as_fd(), OFlag::O_RDONLY)?,
         };
         Ok([self.fds.control.try_clone()?, data])
     }
@@ -148,10 +149,8 @@ pub fn create_segment(topic: &str, layout: &Layout) -> Result<Segment, MapError>
     // `RawStorage::create` writes the header for `layout` (whose split the sizes follow).
     let (mapping, _) = Mapping::map_files(control.as_fd(), data.as_fd(), Access::ReadWrite)?;
     let storage = RawStorage::create(mapping, layout)?;
-    let data_ro = reopen(data.as_fd(), OFlag::O_RDONLY)?;
     Ok(Segment {
         fds: SegmentFds { control, data },
-        data_ro,
         ring: Arc::new(Ring::new(storage, Futex)),
     })
 }
@@ -171,11 +170,9 @@ pub fn adopt_segment(
     // The client may have handed in a read-only data descriptor; the daemon reopens both.
     let control = reopen(fds.control.as_fd(), OFlag::O_RDWR)?;
     let data = reopen(fds.data.as_fd(), OFlag::O_RDWR)?;
-    let data_ro = reopen(data.as_fd(), OFlag::O_RDONLY)?;
     let ring = open_ring(control.as_fd(), data.as_fd(), Access::ReadWrite)?;
     Ok(Segment {
         fds: SegmentFds { control, data },
-        data_ro,
         ring,
     })
 }

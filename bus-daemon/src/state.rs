@@ -7,9 +7,23 @@
 //! its own, 0600 and sealed; see `segment::adopt_segment`). A client cannot forge a file with
 //! the recorded identity, so it cannot slip its own memory in as someone else's topic.
 //!
-//! The file lives in the daemon's socket directory, mode 0600, and is replaced atomically
-//! (written beside, then renamed) on every change. A daemon that stops cleanly removes it.
+//! The file is a **journal**, one JSON object per line, so that recording a change costs the
+//! same with ten thousand topics as with one:
+//!
+//! ```text
+//! {"version":3}
+//! {"add":{"name":"robot/odom","spec":{...},"owner_uid":1000,"files":[...]}}
+//! {"remove":"robot/odom"}
+//! ```
+//!
+//! Replaying it gives the live records (a later `add` of a name replaces an earlier one). When
+//! the lines outnumber twice the live records (and some), it is compacted: the live records are
+//! written beside it and renamed over it. It lives in the daemon's socket directory, mode 0600,
+//! and a daemon that stops cleanly removes it. A line cut short by a crash ends the replay
+//! (with a warning); what came before it counts.
 
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -21,8 +35,12 @@ use bus_proto::paths::topics_path_for;
 
 use crate::segment::FileId;
 
-/// Bumped whenever a record's form changes (version 2: the spec is a `Geometry`).
-const VERSION: u32 = 2;
+/// Bumped whenever the record's form changes (version 2: the spec is a `Geometry`; version 3:
+/// a journal of lines).
+const VERSION: u32 = 3;
+
+/// Compact once the journal has this many lines more than twice the live records.
+const SLACK: usize = 256;
 
 /// One topic as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,60 +58,238 @@ pub struct TopicRecord {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Records {
+struct Header {
     version: u32,
-    topics: Vec<TopicRecord>,
 }
 
-/// The records a previous daemon on `socket` left. Missing: none. Unreadable or of another
-/// version: none, with a warning (the topics cannot be adopted; their ports attach afresh).
-pub fn load(socket: &Path) -> Vec<TopicRecord> {
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Line {
+    Add(TopicRecord),
+    Remove(String),
+}
+
+/// The records a previous daemon on `socket` left, by name. Missing: none. Unreadable or of
+/// another version: none, with a warning (the topics cannot be adopted; their ports attach
+/// afresh).
+pub fn load(socket: &Path) -> BTreeMap<String, TopicRecord> {
     let path = topics_path_for(socket);
+    let mut live = BTreeMap::new();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return live,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot read the topic records; no topic will be adopted");
-            return Vec::new();
+            return live;
         }
     };
-    match serde_json::from_str::<Records>(&text) {
-        Ok(r) if r.version == VERSION => r.topics,
-        Ok(r) => {
-            tracing::warn!(path = %path.display(), version = r.version, "topic records of another version; no topic will be adopted");
-            Vec::new()
+    let mut lines = text.lines();
+    match lines.next().map(serde_json::from_str::<Header>) {
+        Some(Ok(h)) if h.version == VERSION => {}
+        Some(Ok(h)) => {
+            tracing::warn!(path = %path.display(), version = h.version, "topic records of another version; no topic will be adopted");
+            return live;
         }
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "the topic records do not parse; no topic will be adopted");
-            Vec::new()
+        _ => {
+            tracing::warn!(path = %path.display(), "the topic records do not start with a version line; no topic will be adopted");
+            return live;
         }
     }
-}
-
-/// Replace the records of `socket` with `topics`.
-pub fn save(socket: &Path, topics: Vec<TopicRecord>) -> io::Result<()> {
-    let path = topics_path_for(socket);
-    let mut tmp = path.as_os_str().to_os_string();
-    tmp.push(".new");
-    let tmp = PathBuf::from(tmp);
-    let body = serde_json::to_vec(&Records {
-        version: VERSION,
-        topics,
-    })
-    .map_err(io::Error::other)?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    f.write_all(&body)?;
-    drop(f);
-    std::fs::rename(&tmp, &path)
+    for (n, line) in lines.enumerate() {
+        match serde_json::from_str::<Line>(line) {
+            Ok(Line::Add(r)) => {
+                live.insert(r.name.clone(), r);
+            }
+            Ok(Line::Remove(name)) => {
+                live.remove(&name);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), line = n + 2, error = %e, "a topic record does not parse (cut short by a crash?); the records after it are ignored");
+                break;
+            }
+        }
+    }
+    live
 }
 
 /// Remove the records of `socket` (a daemon that stops cleanly: its topics are gone).
 pub fn remove(socket: &Path) {
     let _ = std::fs::remove_file(topics_path_for(socket));
+}
+
+/// The open journal of a running daemon.
+pub struct Journal {
+    path: PathBuf,
+    file: Option<File>,
+    lines: usize,
+}
+
+impl Journal {
+    /// Start a journal for `socket` holding exactly `live` (the records loaded at start, which
+    /// a restarted daemon keeps until their topics come back or are forgotten).
+    pub fn create<'a>(
+        socket: &Path,
+        live: impl IntoIterator<Item = &'a TopicRecord>,
+    ) -> io::Result<Journal> {
+        let mut j = Journal {
+            path: topics_path_for(socket),
+            file: None,
+            lines: 0,
+        };
+        j.rewrite(live)?;
+        Ok(j)
+    }
+
+    /// Record that `record` exists (created, or created anew).
+    pub fn add(&mut self, record: &TopicRecord) -> io::Result<()> {
+        self.append(&Line::Add(record.clone()))
+    }
+
+    /// Record that the topic `name` is gone.
+    pub fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.append(&Line::Remove(name.to_string()))
+    }
+
+    /// Whether the journal has grown enough past `live` records to be worth compacting.
+    pub fn wants_compaction(&self, live: usize) -> bool {
+        self.lines > live.saturating_mul(2).saturating_add(SLACK)
+    }
+
+    /// Replace the journal with exactly `live`: written beside it, then renamed over it.
+    pub fn rewrite<'a>(
+        &mut self,
+        live: impl IntoIterator<Item = &'a TopicRecord>,
+    ) -> io::Result<()> {
+        let mut tmp = self.path.as_os_str().to_os_string();
+        tmp.push(".new");
+        let tmp = PathBuf::from(tmp);
+        let mut body =
+            serde_json::to_vec(&Header { version: VERSION }).map_err(io::Error::other)?;
+        body.push(b'\n');
+        let mut lines = 0;
+        for r in live {
+            serde_json::to_writer(&mut body, &Line::Add(r.clone())).map_err(io::Error::other)?;
+            body.push(b'\n');
+            lines += 1;
+        }
+        let mut f = open(&tmp, true)?;
+        f.write_all(&body)?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path)?;
+        self.file = Some(open(&self.path, false)?);
+        self.lines = lines;
+        Ok(())
+    }
+
+    fn append(&mut self, line: &Line) -> io::Result<()> {
+        let mut text = serde_json::to_vec(line).map_err(io::Error::other)?;
+        text.push(b'\n');
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(open(&self.path, false)?),
+        };
+        // One write of a whole line (O_APPEND): a crash cuts at most this line short.
+        file.write_all(&text)?;
+        self.lines += 1;
+        Ok(())
+    }
+}
+
+fn open(path: &Path, truncate: bool) -> io::Result<File> {
+    let mut o = std::fs::OpenOptions::new();
+    if truncate {
+        o.write(true).create(true).truncate(true);
+    } else {
+        o.append(true).create(true);
+    }
+    o.mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus_core::layout::{Mode, TypeInfo};
+
+    fn record(name: &str, ino: u64) -> TopicRecord {
+        TopicRecord {
+            name: name.into(),
+            spec: Geometry {
+                capacity: 8,
+                slot_size: 64,
+                mode: Mode::Lossless,
+                max_publishers: 1,
+                max_subscribers: 4,
+                type_info: TypeInfo::bytes(),
+            },
+            owner_uid: 1000,
+            files: [
+                FileId { dev: 1, ino },
+                FileId {
+                    dev: 1,
+                    ino: ino + 1,
+                },
+            ],
+        }
+    }
+
+    fn socket(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("shmbus-journal-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("shmbusd.sock")
+    }
+
+    #[test]
+    fn the_journal_replays_adds_and_removes_and_compacts() {
+        let s = socket("replay");
+        let kept = record("kept", 10);
+        let mut j = Journal::create(&s, [&kept]).unwrap();
+        for i in 0..600u64 {
+            let r = record(&format!("t{i}"), 100 + 2 * i);
+            j.add(&r).unwrap();
+            if i % 2 == 0 {
+                j.remove(&r.name).unwrap();
+            }
+        }
+        let again = record("t1", 7);
+        j.add(&again).unwrap();
+        let live = load(&s);
+        assert_eq!(live.len(), 301);
+        assert_eq!(live.get("kept"), Some(&kept));
+        assert_eq!(
+            live.get("t1"),
+            Some(&again),
+            "a later add replaces an earlier one"
+        );
+        assert!(!live.contains_key("t0"));
+        assert!(j.wants_compaction(live.len()));
+        j.rewrite(live.values()).unwrap();
+        assert!(!j.wants_compaction(live.len()));
+        assert_eq!(load(&s), live);
+        let lines = std::fs::read_to_string(topics_path_for(&s))
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(lines, 302);
+        remove(&s);
+        assert!(load(&s).is_empty());
+    }
+
+    #[test]
+    fn a_line_cut_short_ends_the_replay() {
+        let s = socket("cut");
+        let mut j = Journal::create(&s, []).unwrap();
+        j.add(&record("a", 1)).unwrap();
+        drop(j);
+        let path = topics_path_for(&s);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(br#"{"add":{"name":"b","sp"#).unwrap();
+        let live = load(&s);
+        assert_eq!(live.keys().collect::<Vec<_>>(), ["a"]);
+        std::fs::write(&path, "{\"version\":2,\"topics\":[]}").unwrap();
+        assert!(load(&s).is_empty(), "another version is not adopted");
+        remove(&s);
+    }
 }

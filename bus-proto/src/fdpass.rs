@@ -12,19 +12,22 @@
 //! descriptors that did arrive have been closed. Received descriptors are
 //! close-on-exec (`MSG_CMSG_CLOEXEC`).
 //!
-//! The sockets should be blocking (optionally with timeouts); a `WouldBlock`
-//! in the middle of a frame is returned as an error and leaves the stream
-//! unusable.
+//! [`read_frame_with_fds`] and [`send_with_fds`] are for blocking sockets (optionally with
+//! timeouts); a `WouldBlock` in the middle of a frame is returned as an error and leaves the
+//! stream unusable. The daemon's event loop reads non-blocking sockets with a [`FrameReader`]
+//! (the same strict decoder, descriptors collected across partial reads) and writes them with
+//! [`send_some_with_fds`].
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+#[cfg(test)]
 use std::os::unix::net::UnixStream;
 
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::Serialize;
 
-use crate::frame::{self, Message, FRAME_HEADER_LEN};
+use crate::frame::{self, FrameBuf, Message, FRAME_HEADER_LEN, MAX_FRAME};
 use crate::protocol::ProtocolError;
 
 /// The most descriptors Linux passes in one message (`SCM_MAX_FD`).
@@ -43,7 +46,7 @@ pub struct PeerCred {
 }
 
 /// The peer's credentials via `SO_PEERCRED`.
-pub fn peer_credentials(sock: &UnixStream) -> io::Result<PeerCred> {
+pub fn peer_credentials<S: AsFd>(sock: &S) -> io::Result<PeerCred> {
     let c = socket::getsockopt(sock, sockopt::PeerCredentials)?;
     Ok(PeerCred {
         pid: u32::try_from(c.pid()).unwrap_or(0),
@@ -54,7 +57,7 @@ pub fn peer_credentials(sock: &UnixStream) -> io::Result<PeerCred> {
 
 /// The peer's supplementary groups (`SO_PEERGROUPS`), as the kernel recorded them when it
 /// connected. Rules that grant a gid admit members of that group by any of their groups.
-pub fn peer_groups(sock: &UnixStream) -> io::Result<Vec<u32>> {
+pub fn peer_groups<S: AsFd>(sock: &S) -> io::Result<Vec<u32>> {
     let mut groups = vec![0u32; 64];
     loop {
         let mut len = (groups.len() * std::mem::size_of::<u32>()) as libc::socklen_t;
@@ -62,7 +65,7 @@ pub fn peer_groups(sock: &UnixStream) -> io::Result<Vec<u32>> {
         // (u32) values; `len` is updated to the bytes written (or needed, with ERANGE).
         let rc = unsafe {
             libc::getsockopt(
-                sock.as_raw_fd(),
+                sock.as_fd().as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_PEERGROUPS,
                 groups.as_mut_ptr().cast(),
@@ -89,7 +92,7 @@ pub fn peer_groups(sock: &UnixStream) -> io::Result<Vec<u32>> {
 /// the kernel takes only part of `bytes`, the rest follows in plain sends.
 /// `bytes` must not be empty when `fds` is not (a stream socket cannot carry
 /// descriptors without data), and at most [`SCM_MAX_FD`] descriptors fit.
-pub fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+pub fn send_with_fds<S: AsFd>(sock: &S, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     if bytes.is_empty() {
         if fds.is_empty() {
             return Ok(());
@@ -108,7 +111,7 @@ pub fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Resu
             ),
         ));
     }
-    let fd = sock.as_raw_fd();
+    let fd = sock.as_fd().as_raw_fd();
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     let first = loop {
@@ -144,8 +147,8 @@ pub fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Resu
 /// Returns `(0, [])` at end of stream. At most `max_fds` descriptors are kept;
 /// the rest are closed. A truncated control message is an error (the
 /// descriptors that did arrive are closed). Retries on `EINTR`.
-pub fn recv_with_fds(
-    sock: &UnixStream,
+pub fn recv_with_fds<S: AsFd>(
+    sock: &S,
     buf: &mut [u8],
     max_fds: usize,
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
@@ -159,7 +162,7 @@ pub fn recv_with_fds(
     loop {
         let mut iov = [IoSliceMut::new(buf)];
         let msg = match socket::recvmsg::<()>(
-            sock.as_raw_fd(),
+            sock.as_fd().as_raw_fd(),
             &mut iov,
             Some(&mut space),
             MsgFlags::MSG_CMSG_CLOEXEC,
@@ -191,7 +194,7 @@ pub fn recv_with_fds(
 
 /// Writes one protocol frame with `fds` attached to its first byte.
 pub fn write_frame_with_fds<T: Serialize>(
-    sock: &UnixStream,
+    sock: &impl AsFd,
     msg: &T,
     fds: &[RawFd],
 ) -> Result<(), ProtocolError> {
@@ -208,7 +211,7 @@ pub fn write_frame_with_fds<T: Serialize>(
 /// first byte, `Truncated` at EOF later, `FrameTooLarge`/`EmptyFrame` for a bad
 /// length (checked before the body is allocated), `Malformed` for a bad body.
 pub fn read_frame_with_fds<M: Message>(
-    sock: &UnixStream,
+    sock: &impl AsFd,
     max_fds: usize,
 ) -> Result<(M, Vec<OwnedFd>), ProtocolError> {
     let mut fds = Vec::new();
@@ -235,8 +238,8 @@ pub fn read_frame_with_fds<M: Message>(
 
 /// Fills `buf` or stops at EOF; returns bytes read. Collects descriptors into
 /// `fds` up to `max_fds` in total; extra ones are dropped (closed).
-fn recv_full(
-    sock: &UnixStream,
+fn recv_full<S: AsFd>(
+    sock: &S,
     buf: &mut [u8],
     max_fds: usize,
     fds: &mut Vec<OwnedFd>,
@@ -252,6 +255,126 @@ fn recv_full(
         filled += n;
     }
     Ok(filled)
+}
+
+/// One `sendmsg` on a non-blocking socket: up to all of `bytes`, with `fds` attached to the
+/// first byte (give them only with a frame's first byte). Returns how many bytes went; a full
+/// socket buffer is a `WouldBlock` error, a closed peer `EPIPE` (never a signal). Retries on
+/// `EINTR`.
+pub fn send_some_with_fds<S: AsFd>(sock: &S, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    if bytes.is_empty() {
+        return Ok(0);
+    }
+    if fds.len() > SCM_MAX_FD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} file descriptors exceed the {SCM_MAX_FD} that one message can carry",
+                fds.len()
+            ),
+        ));
+    }
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    loop {
+        match socket::sendmsg::<()>(
+            sock.as_fd().as_raw_fd(),
+            &[IoSlice::new(bytes)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(n) => return Ok(n),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What one [`FrameReader::read`] got.
+#[derive(Debug)]
+pub enum Received<M> {
+    /// A whole frame, decoded, and the descriptors that came with it.
+    Frame(M, Vec<OwnedFd>),
+    /// The socket has nothing more for now; the part of a frame received so far is kept.
+    WouldBlock,
+    /// The peer closed the connection between frames.
+    Closed,
+}
+
+/// Reads frames from a non-blocking stream socket, one at a time, with the descriptors that
+/// come with each: the daemon's event loop keeps one per connection.
+///
+/// It never asks the socket for more than the rest of the current frame
+/// ([`FrameBuf::wanted`]): the length prefix first, then exactly the body. So a frame may
+/// arrive in any number of reads, and the descriptors the kernel hands over with any of them
+/// (they ride on the first byte of the sender's `sendmsg`) are collected for this frame, up to
+/// `max_fds`; more are closed at once. Bodies are decoded by the one strict decoder
+/// ([`Message::decode`], through [`FrameBuf::pop`]). A bad length prefix is an error before
+/// anything is allocated for the body.
+#[derive(Debug)]
+pub struct FrameReader {
+    frame: FrameBuf,
+    fds: Vec<OwnedFd>,
+    max_fds: usize,
+    scratch: Vec<u8>,
+}
+
+impl FrameReader {
+    /// A reader that keeps at most `max_fds` descriptors per frame.
+    pub fn new(max_fds: usize) -> FrameReader {
+        FrameReader {
+            frame: FrameBuf::new(),
+            fds: Vec::new(),
+            max_fds,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Bytes of an unfinished frame held.
+    pub fn pending(&self) -> usize {
+        self.frame.pending()
+    }
+
+    /// Read until one frame is whole, the socket would block, or the peer closed. EOF inside a
+    /// frame is [`ProtocolError::Truncated`]; a bad length or body is the decoder's error
+    /// (after which the stream is out of step: drop it).
+    pub fn read<M: Message>(&mut self, sock: &impl AsFd) -> Result<Received<M>, ProtocolError> {
+        loop {
+            let want = self.frame.wanted()?;
+            if want == 0 {
+                let fds = std::mem::take(&mut self.fds);
+                return match self.frame.pop::<M>()? {
+                    Some(msg) => Ok(Received::Frame(msg, fds)),
+                    // `wanted` said the frame is whole; `pop` agrees by construction.
+                    None => Err(ProtocolError::Malformed("frame bookkeeping".into())),
+                };
+            }
+            let want = want.min(FRAME_HEADER_LEN + MAX_FRAME);
+            self.scratch.resize(want, 0);
+            let room = self.max_fds.saturating_sub(self.fds.len());
+            let (n, fds) = match recv_with_fds(sock, &mut self.scratch[..want], room) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Received::WouldBlock),
+                Err(e) => return Err(e.into()),
+            };
+            self.fds.extend(fds);
+            if n == 0 {
+                // As the blocking reader counts: bytes of the current part (header or body).
+                let pending = self.frame.pending();
+                let got = match pending {
+                    0 => return Ok(Received::Closed),
+                    p if p < FRAME_HEADER_LEN => p,
+                    p => p - FRAME_HEADER_LEN,
+                };
+                return Err(ProtocolError::Truncated {
+                    got,
+                    expected: got + want,
+                });
+            }
+            self.frame.push(&self.scratch[..n]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -438,5 +561,100 @@ mod tests {
         assert_eq!(c.pid, std::process::id());
         assert_eq!(c.uid, nix::unistd::geteuid().as_raw());
         assert_eq!(c.gid, nix::unistd::getegid().as_raw());
+    }
+
+    /// Reads with a `FrameReader` until a frame comes (or the test gives up).
+    fn read_one(reader: &mut FrameReader, sock: &UnixStream) -> Received<Request> {
+        for _ in 0..1000 {
+            match reader.read::<Request>(sock).unwrap() {
+                Received::WouldBlock => std::thread::sleep(std::time::Duration::from_millis(1)),
+                other => return other,
+            }
+        }
+        panic!("no frame came");
+    }
+
+    #[test]
+    fn frame_reader_collects_fds_across_partial_reads_and_caps_them_per_frame() {
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let name = "shmbus-test-reader";
+        let files: Vec<File> = (0..3).map(|_| memfd(name)).collect();
+        let raws: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+        let frame = frame::encode_frame(&Request::List).unwrap();
+        // The first two bytes carry three descriptors; the rest of the frame comes later.
+        send_with_fds(&a, &frame[..2], &raws).unwrap();
+        let mut reader = FrameReader::new(2);
+        assert!(matches!(
+            reader.read::<Request>(&b).unwrap(),
+            Received::WouldBlock
+        ));
+        assert_eq!(reader.pending(), 2);
+        assert_eq!(
+            open_memfds_named(name),
+            5,
+            "the third descriptor was closed at once"
+        );
+        send_with_fds(&a, &frame[2..], &[]).unwrap();
+        // A second frame, sent at once, with one descriptor of its own: it must not be taken
+        // for the first frame's.
+        write_frame_with_fds(&a, &Request::Status, &[raws[0]]).unwrap();
+        match read_one(&mut reader, &b) {
+            Received::Frame(Request::List, fds) => assert_eq!(fds.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        match read_one(&mut reader, &b) {
+            Received::Frame(Request::Status, fds) => assert_eq!(fds.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        drop(a);
+        assert!(matches!(read_one(&mut reader, &b), Received::Closed));
+    }
+
+    #[test]
+    fn frame_reader_refuses_a_bad_length_and_a_cut_frame() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        a.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        let mut reader = FrameReader::new(0);
+        assert!(matches!(
+            reader.read::<Request>(&b),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
+        let (mut a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        a.write_all(&10u32.to_le_bytes()).unwrap();
+        a.write_all(b"{\"op").unwrap();
+        drop(a);
+        let mut reader = FrameReader::new(0);
+        assert!(matches!(
+            reader.read::<Request>(&b),
+            Err(ProtocolError::Truncated {
+                got: 4,
+                expected: 10
+            })
+        ));
+    }
+
+    #[test]
+    fn send_some_reports_how_much_went_and_would_block_when_full() {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let chunk = vec![7u8; 1 << 16];
+        let mut total = 0usize;
+        let full = loop {
+            match send_some_with_fds(&a, &chunk, &[]) {
+                Ok(n) => {
+                    assert!(n > 0);
+                    total += n;
+                    assert!(total < 1 << 30, "the socket buffer never filled");
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(full.kind(), io::ErrorKind::WouldBlock);
+        let mut buf = vec![0u8; 1 << 16];
+        let (n, _) = recv_with_fds(&b, &mut buf, 0).unwrap();
+        assert!(n > 0 && buf[..n].iter().all(|&x| x == 7));
     }
 }

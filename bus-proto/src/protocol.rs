@@ -13,13 +13,20 @@
 //! | `hello` | `hello_ok` | the status page, read-only |
 //! | `attach` (open, or create) | `attached` | control file, data file (read-only for a subscriber) |
 //! | `detach` | `detached` | |
-//! | `list` | `topics` | |
-//! | `stats` | `stats` | |
+//! | `list`, then `list_after` while `next` is set | `topics` (one page) | |
+//! | `stats`, then `stats_after` while `next` is set | `stats` (one page) | |
+//! | `status` | `status`: the daemon's totals, the caller's usage and every limit | |
 //! | `delete` | `deleted` | |
 //! | `shutdown` | `stopping` | |
 //! | `reattach` (with the two segment files beside it) | `attached` | as `attach` |
+//! | `held` | **no answer**: a notice that a publisher found its lossless topic full | |
 //!
-//! Any request may be answered with `error` (an [`ErrorCode`] and a sentence).
+//! Any request but `held` may be answered with `error` (an [`ErrorCode`] and a sentence).
+//!
+//! **Pages.** A listing of thousands of topics does not fit one frame ([`crate::frame::MAX_FRAME`]):
+//! `topics` and `stats` answers carry as many topics as fit, in name order, and `next`, the
+//! name to ask `list_after` or `stats_after` for when more follow. Topics created or deleted
+//! between pages may or may not show; none shows twice.
 
 use std::fmt;
 use std::io;
@@ -29,7 +36,10 @@ use bus_core::ring::StartAt;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Client and daemon must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 3;
+///
+/// Version 4: paged `list` and `stats` (`list_after`, `stats_after`, `next`), `status`, and the
+/// `held` notice.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Errors from encoding or decoding messages, and from the socket under them.
 #[derive(Debug, thiserror::Error)]
@@ -184,13 +194,26 @@ pub enum Request {
         /// The generation from [`Response::Attached`].
         generation: u64,
     },
-    /// List every topic.
+    /// List topics: the first page ([`Response::Topics`]).
     List,
-    /// Stats for one topic, or all when `None`.
+    /// The next page of a listing: the topics whose names sort after `after` (the `next` of the
+    /// previous page).
+    ListAfter {
+        /// Where the previous page ended.
+        after: String,
+    },
+    /// Stats for one topic, or the first page of every topic's when `None`.
     Stats {
         /// The topic, or `None` for every topic.
         topic: Option<String>,
     },
+    /// The next page of every topic's stats: the topics whose names sort after `after`.
+    StatsAfter {
+        /// Where the previous page ended.
+        after: String,
+    },
+    /// The daemon's totals, the caller's usage and every limit ([`Response::Status`]).
+    Status,
     /// Delete a topic.
     Delete {
         /// The topic name.
@@ -212,7 +235,25 @@ pub enum Request {
         /// The port's generation.
         generation: u64,
     },
+    /// A notice, **never answered**: publisher `index` (at `generation`) of `topic`, held by
+    /// this connection, found the lossless topic full. The daemon then watches the topic for a
+    /// stuck subscriber until it is no longer full (a publisher sends it at most every
+    /// [`HELD_NOTICE_EVERY`] while it keeps finding the topic full). A daemon that cannot make
+    /// sense of it ignores it.
+    Held {
+        /// The topic name.
+        topic: String,
+        /// The publisher's table index.
+        index: u32,
+        /// The publisher's generation.
+        generation: u64,
+    },
 }
+
+/// How often, at most, one publisher sends [`Request::Held`] while it keeps finding its topic
+/// full. A daemon that stops watching a topic (it saw room) hears again within this time if the
+/// publisher is still held back.
+pub const HELD_NOTICE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Request {
     /// The topic this request names, if any.
@@ -221,9 +262,15 @@ impl Request {
             Request::Attach { topic, .. }
             | Request::Detach { topic, .. }
             | Request::Reattach { topic, .. }
+            | Request::Held { topic, .. }
             | Request::Delete { topic } => Some(topic),
             Request::Stats { topic } => topic.as_deref(),
-            Request::Hello { .. } | Request::List | Request::Shutdown => None,
+            Request::Hello { .. }
+            | Request::List
+            | Request::ListAfter { .. }
+            | Request::StatsAfter { .. }
+            | Request::Status
+            | Request::Shutdown => None,
         }
     }
 }
@@ -359,6 +406,73 @@ pub struct TopicStats {
     pub stalls: u64,
 }
 
+/// Everything a daemon counts and every limit it enforces ([`Response::Status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonStatus {
+    /// The daemon's process id.
+    pub daemon_pid: u32,
+    /// The daemon's crate version.
+    pub daemon_version: String,
+    /// Daemon-wide totals, every uid together.
+    pub totals: Totals,
+    /// The asking connection's uid.
+    pub uid: u32,
+    /// What that uid uses, counted against its limits.
+    pub usage: Usage,
+    /// The limits in force.
+    pub limits: LimitsInfo,
+}
+
+/// Daemon-wide totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    /// Topics (and creations under way).
+    pub topics: u64,
+    /// Bytes of shared memory the topics commit.
+    pub bytes: u64,
+    /// Control connections open.
+    pub clients: u64,
+    /// Topics watched for a stuck subscriber right now (a publisher is held back).
+    pub watched: u64,
+    /// Descriptors the daemon holds open.
+    pub open_files: u64,
+}
+
+/// What one uid uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    /// Topics it owns (and creations under way).
+    pub topics: u64,
+    /// Bytes of shared memory they commit.
+    pub bytes: u64,
+    /// Control connections it holds open.
+    pub clients: u64,
+}
+
+/// Every limit a daemon enforces, named as in its rules file or where it comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsInfo {
+    /// `limits.max_topics`: topics one uid may own.
+    pub max_topics: u64,
+    /// `limits.max_bytes_per_uid`: shared-memory bytes one uid's topics may commit.
+    pub max_bytes_per_uid: u64,
+    /// `limits.max_clients_per_uid`: control connections one uid may hold open.
+    pub max_clients_per_uid: u64,
+    /// The largest publisher table a topic can have (`max_publishers`).
+    pub max_publishers_per_topic: u64,
+    /// The largest subscriber table a topic can have (`max_subscribers`).
+    pub max_subscribers_per_topic: u64,
+    /// The daemon's open-file limit (`RLIMIT_NOFILE`, soft): each topic holds two descriptors
+    /// and each client one.
+    pub max_open_files: u64,
+    /// The largest control frame, in bytes.
+    pub max_frame: u64,
+}
+
 /// A response from the daemon to a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -397,15 +511,26 @@ pub enum Response {
     Deleted,
     /// Answer to [`Request::Shutdown`]: the daemon stops once this is sent.
     Stopping,
-    /// Answer to [`Request::List`].
+    /// Answer to [`Request::List`] and [`Request::ListAfter`]: one page.
     Topics {
-        /// Every topic.
+        /// The topics of this page, in name order.
         topics: Vec<TopicInfo>,
+        /// When more topics follow: the name to ask [`Request::ListAfter`] for.
+        #[serde(default)]
+        next: Option<String>,
     },
-    /// Answer to [`Request::Stats`].
+    /// Answer to [`Request::Stats`] and [`Request::StatsAfter`]: one page.
     Stats {
-        /// The requested topics.
+        /// The requested topics of this page, in name order.
         topics: Vec<TopicStats>,
+        /// When more topics follow: the name to ask [`Request::StatsAfter`] for.
+        #[serde(default)]
+        next: Option<String>,
+    },
+    /// Answer to [`Request::Status`].
+    Status {
+        /// Totals, usage and limits.
+        status: DaemonStatus,
     },
     /// The request failed.
     Error {

@@ -30,8 +30,8 @@ use bus_proto::frame::{
     decode_request, decode_response, encode, encode_frame, read_frame, FrameBuf, MAX_FRAME,
 };
 use bus_proto::protocol::{
-    ErrorCode, How, ProtocolError, PublisherStat, Request, Response, Role, SubscriberStat,
-    TopicInfo, TopicStats, PROTOCOL_VERSION,
+    DaemonStatus, ErrorCode, How, LimitsInfo, ProtocolError, PublisherStat, Request, Response,
+    Role, SubscriberStat, TopicInfo, TopicStats, Totals, Usage, PROTOCOL_VERSION,
 };
 
 struct Rng(u64);
@@ -119,7 +119,17 @@ fn requests() -> Vec<Request> {
             generation: 1,
         },
         Request::List,
+        Request::ListAfter {
+            after: "robot/odom".into(),
+        },
+        Request::Status,
+        Request::Held {
+            topic: "md/XNAS/AAPL".into(),
+            index: 2,
+            generation: 9,
+        },
         Request::Stats { topic: None },
+        Request::StatsAfter { after: "a".into() },
         Request::Stats {
             topic: Some("x".into()),
         },
@@ -156,6 +166,7 @@ fn responses() -> Vec<Response> {
                 published: 3,
                 bytes: 1 << 20,
             }],
+            next: Some("a".into()),
         },
         Response::Stats {
             topics: vec![TopicStats {
@@ -178,6 +189,35 @@ fn responses() -> Vec<Response> {
                 drops: 0,
                 stalls: 1,
             }],
+            next: None,
+        },
+        Response::Status {
+            status: DaemonStatus {
+                daemon_pid: 7,
+                daemon_version: "0.1.0".into(),
+                totals: Totals {
+                    topics: 10_000,
+                    bytes: 1 << 33,
+                    clients: 500,
+                    watched: 1,
+                    open_files: 20_512,
+                },
+                uid: 1000,
+                usage: Usage {
+                    topics: 3,
+                    bytes: 1 << 20,
+                    clients: 2,
+                },
+                limits: LimitsInfo {
+                    max_topics: 16_384,
+                    max_bytes_per_uid: 1 << 30,
+                    max_clients_per_uid: 1024,
+                    max_publishers_per_topic: 256,
+                    max_subscribers_per_topic: 256,
+                    max_open_files: 1 << 20,
+                    max_frame: 65_536,
+                },
+            },
         },
         Response::error(ErrorCode::LimitReached, "m \u{0}"),
     ]

@@ -548,10 +548,11 @@ fn stuck_lossless_subscriber_is_evicted_after_the_timeout_and_told_so() {
     assert_eq!(stuck.try_recv().err(), Some(TryRecvError::Evicted));
 
     // The evicted entry is not reused while its port lives (a late cursor store of that port
-    // must not land in another subscriber's entry): with the 15 other entries taken, a 16th
-    // subscriber finds the table full until the evicted port is dropped.
+    // must not land in another subscriber's entry): with the other entries of the default
+    // table taken, one more subscriber finds the table full until the evicted port is dropped.
     let open = || bus.subscriber::<TestMsg>(&topic).open();
-    let others: Vec<_> = (0..15).map(|_| open().expect("a free entry")).collect();
+    let table = stuck.spec().max_subscribers;
+    let others: Vec<_> = (1..table).map(|_| open().expect("a free entry")).collect();
     match open() {
         Err(e @ OpenError::TableFull { .. }) => assert!(e.to_string().contains(&topic), "{e}"),
         other => panic!("expected a full table, got {other:?}"),

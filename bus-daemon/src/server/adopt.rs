@@ -7,15 +7,17 @@
 //! the topic if they are exactly the recorded files, its own (uid, 0600) and sealed, and the
 //! header validates. The topic's active ports become *orphans*; each `Reattach` must name an
 //! orphan owned by the asking process. After the adopt grace, orphans whose process is gone
-//! are released like the ports of any departed client.
+//! are released like the ports of any departed client; orphans whose processes live on keep
+//! their place, and are looked at again every [`ORPHAN_CHECK`] until they re-attach or die.
 
 use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
 
 use bus_proto::protocol::{ErrorCode, Response, Role};
 use bus_proto::segment::SegmentFds;
 
 use super::attach::port_fds;
-use super::registry::{Attachment, Caller, Shared, State, Topic, ORPHAN};
+use super::registry::{Attachment, Caller, Ctx, State, Topic, ORPHAN};
 use super::{error, Answer};
 use crate::segment::adopt_segment;
 use crate::state::TopicRecord;
@@ -62,36 +64,40 @@ fn adopt(record: &TopicRecord, fds: SegmentFds, uid: u32, epoch: u32) -> Result<
     Ok(topic)
 }
 
+/// How often, after the adopt grace, the daemon checks whether the processes of orphans that
+/// have not re-attached are still alive (only while there are such orphans).
+pub(super) const ORPHAN_CHECK: Duration = Duration::from_millis(250);
+
 /// A process that held a port under the previous daemon takes it back. The first port of a
 /// topic to come back hands the topic's files in (`fds`): the daemon adopts the topic from them
 /// if they are the recorded files. Then the port must be an orphan of the adopted topic, active
-/// at that generation, and owned by the asking process.
+/// at that generation, and owned by the asking process. Returns the answer, and whether the
+/// topic was adopted just now.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn reattach(
-    shared: &Shared,
+    ctx: &Ctx,
+    state: &mut State,
     caller: &Caller,
     topic: &str,
     role: Role,
     index: u32,
     generation: u64,
     fds: Vec<OwnedFd>,
-) -> Answer {
-    let mut state = shared.lock();
-    let state = &mut *state;
+) -> (Answer, bool) {
+    let mut adopted = false;
     if !state.topics.contains_key(topic) {
         if let Some(record) = state.pending.get(topic) {
             let mut fds = fds.into_iter();
             let (Some(control), Some(data)) = (fds.next(), fds.next()) else {
-                return error(
-                    ErrorCode::BadRequest,
-                    format!("re-attaching to '{topic}' after a daemon restart needs its two segment descriptors"),
+                return (
+                    error(
+                        ErrorCode::BadRequest,
+                        format!("re-attaching to '{topic}' after a daemon restart needs its two segment descriptors"),
+                    ),
+                    false,
                 );
             };
-            match adopt(
-                record,
-                SegmentFds { control, data },
-                shared.uid,
-                shared.epoch,
-            ) {
+            match adopt(record, SegmentFds { control, data }, ctx.uid, ctx.epoch) {
                 Ok(t) => {
                     tracing::info!(
                         topic,
@@ -100,7 +106,12 @@ pub(super) fn reattach(
                         "adopted a topic handed back after a daemon restart"
                     );
                     state.pending.remove(topic);
-                    state.topics.insert(topic.to_string(), t);
+                    state.insert_topic(topic, t, false);
+                    adopted = true;
+                    // Handed back after the grace: its dead orphans are given up at once.
+                    if state.adopt_deadline.is_some_and(|d| Instant::now() >= d) {
+                        give_up_orphans(state);
+                    }
                 }
                 Err(why) => {
                     tracing::warn!(
@@ -110,18 +121,24 @@ pub(super) fn reattach(
                         why = why.as_str(),
                         "refused segment files handed back"
                     );
-                    return error(
-                        ErrorCode::BadRequest,
-                        format!("the files handed back are not the segment of '{topic}': {why}; attach anew"),
+                    return (
+                        error(
+                            ErrorCode::BadRequest,
+                            format!("the files handed back are not the segment of '{topic}': {why}; attach anew"),
+                        ),
+                        false,
                     );
                 }
             }
         }
     }
     let Some(t) = state.topics.get_mut(topic) else {
-        return error(
-            ErrorCode::NoSuchTopic,
-            format!("no topic '{topic}' to re-attach to; attach anew"),
+        return (
+            error(
+                ErrorCode::NoSuchTopic,
+                format!("no topic '{topic}' to re-attach to; attach anew"),
+            ),
+            adopted,
         );
     };
     let owner_pid = match role {
@@ -135,7 +152,7 @@ pub(super) fn reattach(
         .attachments
         .iter_mut()
         .find(|a| a.client == ORPHAN && a.is(role, index, generation));
-    match (orphan, owner_pid) {
+    let answer = match (orphan, owner_pid) {
         (Some(a), Some(pid)) if pid == caller.cred.pid => {
             a.client = caller.id;
             tracing::info!(topic, ?role, index, pid, "port re-attached after a daemon restart");
@@ -147,7 +164,9 @@ pub(super) fn reattach(
                 segment_len: t.bytes(),
                 created: false,
             };
-            (answer, port_fds(t, role))
+            let fds = port_fds(t, role);
+            state.hold(caller.id, topic);
+            (answer, fds)
         }
         _ => error(
             ErrorCode::BadRequest,
@@ -156,7 +175,8 @@ pub(super) fn reattach(
                 caller.cred.pid
             ),
         ),
-    }
+    };
+    (answer, adopted)
 }
 
 /// Whether process `pid` exists (orphans have no connection to watch, so their liveness is
@@ -176,22 +196,27 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// After the grace period for adopted topics: let go of the orphans whose processes are gone.
-/// Orphans whose process lives on keep their place until it re-attaches or dies. Records that
-/// no port handed back within the grace and `keep` after it are forgotten.
-pub(super) fn give_up_orphans(shared: &Shared, state: &mut State, keep: std::time::Duration) {
-    state.release_ports("its process died while the daemon restarted", |a| {
-        a.client == ORPHAN && !process_alive(a.pid)
+/// Orphans whose process lives on keep their place until it re-attaches or dies. Returns
+/// whether such orphans remain (then the daemon looks again after [`ORPHAN_CHECK`]).
+pub(super) fn give_up_orphans(state: &mut State) -> bool {
+    state.release_ports(ORPHAN, "its process died while the daemon restarted", |a| {
+        !process_alive(a.pid)
     });
-    if !state.pending.is_empty()
-        && state
-            .adopt_deadline
-            .is_some_and(|d| std::time::Instant::now() >= d + keep)
-    {
-        let names: Vec<String> = std::mem::take(&mut state.pending).into_keys().collect();
-        tracing::info!(
-            ?names,
-            "forgot recorded topics that no port handed back; their ports attach anew"
-        );
-        shared.persist(state);
+    state.holdings.contains_key(&ORPHAN)
+}
+
+/// Forget the records that no port handed back within the grace and the time kept after it:
+/// their ports attach anew.
+pub(super) fn forget_pending(state: &mut State) {
+    if state.pending.is_empty() {
+        return;
     }
+    let names: Vec<String> = state.pending.keys().cloned().collect();
+    for name in &names {
+        state.forget_pending(name);
+    }
+    tracing::info!(
+        ?names,
+        "forgot recorded topics that no port handed back; their ports attach anew"
+    );
 }

@@ -1,14 +1,13 @@
 //! Attaching a port, and creating the topic when the request says so.
 //!
 //! Creating a topic reserves and zeroes its memory up front, which takes long for a large one;
-//! so it runs **outside** the registry lock, in three steps: [`plan`] (under the lock: checks,
-//! limits, the name reserved as a [`Creation`]), [`CreateJob::run`] (no lock: the segment is
-//! made), and [`finish`] (under the lock: the topic is registered and the port attached).
-//! Meanwhile every other request is served; an attach to the same name waits for the creation
-//! to end, then attaches to what it made.
+//! so it runs **off the event loop**, in three steps: [`plan`] (on the loop: checks, limits,
+//! the name reserved as a [`Creation`](super::registry::Creation)), the segment made by a
+//! worker (`creator`), and [`finish`] (on the loop: the topic is registered and the port
+//! attached). Meanwhile every other request is served; an attach to the same name waits,
+//! parked, for the creation to end, then attaches to what it made.
 
 use std::os::fd::OwnedFd;
-use std::time::Duration;
 
 use bus_core::layout::{Geometry, Layout};
 use bus_core::ring::StartAt;
@@ -16,10 +15,17 @@ use bus_proto::names::validate_topic_name;
 use bus_proto::protocol::{describe_mismatch, ErrorCode, How, Response, Role};
 use bus_proto::segment::{Access, MapError, SealStep, SealedFileError};
 
-use super::registry::{Attachment, Caller, Creation, Shared, State, Topic};
+use super::registry::{Attachment, Caller, Ctx, State, Topic};
 use super::{error, Answer};
 use crate::acl::Action;
-use crate::segment::{create_segment, Segment};
+use crate::segment::Segment;
+
+/// Descriptors the daemon keeps for itself (socket, lock, status page, epoll, pipes, workers).
+const FIXED_FILES: u64 = 64;
+/// Descriptors kept free for connections that come later, beyond those open now.
+const SPARE_FOR_CLIENTS: u64 = 256;
+/// Descriptors each topic holds (its control and data files).
+pub(super) const FILES_PER_TOPIC: u64 = 2;
 
 /// What an attach needs next.
 pub(super) enum Plan {
@@ -30,74 +36,32 @@ pub(super) enum Plan {
     WaitPending,
     /// Another request is creating this topic: ask again when it is done.
     WaitCreation,
-    /// The topic must be made: run the job outside the lock, then [`finish`].
+    /// The topic must be made: a worker makes the segment, then [`finish`].
     Create(CreateJob),
 }
 
 /// A topic to create, its name already reserved in [`State::creating`].
+#[derive(Debug)]
 pub(super) struct CreateJob {
-    name: String,
-    spec: Geometry,
-    layout: Layout,
-    role: Role,
-    start: StartAt,
+    pub(super) name: String,
+    pub(super) spec: Geometry,
+    pub(super) layout: Layout,
+    pub(super) role: Role,
+    pub(super) start: StartAt,
 }
 
-impl CreateJob {
-    /// Make the segment: slow for a large topic, and never under the registry lock.
-    pub(super) fn run(&self) -> Result<Segment, MapError> {
-        create_segment(&self.name, &self.layout)
-    }
+/// An attach request, kept whole while it waits.
+#[derive(Debug, Clone)]
+pub(super) struct AttachRequest {
+    pub(super) topic: String,
+    pub(super) role: Role,
+    pub(super) how: How,
+    pub(super) start: StartAt,
 }
 
-/// Serve an attach from start to end, waiting (without the lock) for a topic being handed
-/// back or created.
-pub(super) fn serve(
-    shared: &Shared,
-    caller: &Caller,
-    topic: &str,
-    role: Role,
-    how: How,
-    start: StartAt,
-) -> Answer {
-    loop {
-        let plan = {
-            let mut state = shared.lock();
-            plan(shared, &mut state, caller, topic, role, &how, start)
-        };
-        match plan {
-            Plan::Done(answer) => return answer,
-            Plan::WaitPending => std::thread::sleep(Duration::from_millis(5)),
-            Plan::WaitCreation => {
-                let state = shared.lock();
-                if state.creating.contains_key(topic) {
-                    let _ = shared
-                        .created
-                        .wait_timeout(state, Duration::from_millis(100));
-                }
-            }
-            Plan::Create(job) => {
-                let made = job.run();
-                let mut state = shared.lock();
-                let answer = finish(shared, &mut state, caller, job, made);
-                drop(state);
-                shared.created.notify_all();
-                return answer;
-            }
-        }
-    }
-}
-
-/// Everything an attach decides under the lock.
-pub(super) fn plan(
-    shared: &Shared,
-    state: &mut State,
-    caller: &Caller,
-    name: &str,
-    role: Role,
-    how: &How,
-    start: StartAt,
-) -> Plan {
+/// Everything an attach decides, on the loop.
+pub(super) fn plan(ctx: &Ctx, state: &mut State, caller: &Caller, req: &AttachRequest) -> Plan {
+    let (name, role, how, start) = (req.topic.as_str(), req.role, &req.how, req.start);
     if state.stopping {
         return Plan::Done(stopping());
     }
@@ -114,7 +78,7 @@ pub(super) fn plan(
     let cred = &caller.cred;
     if !state
         .acl
-        .allows_with_groups(shared.uid, cred, &caller.groups, name, action)
+        .allows_with_groups(ctx.uid, cred, &caller.groups, name, action)
     {
         return Plan::Done(error(
             ErrorCode::PermissionDenied,
@@ -160,8 +124,7 @@ pub(super) fn plan(
         {
             return Plan::WaitPending;
         }
-        state.pending.remove(name);
-        shared.persist(state);
+        state.forget_pending(name);
         if matches!(how, How::Create { .. }) {
             tracing::warn!(
                 topic = name,
@@ -195,8 +158,9 @@ pub(super) fn plan(
         }
     };
     let limits = &state.acl.limits;
-    let (count, bytes) = state.usage(cred.uid);
-    if count >= limits.max_topics as usize {
+    let owned = state.usage(cred.uid);
+    let (count, bytes) = (owned.topics, owned.bytes);
+    if count >= u64::from(limits.max_topics) {
         return Plan::Done(error(
             ErrorCode::LimitReached,
             format!(
@@ -214,13 +178,22 @@ pub(super) fn plan(
             ),
         ));
     }
-    state.creating.insert(
-        name.to_string(),
-        Creation {
-            uid: cred.uid,
-            bytes: layout.total_len,
-        },
-    );
+    let files = FIXED_FILES
+        + SPARE_FOR_CLIENTS
+        + state.clients.len() as u64
+        + FILES_PER_TOPIC * (state.topics.len() + state.creating.len() + 1) as u64;
+    if files > ctx.max_open_files {
+        return Plan::Done(error(
+            ErrorCode::LimitReached,
+            format!(
+                "cannot create topic '{name}': shmbusd's open-file limit (RLIMIT_NOFILE = {}) has no room for another topic ({} topics hold {FILES_PER_TOPIC} descriptors each, and {} clients one each); raise shmbusd's open-file limit (systemd: LimitNOFILE=, shell: ulimit -n) or delete topics",
+                ctx.max_open_files,
+                state.topics.len() + state.creating.len(),
+                state.clients.len()
+            ),
+        ));
+    }
+    state.begin_creation(name, cred.uid, layout.total_len);
     Plan::Create(CreateJob {
         name: name.to_string(),
         spec: spec.clone(),
@@ -230,15 +203,16 @@ pub(super) fn plan(
     })
 }
 
-/// Register what [`CreateJob::run`] made and attach the port to it.
+/// Register what a worker made for `job` and attach the caller's port to it (`caller`: `None`
+/// when the asking connection closed meanwhile; the topic is registered all the same).
 pub(super) fn finish(
-    shared: &Shared,
+    ctx: &Ctx,
     state: &mut State,
-    caller: &Caller,
+    caller: Option<&Caller>,
     job: CreateJob,
     made: Result<Segment, MapError>,
 ) -> Answer {
-    state.creating.remove(&job.name);
+    state.end_creation(&job.name);
     let name = job.name.as_str();
     let seg = match made {
         Ok(seg) => seg,
@@ -252,6 +226,13 @@ pub(super) fn finish(
                     ErrorCode::NoMemory,
                     "; free memory, raise the memory limit of shmbusd's cgroup, or make the topic smaller (capacity, slot size)",
                 ),
+                MapError::Create(SealedFileError {
+                    step: SealStep::Create,
+                    source,
+                }) if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => (
+                    ErrorCode::LimitReached,
+                    "; shmbusd ran out of descriptors: raise its open-file limit (systemd: LimitNOFILE=, shell: ulimit -n)",
+                ),
                 _ => (ErrorCode::Internal, ""),
             };
             return error(
@@ -263,7 +244,7 @@ pub(super) fn finish(
     if state.stopping {
         return stopping();
     }
-    seg.ring.set_epoch(shared.epoch);
+    seg.ring.set_epoch(ctx.epoch);
     let files = match seg.ids() {
         Ok(f) => f,
         Err(e) => {
@@ -273,12 +254,20 @@ pub(super) fn finish(
             )
         }
     };
+    let Some(caller) = caller else {
+        tracing::info!(
+            topic = name,
+            bytes = seg.bytes(),
+            "topic created (its creator left meanwhile)"
+        );
+        return error(ErrorCode::Internal, "the asking connection is gone");
+    };
     tracing::info!(topic = name, bytes = seg.bytes(), "topic created");
-    state.topics.insert(
-        name.to_string(),
+    state.insert_topic(
+        name,
         Topic::new(job.spec, seg, files, caller.cred.uid),
+        true,
     );
-    shared.persist(state);
     attach_port(state, caller, name, job.role, job.start, true)
 }
 
@@ -317,7 +306,7 @@ fn attach_port(
         pid,
     });
     tracing::debug!(topic = name, ?role, index, generation, pid, "attached");
-    (
+    let answer = (
         Response::Attached {
             topic: name.to_string(),
             spec: topic.spec.clone(),
@@ -326,10 +315,12 @@ fn attach_port(
             segment_len: topic.bytes(),
             created,
         },
-        // Duplicates, owned by the answer: the registry lock is released before the answer is
-        // written, and a concurrent delete must not close the descriptors under us.
+        // Duplicates, owned by the answer: it may wait in the connection's queue, and a delete
+        // meanwhile must not close the descriptors under it.
         port_fds(topic, role),
-    )
+    );
+    state.hold(caller.id, name);
+    answer
 }
 
 /// The descriptors a port of `role` gets: the control file, and the data file (read-only for a

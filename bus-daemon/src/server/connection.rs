@@ -1,128 +1,145 @@
-//! Client connections: accept one, serve its requests in order, and let go of everything it
-//! held when it closes (the process exited or was killed).
+//! One client connection on the event loop: its socket, the frame being received, and the
+//! answers not sent yet.
+//!
+//! - **In.** A [`FrameReader`] takes whatever the socket has, never more than the rest of the
+//!   current frame, with the descriptors that come along (at most two per frame: a `Reattach`
+//!   hands a topic's two files back; more are closed at once). Every body goes through the
+//!   protocol's one strict decoder. The loop reads at most [`READ_BUDGET`] requests from one
+//!   connection per turn, so a client that floods cannot starve the others.
+//! - **Out.** Answers are queued as whole frames, their descriptors beside them, and written
+//!   without blocking as far as the socket takes them; the rest waits for the socket to drain.
+//!   A client that does not read its answers cannot hold the loop: once more than
+//!   [`MAX_OUTBOUND`] bytes wait for it, it is dropped (and its ports released).
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use bus_proto::fdpass::{self, PeerCred};
+use bus_proto::fdpass::{self, FrameReader, Received};
+use bus_proto::frame;
 use bus_proto::protocol::{ErrorCode, ProtocolError, Request, Response};
 
-use super::dispatch::handle;
-use super::registry::{Caller, Client, ClientId, Shared};
+use super::registry::Caller;
 
-/// Register a new connection (refusing it past the caller's limit) and start serving it.
-pub(super) fn start(shared: &Arc<Shared>, stream: UnixStream) -> Option<JoinHandle<()>> {
-    if let Err(e) = stream.set_nonblocking(false) {
-        tracing::warn!(error = %e, "cannot configure a client connection");
-        return None;
-    }
-    let cred = match fdpass::peer_credentials(&stream) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "no peer credentials; dropping the connection");
-            return None;
-        }
-    };
-    // Supplementary groups: rules that grant a gid admit members by any of their groups.
-    let groups = fdpass::peer_groups(&stream).unwrap_or_else(|e| {
-        tracing::debug!(error = %e, "no supplementary groups for a client; using its primary gid only");
-        Vec::new()
-    });
-    let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
-    {
-        let mut state = shared.lock();
-        let per_uid = state
-            .clients
-            .values()
-            .filter(|c| c.cred.uid == cred.uid)
-            .count();
-        let max = state.acl.limits.max_clients_per_uid;
-        if per_uid >= max as usize {
-            let resp = Response::error(
-                ErrorCode::LimitReached,
-                format!(
-                    "uid {} already has {per_uid} connections open, its limit (limits.max_clients_per_uid = {max}); close some or raise the limit",
-                    cred.uid
-                ),
-            );
-            let _ = fdpass::write_frame_with_fds(&stream, &resp, &[]);
-            return None;
-        }
-        let Ok(clone) = stream.try_clone() else {
-            return None;
-        };
-        state.clients.insert(
-            id,
-            Client {
-                cred,
-                name: String::new(),
-                hello: false,
-                stream: clone,
-            },
-        );
-    }
-    let caller = Caller { id, cred, groups };
-    let shared = shared.clone();
-    std::thread::Builder::new()
-        .name(format!("shmbusd-client-{id}"))
-        .spawn(move || serve(shared, caller, stream))
-        .map_err(|e| tracing::warn!(error = %e, "cannot start a connection thread"))
-        .ok()
+/// Requests read from one connection per turn of the loop before the others get theirs.
+pub(super) const READ_BUDGET: usize = 16;
+
+/// Bytes of answers a client may leave unread before it is dropped. The client library asks one
+/// thing at a time, so an honest client never has more than one answer (at most one frame)
+/// waiting.
+pub(super) const MAX_OUTBOUND: usize = 256 * 1024;
+
+/// Descriptors kept with one request (a `Reattach` hands two back).
+const MAX_FDS: usize = 2;
+
+/// A frame to send, how much of it went, and the descriptors that ride on its first byte.
+struct Outgoing {
+    bytes: Vec<u8>,
+    sent: usize,
+    fds: Vec<OwnedFd>,
 }
 
-fn serve(shared: Arc<Shared>, caller: Caller, stream: UnixStream) {
-    let cred: PeerCred = caller.cred;
-    tracing::debug!(
-        client = caller.id,
-        pid = cred.pid,
-        uid = cred.uid,
-        "client connected"
-    );
-    loop {
-        // Up to two descriptors come with a `Reattach` (the topic's files, handed back); any
-        // others are closed at once. The frame is decoded by the protocol's one strict decoder.
-        let (request, fds): (Request, Vec<OwnedFd>) = match fdpass::read_frame_with_fds(&stream, 2)
-        {
-            Ok(r) => r,
-            Err(e) if e.is_disconnect() => {
-                if !matches!(e, ProtocolError::Closed) {
-                    tracing::debug!(client = caller.id, error = %e, "connection lost");
-                }
-                break;
-            }
+/// The client left more than [`MAX_OUTBOUND`] bytes of answers unread.
+#[derive(Debug)]
+pub(super) struct Overflow;
+
+/// How far [`Connection::flush`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Flushed {
+    /// Everything queued was sent.
+    All,
+    /// The socket is full; the rest waits for it to drain.
+    Blocked,
+}
+
+pub(super) struct Connection {
+    pub(super) stream: mio::net::UnixStream,
+    pub(super) caller: Caller,
+    reader: FrameReader,
+    out: VecDeque<Outgoing>,
+    out_bytes: usize,
+    /// A request of this connection waits (a topic being created or handed back): nothing more
+    /// is read from it until that one is answered, so answers keep the order of requests.
+    pub(super) busy: bool,
+    /// Close once everything queued is sent (after a malformed frame, or a refusal at connect).
+    pub(super) closing: bool,
+}
+
+impl Connection {
+    pub(super) fn new(stream: mio::net::UnixStream, caller: Caller) -> Connection {
+        Connection {
+            stream,
+            caller,
+            reader: FrameReader::new(MAX_FDS),
+            out: VecDeque::new(),
+            out_bytes: 0,
+            busy: false,
+            closing: false,
+        }
+    }
+
+    /// The next request, if one is whole (see [`FrameReader::read`]).
+    pub(super) fn read(&mut self) -> Result<Received<Request>, ProtocolError> {
+        self.reader.read(&self.stream)
+    }
+
+    /// Queue an answer with the descriptors that go beside it. An answer too large for a frame
+    /// (which the daemon's pages never make) goes as an internal error instead.
+    pub(super) fn queue(&mut self, response: &Response, fds: Vec<OwnedFd>) -> Result<(), Overflow> {
+        let (bytes, fds) = match frame::encode_frame(response) {
+            Ok(b) => (b, fds),
             Err(e) => {
-                // A malformed frame: answer with a typed error and drop the connection,
-                // since the stream may be out of step. Everyone else is served on.
-                tracing::warn!(client = caller.id, pid = cred.pid, error = %e, "malformed request");
-                let _ = fdpass::write_frame_with_fds(&stream, &e.to_response(), &[]);
-                break;
+                tracing::error!(error = %e, "an answer does not fit a frame");
+                let fallback = Response::error(
+                    ErrorCode::Internal,
+                    format!("the answer does not fit a frame: {e}"),
+                );
+                match frame::encode_frame(&fallback) {
+                    Ok(b) => (b, Vec::new()),
+                    Err(_) => return Err(Overflow),
+                }
             }
         };
-        let (response, out) = handle(&shared, &caller, request, fds);
-        let out: Vec<i32> = out.iter().map(|f| f.as_raw_fd()).collect();
-        if let Err(e) = fdpass::write_frame_with_fds(&stream, &response, &out) {
-            tracing::debug!(client = caller.id, error = %e, "cannot answer; dropping the connection");
-            break;
+        self.out_bytes += bytes.len();
+        self.out.push_back(Outgoing {
+            bytes,
+            sent: 0,
+            fds,
+        });
+        if self.out_bytes > MAX_OUTBOUND {
+            return Err(Overflow);
         }
-        if matches!(response, Response::Stopping) {
-            shared.stop.store(true, Ordering::SeqCst);
-        }
+        Ok(())
     }
-    gone(&shared, caller.id);
-}
 
-/// The client's connection closed: let go of every port it held.
-fn gone(shared: &Shared, id: ClientId) {
-    let mut state = shared.lock();
-    let Some(client) = state.clients.remove(&id) else {
-        return;
-    };
-    if state.stopping {
-        return;
+    /// Whether answers wait to be sent.
+    pub(super) fn has_output(&self) -> bool {
+        !self.out.is_empty()
     }
-    state.release_ports("its client went away", |a| a.client == id);
-    tracing::debug!(client = id, name = client.name.as_str(), "client gone");
+
+    /// Send what the socket takes, without blocking.
+    pub(super) fn flush(&mut self) -> io::Result<Flushed> {
+        while let Some(o) = self.out.front_mut() {
+            let rest = o.bytes.get(o.sent..).unwrap_or_default();
+            let raw: Vec<RawFd> = if o.sent == 0 {
+                o.fds.iter().map(|f| f.as_raw_fd()).collect()
+            } else {
+                Vec::new()
+            };
+            match fdpass::send_some_with_fds(&self.stream, rest, &raw) {
+                Ok(n) => {
+                    // The descriptors went with the first byte; ours are closed now.
+                    o.fds.clear();
+                    o.sent += n;
+                    self.out_bytes -= n;
+                    if o.sent >= o.bytes.len() {
+                        self.out.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Flushed::All)
+    }
 }

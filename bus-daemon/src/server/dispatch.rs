@@ -1,82 +1,158 @@
-//! One request in, one answer out.
+//! One request in, one outcome out: an answer, nothing (a notice), or work the event loop
+//! carries on with (an attach that waits, a topic to create, a watch to start, a stop).
 
+use std::ops::Bound;
 use std::os::fd::OwnedFd;
 
+use bus_core::layout::MAX_TABLE;
+use bus_proto::frame::MAX_FRAME;
 use bus_proto::protocol::{
-    self, ErrorCode, PublisherStat, Request, Response, Role, SubscriberStat, TopicInfo, TopicStats,
+    self, DaemonStatus, ErrorCode, LimitsInfo, PublisherStat, Request, Response, Role,
+    SubscriberStat, TopicInfo, TopicStats, Totals, Usage,
 };
+use serde::Serialize;
 
-use super::attach::{self, stopping};
-use super::registry::{Caller, Shared, State, Topic, ORPHAN};
-use super::{adopt, error, Answer};
+use super::adopt;
+use super::attach::{self, stopping, AttachRequest, CreateJob, Plan};
+use super::registry::{Caller, Ctx, State, Topic, ORPHAN};
+use super::watch;
+use super::{error, Answer};
 use crate::acl::Action;
 
+/// What became of a request.
+pub(super) enum Outcome {
+    /// Send this.
+    Answer(Answer),
+    /// A notice: nothing goes back.
+    Silent,
+    /// A `Held` notice started a watch of this topic: its first tick is due.
+    Watch(String),
+    /// An attach that must wait (the topic is being created, or may yet be handed back after a
+    /// restart): ask again when that is settled.
+    Park(AttachRequest),
+    /// A topic to make off the loop; its creator is answered when it is done.
+    Create(CreateJob),
+    /// A topic was handed back after a restart: send this, and let attaches parked on the name
+    /// go on.
+    Adopted(String, Answer),
+    /// Send this, then stop the daemon.
+    Stop(Answer),
+}
+
 /// Serve one request; `fds` are the descriptors that came with it (only a `Reattach` uses
-/// them). Returns the answer and the descriptors to send with it.
+/// them; the others are closed here).
 pub(super) fn handle(
-    shared: &Shared,
+    ctx: &Ctx,
+    state: &mut State,
     caller: &Caller,
     request: Request,
     fds: Vec<OwnedFd>,
-) -> Answer {
+) -> Outcome {
+    let fds = match request {
+        Request::Reattach { .. } => fds,
+        _ => {
+            drop(fds);
+            Vec::new()
+        }
+    };
+    if let Request::Held {
+        topic,
+        index,
+        generation,
+    } = &request
     {
-        let mut state = shared.lock();
-        if state.stopping {
-            return stopping();
+        // Never answered, whatever becomes of it.
+        let hello = state.clients.get(&caller.id).is_some_and(|c| c.hello);
+        if hello && !state.stopping && watch::held(state, caller, topic, *index, *generation) {
+            return Outcome::Watch(topic.clone());
         }
-        if let Request::Hello {
-            version,
-            client_name,
-        } = &request
-        {
-            return hello(shared, &mut state, caller, *version, client_name);
-        }
-        if !state.clients.get(&caller.id).is_some_and(|c| c.hello) {
-            return error(ErrorCode::BadRequest, "send hello first");
-        }
+        return Outcome::Silent;
     }
-    match request {
+    if state.stopping {
+        return Outcome::Answer(stopping());
+    }
+    if let Request::Hello {
+        version,
+        client_name,
+    } = &request
+    {
+        return Outcome::Answer(hello(ctx, state, caller, *version, client_name));
+    }
+    if !state.clients.get(&caller.id).is_some_and(|c| c.hello) {
+        return Outcome::Answer(error(ErrorCode::BadRequest, "send hello first"));
+    }
+    let answer = match request {
         Request::Hello { .. } => error(ErrorCode::BadRequest, "hello was already answered"),
+        Request::Held { .. } => return Outcome::Silent,
         Request::Attach {
             topic,
             role,
             how,
             start,
-        } => attach::serve(shared, caller, &topic, role, how, start),
+        } => {
+            let req = AttachRequest {
+                topic,
+                role,
+                how,
+                start,
+            };
+            return attach_outcome(ctx, state, caller, req);
+        }
         Request::Reattach {
             topic,
             role,
             index,
             generation,
-        } => adopt::reattach(shared, caller, &topic, role, index, generation, fds),
+        } => {
+            let (answer, adopted) =
+                adopt::reattach(ctx, state, caller, &topic, role, index, generation, fds);
+            if adopted {
+                return Outcome::Adopted(topic, answer);
+            }
+            answer
+        }
         Request::Detach {
             topic,
             role,
             index,
             generation,
-        } => detach(&mut shared.lock(), caller, &topic, role, index, generation),
-        Request::List => list(shared, &shared.lock(), caller),
-        Request::Stats { topic } => stats(shared, &shared.lock(), caller, topic),
-        Request::Delete { topic } => delete(shared, &mut shared.lock(), caller, &topic),
+        } => detach(state, caller, &topic, role, index, generation),
+        Request::List => list(ctx, state, caller, None),
+        Request::ListAfter { after } => list(ctx, state, caller, Some(&after)),
+        Request::Stats { topic: Some(name) } => stats_of(ctx, state, caller, &name),
+        Request::Stats { topic: None } => stats(ctx, state, caller, None),
+        Request::StatsAfter { after } => stats(ctx, state, caller, Some(&after)),
+        Request::Status => status(ctx, state, caller),
+        Request::Delete { topic } => delete(ctx, state, caller, &topic),
         Request::Shutdown => {
-            if caller.cred.uid != shared.uid {
-                return error(
+            if caller.cred.uid != ctx.uid {
+                error(
                     ErrorCode::PermissionDenied,
                     "only the daemon's own uid may stop it",
-                );
+                )
+            } else {
+                return Outcome::Stop((Response::Stopping, Vec::new()));
             }
-            (Response::Stopping, Vec::new())
         }
+    };
+    Outcome::Answer(answer)
+}
+
+/// Plan an attach (first asked, or asked again after it waited).
+pub(super) fn attach_outcome(
+    ctx: &Ctx,
+    state: &mut State,
+    caller: &Caller,
+    req: AttachRequest,
+) -> Outcome {
+    match attach::plan(ctx, state, caller, &req) {
+        Plan::Done(answer) => Outcome::Answer(answer),
+        Plan::WaitPending | Plan::WaitCreation => Outcome::Park(req),
+        Plan::Create(job) => Outcome::Create(job),
     }
 }
 
-fn hello(
-    shared: &Shared,
-    state: &mut State,
-    caller: &Caller,
-    version: u32,
-    client_name: &str,
-) -> Answer {
+fn hello(ctx: &Ctx, state: &mut State, caller: &Caller, version: u32, client_name: &str) -> Answer {
     if let Err(e) = protocol::check_version(version) {
         return (e.to_response(), Vec::new());
     }
@@ -89,10 +165,10 @@ fn hello(
             version: protocol::PROTOCOL_VERSION,
             daemon_version: env!("CARGO_PKG_VERSION").to_string(),
             daemon_pid: std::process::id(),
-            epoch: shared.epoch,
+            epoch: ctx.epoch,
         },
         // The status page, read-only: how the client learns of a restarted daemon.
-        shared.status_ro.try_clone().into_iter().collect(),
+        ctx.status_ro.try_clone().into_iter().collect(),
     )
 }
 
@@ -142,48 +218,87 @@ fn detach(
 
 /// Whether the caller may see `topic` at all (a topic it may not see answers like a missing
 /// one: no existence leak).
-fn may_see(shared: &Shared, state: &State, caller: &Caller, topic: &str) -> bool {
+fn may_see(ctx: &Ctx, state: &State, caller: &Caller, topic: &str) -> bool {
     [Action::Subscribe, Action::Publish].into_iter().any(|a| {
         state
             .acl
-            .allows_with_groups(shared.uid, &caller.cred, &caller.groups, topic, a)
+            .allows_with_groups(ctx.uid, &caller.cred, &caller.groups, topic, a)
     })
 }
 
-fn list(shared: &Shared, state: &State, caller: &Caller) -> Answer {
-    let topics = state
+/// Room for a page's items in one frame, leaving some for the envelope and `next`.
+const PAGE_BUDGET: usize = MAX_FRAME - 2048;
+
+/// The topics after `after` (all of them without), visible to the caller, in name order.
+fn visible<'a>(
+    ctx: &'a Ctx,
+    state: &'a State,
+    caller: &'a Caller,
+    after: Option<&'a str>,
+) -> impl Iterator<Item = (&'a String, &'a Topic)> + 'a {
+    let from = match after {
+        Some(a) => Bound::Excluded(a),
+        None => Bound::Unbounded,
+    };
+    state
         .topics
-        .iter()
-        .filter(|(name, _)| may_see(shared, state, caller, name))
-        .map(|(name, t)| {
-            let s = t.ring.stats();
-            TopicInfo {
-                name: name.clone(),
-                spec: t.spec.clone(),
-                publishers: s.publishers.len() as u32,
-                subscribers: s.subscribers.len() as u32,
-                published: s.published,
-                bytes: t.bytes(),
-            }
-        })
-        .collect();
-    (Response::Topics { topics }, Vec::new())
+        .range::<str, _>((from, Bound::Unbounded))
+        .filter(move |(name, _)| may_see(ctx, state, caller, name))
 }
 
-fn stats(shared: &Shared, state: &State, caller: &Caller, topic: Option<String>) -> Answer {
-    if let Some(name) = &topic {
-        if !state.topics.contains_key(name) || !may_see(shared, state, caller, name) {
-            return error(ErrorCode::NoSuchTopic, format!("no topic '{name}'"));
+/// As many items as fit a frame; `next` names the last one when more follow.
+fn page<'a, T: Serialize>(
+    items: impl Iterator<Item = (&'a String, T)>,
+) -> (Vec<T>, Option<String>) {
+    let mut out = Vec::new();
+    let mut used = 0usize;
+    let mut last: Option<&String> = None;
+    for (name, item) in items {
+        let len = serde_json::to_vec(&item).map_or(PAGE_BUDGET, |b| b.len() + 1);
+        if !out.is_empty() && used + len > PAGE_BUDGET {
+            return (out, last.cloned());
         }
+        used += len;
+        last = Some(name);
+        out.push(item);
     }
-    let topics = state
-        .topics
-        .iter()
-        .filter(|(name, _)| topic.as_ref().is_none_or(|t| t == *name))
-        .filter(|(name, _)| may_see(shared, state, caller, name))
-        .map(|(name, t)| topic_stats(name, t))
-        .collect();
-    (Response::Stats { topics }, Vec::new())
+    (out, None)
+}
+
+fn list(ctx: &Ctx, state: &State, caller: &Caller, after: Option<&str>) -> Answer {
+    let items = visible(ctx, state, caller, after).map(|(name, t)| {
+        let s = t.ring.stats();
+        let info = TopicInfo {
+            name: name.clone(),
+            spec: t.spec.clone(),
+            publishers: s.publishers.len() as u32,
+            subscribers: s.subscribers.len() as u32,
+            published: s.published,
+            bytes: t.bytes(),
+        };
+        (name, info)
+    });
+    let (topics, next) = page(items);
+    (Response::Topics { topics, next }, Vec::new())
+}
+
+fn stats_of(ctx: &Ctx, state: &State, caller: &Caller, name: &str) -> Answer {
+    match state.topics.get(name) {
+        Some(t) if may_see(ctx, state, caller, name) => (
+            Response::Stats {
+                topics: vec![topic_stats(name, t)],
+                next: None,
+            },
+            Vec::new(),
+        ),
+        _ => error(ErrorCode::NoSuchTopic, format!("no topic '{name}'")),
+    }
+}
+
+fn stats(ctx: &Ctx, state: &State, caller: &Caller, after: Option<&str>) -> Answer {
+    let items = visible(ctx, state, caller, after).map(|(name, t)| (name, topic_stats(name, t)));
+    let (topics, next) = page(items);
+    (Response::Stats { topics, next }, Vec::new())
 }
 
 fn topic_stats(name: &str, t: &Topic) -> TopicStats {
@@ -218,12 +333,50 @@ fn topic_stats(name: &str, t: &Topic) -> TopicStats {
     }
 }
 
-fn delete(shared: &Shared, state: &mut State, caller: &Caller, topic: &str) -> Answer {
-    let visible = may_see(shared, state, caller, topic);
+/// Descriptors this process has open (`/proc/self/fd`).
+fn open_files() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
+fn status(ctx: &Ctx, state: &State, caller: &Caller) -> Answer {
+    let uid = caller.cred.uid;
+    let owned = state.usage(uid);
+    let limits = &state.acl.limits;
+    let status = DaemonStatus {
+        daemon_pid: std::process::id(),
+        daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+        totals: Totals {
+            topics: (state.topics.len() + state.creating.len()) as u64,
+            bytes: state.owned.values().map(|o| o.bytes).sum(),
+            clients: state.clients.len() as u64,
+            watched: state.topics.values().filter(|t| t.watch.is_some()).count() as u64,
+            open_files: open_files(),
+        },
+        uid,
+        usage: Usage {
+            topics: owned.topics,
+            bytes: owned.bytes,
+            clients: state.clients_per_uid.get(&uid).copied().unwrap_or(0),
+        },
+        limits: LimitsInfo {
+            max_topics: u64::from(limits.max_topics),
+            max_bytes_per_uid: limits.max_bytes_per_uid,
+            max_clients_per_uid: u64::from(limits.max_clients_per_uid),
+            max_publishers_per_topic: u64::from(MAX_TABLE),
+            max_subscribers_per_topic: u64::from(MAX_TABLE),
+            max_open_files: ctx.max_open_files,
+            max_frame: MAX_FRAME as u64,
+        },
+    };
+    (Response::Status { status }, Vec::new())
+}
+
+fn delete(ctx: &Ctx, state: &mut State, caller: &Caller, topic: &str) -> Answer {
+    let visible = may_see(ctx, state, caller, topic);
     let Some(t) = state.topics.get(topic).filter(|_| visible) else {
         return error(ErrorCode::NoSuchTopic, format!("no topic '{topic}'"));
     };
-    if caller.cred.uid != shared.uid && caller.cred.uid != t.owner_uid {
+    if caller.cred.uid != ctx.uid && caller.cred.uid != t.owner_uid {
         return error(
             ErrorCode::PermissionDenied,
             format!(
@@ -232,10 +385,9 @@ fn delete(shared: &Shared, state: &mut State, caller: &Caller, topic: &str) -> A
             ),
         );
     }
-    if let Some(t) = state.topics.remove(topic) {
+    if let Some(t) = state.remove_topic(topic) {
         t.ring.close();
         tracing::info!(topic, "deleted");
     }
-    shared.persist(state);
     (Response::Deleted, Vec::new())
 }

@@ -1,35 +1,30 @@
-//! Starting and stopping: the lock, the socket, the rules and the status page; the accept loop;
-//! signals; a graceful stop that closes every topic and removes every file.
+//! Starting and stopping: the lock, the socket, the rules, the status page and the topic
+//! records; the open-file limit; signals; and, after the event loop returns, removing every
+//! file.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{self, SigHandler, Signal};
 
-use super::registry::{Shared, State};
-use super::{connection, housekeeping, Config, DaemonHandle, StartError};
+use super::event_loop::{self, Server, SIGNAL_RELOAD, SIGNAL_STOP};
+use super::registry::{Ctx, State};
+use super::{Config, DaemonHandle, StartError};
 use crate::acl::AccessConfig;
 use crate::lock::{ensure_socket_dir, DaemonLock, LockError};
-use crate::state::{self, TopicRecord};
-
-static SIGNAL_STOP: AtomicBool = AtomicBool::new(false);
-static SIGNAL_RELOAD: AtomicBool = AtomicBool::new(false);
+use crate::state::{self, Journal};
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
-    SIGNAL_STOP.store(true, Ordering::SeqCst);
+    event_loop::on_signal(&SIGNAL_STOP);
 }
 
 extern "C" fn on_reload_signal(_: libc::c_int) {
-    SIGNAL_RELOAD.store(true, Ordering::SeqCst);
+    event_loop::on_signal(&SIGNAL_RELOAD);
 }
 
 fn install_signal_handlers() {
@@ -40,16 +35,59 @@ fn install_signal_handlers() {
         (Signal::SIGPIPE, SigHandler::SigIgn),
     ];
     for (sig, handler) in handlers {
-        // SAFETY: the handlers only store to static atomics, which is async-signal-safe, and
-        // no other handler for these signals is installed by this process.
+        // SAFETY: the handlers only store to static atomics and `write(2)` one byte to a
+        // socket, both async-signal-safe, and no other handler for these signals is installed
+        // by this process.
         if let Err(e) = unsafe { signal::signal(sig, handler) } {
             tracing::warn!(signal = ?sig, error = %e, "cannot install a signal handler");
         }
     }
 }
 
-/// Prepare everything that can fail (lock, socket, rules) and return the listener.
-fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), StartError> {
+/// The most descriptors the kernel lets a process have (`fs.nr_open`), or a common default.
+fn nr_open() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(1 << 20)
+}
+
+/// Raise the open-file limit as far as allowed: the hard limit too when this process may
+/// (`CAP_SYS_RESOURCE`), else the soft limit to the hard one. Each topic holds two descriptors
+/// and each client one, so the default soft limit (often 1,024) would cap a daemon near 500
+/// topics. Returns the soft limit in force.
+fn raise_open_file_limit() -> u64 {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    let want = nr_open().min(1 << 20);
+    if hard < want && setrlimit(Resource::RLIMIT_NOFILE, want, want).is_ok() {
+        tracing::info!(from = soft, to = want, "raised the open-file limit");
+        return want;
+    }
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!(
+                    from = soft,
+                    to = hard,
+                    "raised the open-file limit to its hard limit"
+                );
+                return hard;
+            }
+            Err(e) => tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit"),
+        }
+    }
+    soft
+}
+
+/// The open-file limit in force (soft).
+fn open_file_limit() -> u64 {
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
+/// Prepare everything that can fail (lock, socket, rules, records) and make the server.
+fn prepare(config: &Config, max_open_files: u64) -> Result<(Server, DaemonLock), StartError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| StartError::Io { path, source }
@@ -77,42 +115,32 @@ fn prepare(config: &Config) -> Result<(Arc<Shared>, UnixListener, DaemonLock), S
     listener
         .set_nonblocking(true)
         .map_err(io_err(&config.socket))?;
-    // Publish the new epoch only once the socket listens: a client that sees it must find
-    // this daemon to re-attach to (connections wait in the backlog until `serve`).
-    let epoch = new_epoch();
-    let (status, status_ro) =
-        crate::status::publish(&config.socket, uid, epoch).map_err(io_err(&config.socket))?;
-    let pending: BTreeMap<String, TopicRecord> = state::load(&config.socket)
-        .into_iter()
-        .map(|r| (r.name.clone(), r))
-        .collect();
+    let pending = state::load(&config.socket);
     if !pending.is_empty() {
         tracing::info!(
             topics = pending.len(),
             "a daemon on this socket died; waiting for the ports of its topics to hand them back"
         );
     }
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            adopt_deadline: (!pending.is_empty()).then(|| Instant::now() + config.adopt_grace),
-            topics: BTreeMap::new(),
-            clients: HashMap::new(),
-            repairs: Vec::new(),
-            acl,
-            stopping: false,
-            creating: HashMap::new(),
-            pending,
-        }),
-        created: Condvar::new(),
-        stop: AtomicBool::new(false),
+    let journal = Journal::create(&config.socket, pending.values())
+        .map_err(io_err(&bus_proto::paths::topics_path_for(&config.socket)))?;
+    // Publish the new epoch only once the socket listens: a client that sees it must find
+    // this daemon to re-attach to (connections wait in the backlog until the loop runs).
+    let epoch = new_epoch();
+    let (status, status_ro) =
+        crate::status::publish(&config.socket, uid, epoch).map_err(io_err(&config.socket))?;
+    let adopt_deadline = (!pending.is_empty()).then(|| Instant::now() + config.adopt_grace);
+    let ctx = Ctx {
         config: config.clone(),
         uid,
         epoch,
         _status: status,
         status_ro,
-        next_client: AtomicU64::new(1),
-    });
-    Ok((shared, listener, lock))
+        max_open_files,
+    };
+    let state = State::new(acl, pending, adopt_deadline, Some(journal));
+    let server = Server::new(ctx, state, listener).map_err(io_err(&config.socket))?;
+    Ok((server, lock))
 }
 
 /// Let members of group `gid` reach the socket: socket `0660`, its directory `0710`, both owned
@@ -137,110 +165,51 @@ fn new_epoch() -> u32 {
 }
 
 /// Run the daemon in this thread until SIGTERM/SIGINT (with `handle_signals`) or a `Shutdown`
-/// request; then stop gracefully.
+/// request; then stop gracefully. The standalone daemon: it raises its open-file limit.
 pub fn run(config: Config) -> Result<(), StartError> {
     if config.handle_signals {
         install_signal_handlers();
     }
-    let (shared, listener, lock) = prepare(&config)?;
-    tracing::info!(socket = %config.socket.display(), pid = std::process::id(), "shmbusd serving");
-    serve(shared, listener, lock);
+    let max_open_files = raise_open_file_limit();
+    let (server, lock) = prepare(&config, max_open_files)?;
+    tracing::info!(socket = %config.socket.display(), pid = std::process::id(), max_open_files, "shmbusd serving");
+    serve(server, lock, &config);
     Ok(())
 }
 
-/// Start an embedded daemon on `config.socket` in a background thread of this process.
+/// Start an embedded daemon on `config.socket` in a background thread of this process. It
+/// leaves the process's open-file limit as it is (the process is not the daemon's own).
 pub fn spawn(config: Config) -> Result<DaemonHandle, StartError> {
-    let (shared, listener, lock) = prepare(&config)?;
-    let s = shared.clone();
+    let (server, lock) = prepare(&config, open_file_limit())?;
+    let control = server.control();
+    let c = config.clone();
     let thread = std::thread::Builder::new()
         .name("shmbusd".into())
-        .spawn(move || serve(s, listener, lock))
+        .spawn(move || serve(server, lock, &c))
         .map_err(|source| StartError::Io {
             path: config.socket.clone(),
             source,
         })?;
     Ok(DaemonHandle {
-        shared,
+        control,
+        socket: config.socket,
         thread: Some(thread),
     })
 }
 
-fn serve(shared: Arc<Shared>, listener: UnixListener, lock: DaemonLock) {
-    let mut connections: Vec<JoinHandle<()>> = Vec::new();
-    loop {
-        if shared.stop.load(Ordering::SeqCst)
-            || (shared.config.handle_signals && SIGNAL_STOP.load(Ordering::SeqCst))
-        {
-            break;
-        }
-        if shared.config.handle_signals && SIGNAL_RELOAD.swap(false, Ordering::SeqCst) {
-            reload_rules(&shared);
-        }
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        let ready = matches!(poll(&mut fds, PollTimeout::from(10u8)), Ok(n) if n > 0);
-        if ready {
-            loop {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if let Some(t) = connection::start(&shared, stream) {
-                            connections.push(t);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        break;
-                    }
-                }
-            }
-        }
-        housekeeping::run(&shared);
-        connections.retain(|t| !t.is_finished());
-    }
-    shutdown(&shared, connections);
-    let _ = std::fs::remove_file(&shared.config.socket);
-    state::remove(&shared.config.socket);
-    crate::status::remove(&shared.config.socket);
-    drop(listener);
+fn serve(server: Server, lock: DaemonLock, config: &Config) {
+    server.run();
+    let _ = std::fs::remove_file(&config.socket);
+    state::remove(&config.socket);
+    crate::status::remove(&config.socket);
     drop(lock);
     tracing::info!("shmbusd stopped; topics closed, socket removed");
 }
 
-fn reload_rules(shared: &Shared) {
-    let Some(path) = &shared.config.acl_path else {
-        tracing::info!("SIGHUP: no rules file configured; nothing to reload");
-        return;
-    };
-    match AccessConfig::load(path) {
-        Ok(acl) => {
-            shared.lock().acl = acl;
-            tracing::info!(path = %path.display(), "access rules reloaded");
-        }
-        Err(e) => tracing::error!(error = %e, "access rules NOT reloaded; keeping the old rules"),
-    }
-}
-
-fn shutdown(shared: &Shared, connections: Vec<JoinHandle<()>>) {
-    let mut state = shared.lock();
-    state.stopping = true;
-    for (name, topic) in &state.topics {
-        topic.ring.close();
-        tracing::debug!(topic = name.as_str(), "closed");
-    }
-    for client in state.clients.values() {
-        let _ = client.stream.shutdown(std::net::Shutdown::Both);
-    }
-    drop(state);
-    shared.created.notify_all();
-    for t in connections {
-        let _ = t.join();
-    }
-    shared.lock().topics.clear();
-}
-
-/// Ask the daemon behind `shared` to stop, and wait for it.
+/// Ask the daemon behind `handle` to stop, and wait for it.
 pub(super) fn stop(handle: &mut DaemonHandle) {
-    handle.shared.stop.store(true, Ordering::SeqCst);
+    handle.control.stop.store(true, Ordering::SeqCst);
+    let _ = handle.control.waker.wake();
     if let Some(t) = handle.thread.take() {
         let _ = t.join();
     }

@@ -4,24 +4,31 @@
 //!
 //! | file | concern |
 //! | --- | --- |
-//! | `lifecycle.rs` | start (lock, socket, rules, status page, records), the accept loop, signals, graceful stop |
-//! | `connection.rs` | one client's connection: read requests with the protocol's strict decoder, answer, release on close |
-//! | `dispatch.rs` | one request in, one answer out |
-//! | `attach.rs` | attach a port; create a topic outside the registry lock |
+//! | `lifecycle.rs` | start (lock, socket, rules, status page, records, open-file limit), signals, removing files at the end |
+//! | `event_loop.rs` | one thread on `epoll`: accept, read and answer every connection fairly, park what must wait, timers |
+//! | `connection.rs` | one client's connection: frames in (the strict decoder, descriptors), answers out (bounded) |
+//! | `dispatch.rs` | one request in, one outcome out |
+//! | `attach.rs` | attach a port; plan a topic's creation and register it |
+//! | `creator.rs` | worker threads that make segments off the loop |
 //! | `adopt.rs` | after a restart: take topics back, re-attach ports, give up dead orphans |
-//! | `housekeeping.rs` | pending repairs, orphans after the grace, stuck subscribers |
+//! | `watch.rs` | stuck subscribers, watched only while a publisher is held back |
+//! | `timers.rs` | the deadlines, armed only while there is work on a clock |
 //! | `registry.rs` | the state, and the one routine that releases a departed process's ports |
 //!
 //! A connection that closes (the process exited or was killed) releases that client's
-//! subscribers and repairs its publishers' unfinished claims at once.
+//! subscribers and repairs its publishers' unfinished claims at once. Nothing runs on a fixed
+//! tick: an idle daemon sleeps, however many topics it holds (see `docs/scale.md`).
 
 mod adopt;
 mod attach;
 mod connection;
+mod creator;
 mod dispatch;
-mod housekeeping;
+mod event_loop;
 mod lifecycle;
 mod registry;
+mod timers;
+mod watch;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -104,14 +111,15 @@ pub enum StartError {
 /// A running daemon inside this process (the embedded daemon). Dropping it stops the daemon
 /// gracefully: topics are closed, the socket and the files beside it removed.
 pub struct DaemonHandle {
-    shared: Arc<registry::Shared>,
+    control: Arc<event_loop::Control>,
+    socket: PathBuf,
     thread: Option<JoinHandle<()>>,
 }
 
 impl DaemonHandle {
     /// The socket clients connect to.
     pub fn socket_path(&self) -> &Path {
-        &self.shared.config.socket
+        &self.socket
     }
 
     /// Stop the daemon and wait for it.

@@ -1,12 +1,15 @@
-//! What the daemon knows: its topics, its clients, the ports each client holds, and the one
-//! routine that lets go of the ports of whoever is gone.
+//! What the daemon knows: its topics, its clients, the ports each client holds, the counts the
+//! limits are checked against, and the one routine that lets go of the ports of whoever is
+//! gone.
+//!
+//! Only the event loop's thread touches it, so there is no lock. Everything a request needs is
+//! found without a pass over all topics: the topics a client holds ports on are indexed by
+//! client, and each uid's topic count and bytes are kept as they change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bus_core::layout::Geometry;
 use bus_core::ring::RepairOutcome;
@@ -15,10 +18,11 @@ use bus_proto::protocol::Role;
 use bus_proto::segment::ShmRing;
 use bus_proto::status::StatusPage;
 
+use super::watch::Watch;
 use super::Config;
 use crate::acl::AccessConfig;
 use crate::segment::{FileId, Segment};
-use crate::state::TopicRecord;
+use crate::state::{Journal, TopicRecord};
 
 /// A connection's id. [`ORPHAN`] is no connection.
 pub(super) type ClientId = u64;
@@ -55,8 +59,8 @@ pub(super) struct Topic {
     /// Subscribers evicted while their port may live: their entries are reclaimed (made free
     /// for reuse) only when the port detaches or its client goes away.
     pub(super) evicted: Vec<Attachment>,
-    /// Subscriber (index, generation) → (cursor, since when it has not moved while blocking).
-    pub(super) stuck: HashMap<(usize, u64), (u64, Instant)>,
+    /// Set while a publisher is held back by a full lossless ring (see `watch`).
+    pub(super) watch: Option<Watch>,
 }
 
 impl Topic {
@@ -69,7 +73,7 @@ impl Topic {
             owner_uid,
             attachments: Vec::new(),
             evicted: Vec::new(),
-            stuck: HashMap::new(),
+            watch: None,
         }
     }
 
@@ -88,11 +92,11 @@ impl Topic {
     }
 }
 
+/// A connected client, as requests see it (its socket and buffers are the event loop's).
 pub(super) struct Client {
     pub(super) cred: PeerCred,
     pub(super) name: String,
     pub(super) hello: bool,
-    pub(super) stream: UnixStream,
 }
 
 /// A publisher of a departed process whose unfinished claim could not be repaired yet.
@@ -103,16 +107,30 @@ pub(super) struct PendingRepair {
     pub(super) since: Instant,
 }
 
-/// A topic being created outside the lock: its name is taken and its bytes count against its
+/// A topic being created off the event loop: its name is taken and its bytes count against its
 /// creator's limit until it is registered (or the creation fails).
 pub(super) struct Creation {
     pub(super) uid: u32,
     pub(super) bytes: u64,
 }
 
+/// Topics and bytes one uid owns (creations under way included).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Owned {
+    pub(super) topics: u64,
+    pub(super) bytes: u64,
+}
+
 pub(super) struct State {
     pub(super) topics: BTreeMap<String, Topic>,
     pub(super) clients: HashMap<ClientId, Client>,
+    /// Connections open per uid.
+    pub(super) clients_per_uid: HashMap<u32, u64>,
+    /// Per uid: topics owned and the bytes they commit.
+    pub(super) owned: HashMap<u32, Owned>,
+    /// Per client (and [`ORPHAN`]): the topics it holds ports on, evicted ones included. A
+    /// superset is harmless: releasing finds nothing there.
+    pub(super) holdings: HashMap<ClientId, BTreeSet<String>>,
     pub(super) repairs: Vec<PendingRepair>,
     pub(super) acl: AccessConfig,
     pub(super) stopping: bool,
@@ -123,32 +141,148 @@ pub(super) struct State {
     /// When orphaned ports of adopted topics are given up on, and attaches stop waiting for
     /// pending topics to be handed back.
     pub(super) adopt_deadline: Option<Instant>,
+    /// The topic records, for a daemon that restarts after this one dies.
+    pub(super) journal: Option<Journal>,
 }
 
 impl State {
-    /// The topics `uid` owns, and the bytes they (and its creations under way) commit.
-    pub(super) fn usage(&self, uid: u32) -> (usize, u64) {
-        let mut count = 0;
-        let mut bytes = 0u64;
-        for t in self.topics.values().filter(|t| t.owner_uid == uid) {
-            count += 1;
-            bytes = bytes.saturating_add(t.bytes());
+    pub(super) fn new(
+        acl: AccessConfig,
+        pending: BTreeMap<String, TopicRecord>,
+        adopt_deadline: Option<Instant>,
+        journal: Option<Journal>,
+    ) -> State {
+        State {
+            topics: BTreeMap::new(),
+            clients: HashMap::new(),
+            clients_per_uid: HashMap::new(),
+            owned: HashMap::new(),
+            holdings: HashMap::new(),
+            repairs: Vec::new(),
+            acl,
+            stopping: false,
+            creating: HashMap::new(),
+            pending,
+            adopt_deadline,
+            journal,
         }
-        for c in self.creating.values().filter(|c| c.uid == uid) {
-            count += 1;
-            bytes = bytes.saturating_add(c.bytes);
-        }
-        (count, bytes)
     }
 
-    /// Let go of every port `gone` picks, on every topic: subscribers are released (waking
-    /// the publishers they held back), publishers repaired (an unfinished claim is skipped so
-    /// subscribers move on), and evicted entries reclaimed for reuse. The one routine for a
-    /// client whose connection closed and for orphans whose process died.
-    pub(super) fn release_ports(&mut self, why: &str, gone: impl Fn(&Attachment) -> bool) {
-        for (name, topic) in self.topics.iter_mut() {
+    /// The topics `uid` owns, and the bytes they (and its creations under way) commit.
+    pub(super) fn usage(&self, uid: u32) -> Owned {
+        self.owned.get(&uid).copied().unwrap_or_default()
+    }
+
+    fn count(&mut self, uid: u32, bytes: u64, add: bool) {
+        let o = self.owned.entry(uid).or_default();
+        if add {
+            o.topics += 1;
+            o.bytes = o.bytes.saturating_add(bytes);
+        } else {
+            o.topics = o.topics.saturating_sub(1);
+            o.bytes = o.bytes.saturating_sub(bytes);
+        }
+        if o.topics == 0 {
+            self.owned.remove(&uid);
+        }
+    }
+
+    /// Reserve `name` for a creation by `uid` of `bytes`.
+    pub(super) fn begin_creation(&mut self, name: &str, uid: u32, bytes: u64) {
+        self.creating
+            .insert(name.to_string(), Creation { uid, bytes });
+        self.count(uid, bytes, true);
+    }
+
+    /// The creation of `name` ended (the topic is registered next, or it failed).
+    pub(super) fn end_creation(&mut self, name: &str) {
+        if let Some(c) = self.creating.remove(name) {
+            self.count(c.uid, c.bytes, false);
+        }
+    }
+
+    /// Register a topic (created, or adopted) and record it.
+    pub(super) fn insert_topic(&mut self, name: &str, topic: Topic, record: bool) {
+        self.count(topic.owner_uid, topic.bytes(), true);
+        for a in topic.attachments.iter().chain(&topic.evicted) {
+            self.hold(a.client, name);
+        }
+        if record {
+            let r = topic.record(name);
+            self.journal_with(|j| j.add(&r));
+        }
+        if let Some(old) = self.topics.insert(name.to_string(), topic) {
+            self.count(old.owner_uid, old.bytes(), false);
+        }
+    }
+
+    /// Remove a topic and record that it is gone.
+    pub(super) fn remove_topic(&mut self, name: &str) -> Option<Topic> {
+        let topic = self.topics.remove(name)?;
+        self.count(topic.owner_uid, topic.bytes(), false);
+        self.journal_with(|j| j.remove(name));
+        Some(topic)
+    }
+
+    /// Forget recorded topics nobody handed back.
+    pub(super) fn forget_pending(&mut self, name: &str) {
+        if self.pending.remove(name).is_some() && !self.topics.contains_key(name) {
+            self.journal_with(|j| j.remove(name));
+        }
+    }
+
+    fn journal_with(&mut self, change: impl FnOnce(&mut Journal) -> std::io::Result<()>) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        let mut result = change(journal);
+        let live = self.topics.len() + self.pending.len();
+        if result.is_ok() && journal.wants_compaction(live) {
+            let records: Vec<TopicRecord> = self
+                .topics
+                .iter()
+                .map(|(n, t)| t.record(n))
+                .chain(
+                    self.pending
+                        .iter()
+                        .filter(|(n, _)| !self.topics.contains_key(*n))
+                        .map(|(_, r)| r.clone()),
+                )
+                .collect();
+            result = journal.rewrite(&records);
+        }
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot write the topic records; a restarted daemon will not adopt these topics");
+        }
+    }
+
+    /// Note that `client` holds (or held) a port on `topic`.
+    pub(super) fn hold(&mut self, client: ClientId, topic: &str) {
+        self.holdings
+            .entry(client)
+            .or_default()
+            .insert(topic.to_string());
+    }
+
+    /// Let go of every port of `client` that `gone` picks, on every topic it holds ports on:
+    /// subscribers are released (waking the publishers they held back), publishers repaired
+    /// (an unfinished claim is skipped so subscribers move on), and evicted entries reclaimed
+    /// for reuse. The one routine for a client whose connection closed and for orphans whose
+    /// process died.
+    pub(super) fn release_ports(
+        &mut self,
+        client: ClientId,
+        why: &str,
+        gone: impl Fn(&Attachment) -> bool,
+    ) {
+        let names = self.holdings.remove(&client).unwrap_or_default();
+        let mut still = BTreeSet::new();
+        for name in names {
+            let Some(topic) = self.topics.get_mut(&name) else {
+                continue;
+            };
             topic.evicted.retain(|a| {
-                if gone(a) {
+                if a.client == client && gone(a) {
                     let _ = topic
                         .ring
                         .reclaim_subscriber(a.index as usize, a.generation);
@@ -159,8 +293,16 @@ impl State {
             });
             let (departed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut topic.attachments)
                 .into_iter()
-                .partition(|a| gone(a));
+                .partition(|a| a.client == client && gone(a));
             topic.attachments = kept;
+            if topic
+                .attachments
+                .iter()
+                .chain(&topic.evicted)
+                .any(|a| a.client == client)
+            {
+                still.insert(name.clone());
+            }
             for a in departed {
                 match a.role {
                     Role::Subscriber => {
@@ -187,6 +329,9 @@ impl State {
                 }
             }
         }
+        if !still.is_empty() {
+            self.holdings.insert(client, still);
+        }
         self.run_repairs();
     }
 
@@ -210,7 +355,7 @@ impl State {
                     "a publisher died between claim and commit; its message was skipped"
                 ),
                 Ok(RepairOutcome::Pending) => {
-                    if r.since.elapsed() > std::time::Duration::from_secs(60) {
+                    if r.since.elapsed() > Duration::from_secs(60) {
                         tracing::error!(
                             topic = r.topic.as_str(),
                             index = r.index,
@@ -227,12 +372,8 @@ impl State {
     }
 }
 
-/// Everything the daemon's threads share.
-pub(super) struct Shared {
-    pub(super) state: Mutex<State>,
-    /// Signalled whenever a creation under way ends (an attach to that name waits for it).
-    pub(super) created: Condvar,
-    pub(super) stop: AtomicBool,
+/// What never changes while the daemon runs.
+pub(super) struct Ctx {
     pub(super) config: Config,
     pub(super) uid: u32,
     /// This daemon's incarnation, written into the status page (and every segment it manages).
@@ -240,27 +381,8 @@ pub(super) struct Shared {
     /// The status page, and a read-only descriptor of it for clients.
     pub(super) _status: StatusPage,
     pub(super) status_ro: OwnedFd,
-    pub(super) next_client: AtomicU64,
-}
-
-impl Shared {
-    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic in a request handler must not take the whole bus down with a poisoned lock.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Write the topic records (after every change to the set of topics).
-    pub(super) fn persist(&self, state: &State) {
-        let records = state
-            .topics
-            .iter()
-            .map(|(name, t)| t.record(name))
-            .chain(state.pending.values().cloned())
-            .collect();
-        if let Err(e) = crate::state::save(&self.config.socket, records) {
-            tracing::error!(error = %e, "cannot write the topic records; a restarted daemon will not adopt these topics");
-        }
-    }
+    /// The open-file limit (soft) in force after start.
+    pub(super) max_open_files: u64,
 }
 
 /// Who asks: a connection, its process's credentials, and its supplementary groups

@@ -104,7 +104,7 @@ fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Protoco
 /// Unknown fields are errors for every request, including the field-less ones.
 pub fn decode_request(body: &[u8]) -> Result<Request, ProtocolError> {
     let req: Request = decode_json(body)?;
-    if matches!(req, Request::List | Request::Shutdown) {
+    if matches!(req, Request::List | Request::Status | Request::Shutdown) {
         only_tag(body)?;
     }
     Ok(req)
@@ -212,6 +212,21 @@ impl FrameBuf {
     /// Bytes buffered that do not make a whole frame yet.
     pub fn pending(&self) -> usize {
         self.buf.len()
+    }
+
+    /// How many more bytes complete the part of the frame being received: the rest of the
+    /// length prefix, or once it is in (and checked), the rest of the body. Zero when a whole
+    /// frame is buffered. A reader that never asks the socket for more than this never reads
+    /// into the next frame, so the descriptors that arrive belong to this one (see
+    /// `fdpass::FrameReader`). A bad length prefix is an error, as in [`FrameBuf::pop`].
+    pub fn wanted(&self) -> Result<usize, ProtocolError> {
+        match self.buf.first_chunk::<FRAME_HEADER_LEN>() {
+            None => Ok(FRAME_HEADER_LEN - self.buf.len()),
+            Some(header) => {
+                let end = FRAME_HEADER_LEN + parse_frame_len(*header)?;
+                Ok(end.saturating_sub(self.buf.len()))
+            }
+        }
     }
 
     /// The next whole message, decoded with [`Message::decode`]; `Ok(None)` until one is

@@ -1,7 +1,7 @@
 use super::*;
 use crate::protocol::{
-    check_version, describe_mismatch, ErrorCode, How, PublisherStat, Role, SubscriberStat,
-    TopicInfo, TopicStats, PROTOCOL_VERSION,
+    check_version, describe_mismatch, DaemonStatus, ErrorCode, How, LimitsInfo, PublisherStat,
+    Role, SubscriberStat, TopicInfo, TopicStats, Totals, Usage, PROTOCOL_VERSION,
 };
 use bus_core::layout::{Geometry, Mode, TypeInfo};
 use bus_core::ring::StartAt;
@@ -93,7 +93,17 @@ fn every_request() -> Vec<Request> {
             generation: u64::MAX,
         },
         Request::List,
+        Request::ListAfter {
+            after: "robot/odom".into(),
+        },
+        Request::Status,
+        Request::Held {
+            topic: "md/XNAS/AAPL".into(),
+            index: 2,
+            generation: 9,
+        },
         Request::Stats { topic: None },
+        Request::StatsAfter { after: "a".into() },
         Request::Delete { topic: "a".into() },
         Request::Shutdown,
         Request::Reattach {
@@ -152,6 +162,7 @@ fn frame_round_trips_every_response_kind() {
                 published: 3,
                 bytes: 4096,
             }],
+            next: Some("t".into()),
         },
         Response::Stats {
             topics: vec![TopicStats {
@@ -174,6 +185,35 @@ fn frame_round_trips_every_response_kind() {
                 drops: 0,
                 stalls: 1,
             }],
+            next: None,
+        },
+        Response::Status {
+            status: DaemonStatus {
+                daemon_pid: 7,
+                daemon_version: "0.1.0".into(),
+                totals: Totals {
+                    topics: 10_000,
+                    bytes: 1 << 33,
+                    clients: 500,
+                    watched: 1,
+                    open_files: 20_512,
+                },
+                uid: 1000,
+                usage: Usage {
+                    topics: 3,
+                    bytes: 1 << 20,
+                    clients: 2,
+                },
+                limits: LimitsInfo {
+                    max_topics: 16_384,
+                    max_bytes_per_uid: 1 << 30,
+                    max_clients_per_uid: 1024,
+                    max_publishers_per_topic: 256,
+                    max_subscribers_per_topic: 256,
+                    max_open_files: 1 << 20,
+                    max_frame: 65_536,
+                },
+            },
         },
         Response::error(ErrorCode::NoSuchTopic, "no topic 'x'"),
     ];
@@ -210,6 +250,9 @@ fn decoder_rejects_unknown_fields_and_ops() {
     for body in [
         &br#"{"op":"list","extra":1}"#[..],
         br#"{"op":"shutdown","x":null}"#,
+        br#"{"op":"status","x":null}"#,
+        br#"{"op":"list_after"}"#,
+        br#"{"op":"held","topic":"x","index":0,"generation":1,"extra":1}"#,
         br#"{"op":"delete","topic":"x","extra":1}"#,
         br#"{"op":"format_disk"}"#,
         br#"{"topic":"x"}"#,
@@ -229,6 +272,8 @@ fn decoder_rejects_unknown_fields_and_ops() {
         &br#"{"kind":"detached","x":1}"#[..],
         br#"{"kind":"stopping","x":1}"#,
         br#"{"kind":"deleted","x":1}"#,
+        br#"{"kind":"topics","topics":[],"next":null,"x":1}"#,
+        br#"{"kind":"status","status":{"daemon_pid":1}}"#,
     ] {
         assert!(matches!(
             decode_response(body),
@@ -245,6 +290,33 @@ fn every_reader_uses_the_strict_decoder() {
     let mut buf = FrameBuf::new();
     buf.push(&frame);
     assert!(buf.pop::<Request>().is_err());
+}
+
+#[test]
+fn a_listing_without_next_is_the_last_page() {
+    assert_eq!(
+        decode_response(br#"{"kind":"topics","topics":[]}"#).unwrap(),
+        Response::Topics {
+            topics: vec![],
+            next: None
+        }
+    );
+}
+
+#[test]
+fn frame_buf_says_what_completes_the_current_part() {
+    let frame = encode_frame(&Request::Status).unwrap();
+    let mut buf = FrameBuf::new();
+    assert_eq!(buf.wanted().unwrap(), 4);
+    buf.push(&frame[..3]);
+    assert_eq!(buf.wanted().unwrap(), 1);
+    buf.push(&frame[3..6]);
+    assert_eq!(buf.wanted().unwrap(), frame.len() - 6);
+    buf.push(&frame[6..]);
+    assert_eq!(buf.wanted().unwrap(), 0);
+    assert_eq!(buf.pop::<Request>().unwrap(), Some(Request::Status));
+    buf.push(&0u32.to_le_bytes());
+    assert!(matches!(buf.wanted(), Err(ProtocolError::EmptyFrame)));
 }
 
 #[test]
@@ -522,7 +594,17 @@ fn arb_request() -> impl Strategy<Value = Request> {
             }
         ),
         Just(Request::List),
+        arb_string().prop_map(|after| Request::ListAfter { after }),
+        Just(Request::Status),
+        (arb_string(), any::<u32>(), any::<u64>()).prop_map(|(topic, index, generation)| {
+            Request::Held {
+                topic,
+                index,
+                generation,
+            }
+        }),
         proptest::option::of(arb_string()).prop_map(|topic| Request::Stats { topic }),
+        arb_string().prop_map(|after| Request::StatsAfter { after }),
         arb_string().prop_map(|topic| Request::Delete { topic }),
         Just(Request::Shutdown),
     ]
@@ -545,7 +627,7 @@ proptest! {
 
     #[test]
     fn arbitrary_json_like_bytes_never_panic_the_decoder(
-        body in r#"\{"op":"(hello|attach|detach|list|stats|delete|shutdown|reattach)"[ -~]{0,80}\}"#
+        body in r#"\{"op":"(hello|attach|detach|list|list_after|stats|stats_after|status|held|delete|shutdown|reattach)"[ -~]{0,80}\}"#
     ) {
         let _ = decode_request(body.as_bytes());
         let mut cur = Cursor::new(frame_with_len(body.len() as u32, body.as_bytes()));

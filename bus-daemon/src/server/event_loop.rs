@@ -1,0 +1,556 @@
+//! The event loop: one thread, `epoll` through mio, serving every connection.
+//!
+//! Readiness drives everything: a connection that has something to read is served (at most
+//! [`READ_BUDGET`] requests per turn, the rest next turn, so no client starves the others), a
+//! socket that drains gets the answers that waited for it, a worker that made a topic wakes the
+//! loop through its `Waker`, and a signal through a socket pair its handler writes to. The only
+//! timeouts are the deadlines in [`Timers`], armed only while there is work on a clock (a
+//! repair to retry, a restart's grace, a held-back publisher's topic to watch): an idle daemon
+//! waits in `epoll_wait` with no timeout and costs nothing, however many topics it has.
+//!
+//! A request that cannot be answered at once never blocks the loop: an attach to a topic being
+//! created or that may yet be handed back after a restart is *parked* by name and planned again
+//! when that is settled; a topic to create goes to a worker (`creator`). Until then its
+//! connection is *busy*: nothing more is read from it, so its answers keep their order.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bus_proto::fdpass::{self, Received};
+use bus_proto::frame;
+use bus_proto::protocol::{ErrorCode, Request, Response};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::adopt::{self, ORPHAN_CHECK};
+use super::attach::{self, AttachRequest, CreateJob};
+use super::connection::{Connection, Flushed, READ_BUDGET};
+use super::creator::{Creator, Job};
+use super::dispatch::{self, Outcome};
+use super::registry::{Caller, Client, ClientId, Ctx, State};
+use super::timers::{Timer, Timers};
+use super::{watch, Answer};
+use crate::acl::AccessConfig;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const SIGNALS: Token = Token(2);
+/// Client `id` is token `CLIENT_BASE + id`.
+const CLIENT_BASE: usize = 16;
+
+/// How long after the adopt grace a recorded topic that no port handed back is kept: a port
+/// that comes back later than that (its process made no call and did not wait) attaches anew.
+const PENDING_KEEP: Duration = Duration::from_secs(60);
+/// How often a repair that could not be decided is tried again, while any is pending.
+const REPAIR_RETRY: Duration = Duration::from_millis(10);
+/// How long to wait before accepting again after running out of descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+pub(super) static SIGNAL_STOP: AtomicBool = AtomicBool::new(false);
+pub(super) static SIGNAL_RELOAD: AtomicBool = AtomicBool::new(false);
+/// The write end of the signal socket pair (-1: none): the handlers write a byte to it.
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Async-signal-safe: set the flag, then wake the loop.
+pub(super) fn on_signal(flag: &AtomicBool) {
+    flag.store(true, Ordering::SeqCst);
+    let fd = SIGNAL_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: `write(2)` is async-signal-safe; `fd` is the write end of the loop's signal
+        // socket pair, open for as long as it is stored here (cleared before it is closed),
+        // and the buffer is one live byte on this stack. A full socket is fine: the loop is
+        // woken already.
+        let _ = unsafe { libc::write(fd, std::ptr::addr_of!(byte).cast(), 1) };
+    }
+}
+
+/// How the world outside the loop stops it: a flag and a wake-up.
+pub(super) struct Control {
+    pub(super) stop: AtomicBool,
+    pub(super) waker: Waker,
+}
+
+/// A creation a worker runs: who asked, and what to do with the segment.
+type Tag = (ClientId, CreateJob);
+
+pub(super) struct Server {
+    ctx: Ctx,
+    state: State,
+    poll: Poll,
+    listener: mio::net::UnixListener,
+    conns: HashMap<ClientId, Connection>,
+    /// Connections whose read budget ran out with requests perhaps left unread, and ones that
+    /// may read again (an answer to their parked request went out).
+    ready: VecDeque<ClientId>,
+    timers: Timers,
+    creator: Creator<Tag>,
+    /// Attaches waiting, by topic name.
+    parked: BTreeMap<String, Vec<(ClientId, AttachRequest)>>,
+    control: Arc<Control>,
+    /// The read end of the signal socket pair (standalone daemon only), and its write end.
+    signals: Option<(mio::net::UnixStream, mio::net::UnixStream)>,
+    next_client: ClientId,
+    /// A `Shutdown` was answered: stop after this turn.
+    stop_now: bool,
+}
+
+impl Server {
+    pub(super) fn new(
+        ctx: Ctx,
+        state: State,
+        listener: std::os::unix::net::UnixListener,
+    ) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listener = mio::net::UnixListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let control = Arc::new(Control {
+            stop: AtomicBool::new(false),
+            waker: Waker::new(poll.registry(), WAKER)?,
+        });
+        let c = control.clone();
+        let creator = Creator::start(Arc::new(move || {
+            let _ = c.waker.wake();
+        }))?;
+        let mut signals = None;
+        if ctx.config.handle_signals {
+            let (mut rx, tx) = mio::net::UnixStream::pair()?;
+            poll.registry()
+                .register(&mut rx, SIGNALS, Interest::READABLE)?;
+            SIGNAL_FD.store(tx.as_raw_fd(), Ordering::SeqCst);
+            signals = Some((rx, tx));
+        }
+        let mut timers = Timers::default();
+        if let Some(d) = state.adopt_deadline {
+            timers.arm(Timer::Adopt, d);
+        }
+        Ok(Server {
+            ctx,
+            state,
+            poll,
+            listener,
+            conns: HashMap::new(),
+            ready: VecDeque::new(),
+            timers,
+            creator,
+            parked: BTreeMap::new(),
+            control,
+            signals,
+            next_client: 1,
+            stop_now: false,
+        })
+    }
+
+    pub(super) fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop_now
+            || self.control.stop.load(Ordering::SeqCst)
+            || (self.ctx.config.handle_signals && SIGNAL_STOP.load(Ordering::SeqCst))
+    }
+
+    /// Serve until stopped, then stop gracefully: every topic is closed, every connection too.
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        while !self.stop_requested() {
+            if self.ctx.config.handle_signals && SIGNAL_RELOAD.swap(false, Ordering::SeqCst) {
+                self.reload_rules();
+            }
+            let timeout = if self.ready.is_empty() {
+                self.timers.timeout(Instant::now())
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "epoll_wait failed; stopping");
+                    break;
+                }
+                continue;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => self.creations_done(),
+                    SIGNALS => self.drain_signals(),
+                    Token(t) => {
+                        let id = t.wrapping_sub(CLIENT_BASE) as ClientId;
+                        if event.is_writable() {
+                            self.flush(id);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.serve(id);
+                        }
+                    }
+                }
+            }
+            for _ in 0..self.ready.len() {
+                if let Some(id) = self.ready.pop_front() {
+                    self.serve(id);
+                }
+            }
+            self.run_timers();
+        }
+        self.shutdown();
+    }
+
+    fn reload_rules(&mut self) {
+        let Some(path) = &self.ctx.config.acl_path else {
+            tracing::info!("SIGHUP: no rules file configured; nothing to reload");
+            return;
+        };
+        match AccessConfig::load(path) {
+            Ok(acl) => {
+                self.state.acl = acl;
+                tracing::info!(path = %path.display(), "access rules reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "access rules NOT reloaded; keeping the old rules")
+            }
+        }
+    }
+
+    fn drain_signals(&mut self) {
+        if let Some((rx, _)) = &mut self.signals {
+            let mut buf = [0u8; 64];
+            while matches!(rx.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let out_of_files =
+                        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    tracing::warn!(error = %e, "accept failed{}", if out_of_files { "; shmbusd is out of descriptors (raise its open-file limit); trying again shortly" } else { "" });
+                    self.timers
+                        .arm(Timer::Accept, Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A new connection: refused past its uid's limit, else registered and served.
+    fn admit(&mut self, mut stream: mio::net::UnixStream) {
+        let cred = match fdpass::peer_credentials(&stream) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "no peer credentials; dropping the connection");
+                return;
+            }
+        };
+        // Supplementary groups: rules that grant a gid admit members by any of their groups.
+        let groups = fdpass::peer_groups(&stream).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "no supplementary groups for a client; using its primary gid only");
+            Vec::new()
+        });
+        let per_uid = self
+            .state
+            .clients_per_uid
+            .get(&cred.uid)
+            .copied()
+            .unwrap_or(0);
+        let max = self.state.acl.limits.max_clients_per_uid;
+        if per_uid >= u64::from(max) {
+            let resp = Response::error(
+                ErrorCode::LimitReached,
+                format!(
+                    "uid {} already has {per_uid} connections open, its limit (limits.max_clients_per_uid = {max}); close some or raise the limit",
+                    cred.uid
+                ),
+            );
+            // A new socket's buffer is empty: a short answer goes in one non-blocking send.
+            if let Ok(bytes) = frame::encode_frame(&resp) {
+                let _ = fdpass::send_some_with_fds(&stream, &bytes, &[]);
+            }
+            return;
+        }
+        let id = self.next_client;
+        self.next_client += 1;
+        let token = Token(CLIENT_BASE + id as usize);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(error = %e, "cannot watch a client connection; dropping it");
+            return;
+        }
+        tracing::debug!(
+            client = id,
+            pid = cred.pid,
+            uid = cred.uid,
+            "client connected"
+        );
+        self.state.clients.insert(
+            id,
+            Client {
+                cred,
+                name: String::new(),
+                hello: false,
+            },
+        );
+        *self.state.clients_per_uid.entry(cred.uid).or_default() += 1;
+        let caller = Caller { id, cred, groups };
+        self.conns.insert(id, Connection::new(stream, caller));
+        self.ready.push_back(id);
+    }
+
+    /// Read and serve up to the budget of requests from connection `id`.
+    fn serve(&mut self, id: ClientId) {
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            if conn.busy || conn.closing {
+                return;
+            }
+            match conn.read() {
+                Ok(Received::Frame(request, fds)) => self.request(id, request, fds),
+                Ok(Received::WouldBlock) => return,
+                Ok(Received::Closed) => return self.close(id),
+                Err(e) if e.is_disconnect() => {
+                    tracing::debug!(client = id, error = %e, "connection lost");
+                    return self.close(id);
+                }
+                Err(e) => {
+                    // A malformed frame: answer with a typed error and drop the connection,
+                    // since the stream may be out of step. Everyone else is served on.
+                    tracing::warn!(client = id, pid = conn.caller.cred.pid, error = %e, "malformed request");
+                    conn.closing = true;
+                    return self.answer(id, (e.to_response(), Vec::new()));
+                }
+            }
+        }
+        // The budget ran out: the others get their turn first.
+        self.ready.push_back(id);
+    }
+
+    fn request(&mut self, id: ClientId, request: Request, fds: Vec<OwnedFd>) {
+        let Some(caller) = self.conns.get(&id).map(|c| c.caller.clone()) else {
+            return;
+        };
+        let outcome = dispatch::handle(&self.ctx, &mut self.state, &caller, request, fds);
+        self.apply(id, outcome);
+    }
+
+    fn apply(&mut self, id: ClientId, outcome: Outcome) {
+        match outcome {
+            Outcome::Answer(answer) => self.answer(id, answer),
+            Outcome::Silent => {}
+            Outcome::Watch(topic) => {
+                let at = Instant::now() + watch::period(self.ctx.config.stuck_timeout);
+                self.timers.arm(Timer::Watch(topic), at);
+            }
+            Outcome::Park(req) => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.busy = true;
+                }
+                self.parked
+                    .entry(req.topic.clone())
+                    .or_default()
+                    .push((id, req));
+            }
+            Outcome::Create(job) => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.busy = true;
+                }
+                let work = Job {
+                    name: job.name.clone(),
+                    layout: job.layout.clone(),
+                    tag: (id, job),
+                };
+                if let Err(work) = self.creator.submit(work) {
+                    let (_, job) = work.tag;
+                    self.state.end_creation(&job.name);
+                    self.unbusy(id);
+                    self.answer(
+                        id,
+                        super::error(ErrorCode::Internal, "the daemon cannot create topics now"),
+                    );
+                }
+            }
+            Outcome::Adopted(topic, answer) => {
+                self.answer(id, answer);
+                self.replan(&topic);
+            }
+            Outcome::Stop(answer) => {
+                self.answer(id, answer);
+                self.stop_now = true;
+            }
+        }
+    }
+
+    /// Queue an answer for `id` and send what the socket takes.
+    fn answer(&mut self, id: ClientId, (response, fds): Answer) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.queue(&response, fds).is_err() {
+            tracing::warn!(
+                client = id,
+                pid = conn.caller.cred.pid,
+                "a client left too many answers unread; dropping it"
+            );
+            return self.close(id);
+        }
+        self.flush(id);
+    }
+
+    fn flush(&mut self, id: ClientId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !conn.has_output() && !conn.closing {
+            return;
+        }
+        match conn.flush() {
+            Ok(Flushed::All) if conn.closing => self.close(id),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(client = id, error = %e, "cannot answer; dropping the connection");
+                self.close(id);
+            }
+        }
+    }
+
+    /// A parked or created request of `id` was answered: it may read again.
+    fn unbusy(&mut self, id: ClientId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.busy = false;
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Plan again the attaches parked on `name`.
+    fn replan(&mut self, name: &str) {
+        let Some(waiting) = self.parked.remove(name) else {
+            return;
+        };
+        for (id, req) in waiting {
+            let Some(caller) = self.conns.get(&id).map(|c| c.caller.clone()) else {
+                continue;
+            };
+            self.unbusy(id);
+            let outcome = dispatch::attach_outcome(&self.ctx, &mut self.state, &caller, req);
+            self.apply(id, outcome);
+        }
+    }
+
+    fn creations_done(&mut self) {
+        let done: Vec<_> = self.creator.finished().collect();
+        for d in done {
+            let (id, job) = d.tag;
+            let caller = self.conns.get(&id).map(|c| c.caller.clone());
+            let answer = attach::finish(&self.ctx, &mut self.state, caller.as_ref(), job, d.made);
+            if caller.is_some() {
+                self.unbusy(id);
+                self.answer(id, answer);
+            }
+            self.replan(&d.name);
+        }
+    }
+
+    /// The connection closed (the process exited or was killed), or is dropped: let go of
+    /// every port it held.
+    fn close(&mut self, id: ClientId) {
+        let Some(mut conn) = self.conns.remove(&id) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        drop(conn);
+        let Some(client) = self.state.clients.remove(&id) else {
+            return;
+        };
+        if let Some(n) = self.state.clients_per_uid.get_mut(&client.cred.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.state.clients_per_uid.remove(&client.cred.uid);
+            }
+        }
+        for waiting in self.parked.values_mut() {
+            waiting.retain(|(w, _)| *w != id);
+        }
+        self.parked.retain(|_, w| !w.is_empty());
+        if self.state.stopping {
+            return;
+        }
+        self.state
+            .release_ports(id, "its client went away", |_| true);
+        tracing::debug!(client = id, name = client.name.as_str(), "client gone");
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Repairs => self.state.run_repairs(),
+                Timer::Accept => self.accept(),
+                Timer::Watch(name) => {
+                    if watch::tick(&mut self.state, &name, self.ctx.config.stuck_timeout, now) {
+                        let at = now + watch::period(self.ctx.config.stuck_timeout);
+                        self.timers.arm(Timer::Watch(name), at);
+                    }
+                }
+                Timer::Orphans => {
+                    if adopt::give_up_orphans(&mut self.state) {
+                        self.timers.arm(Timer::Orphans, now + ORPHAN_CHECK);
+                    }
+                }
+                Timer::Adopt => self.adopt_deadline(now),
+            }
+        }
+        if !self.state.repairs.is_empty() {
+            self.timers.arm(Timer::Repairs, now + REPAIR_RETRY);
+        }
+    }
+
+    /// The adopt grace ended (or, later, the time recorded topics are kept).
+    fn adopt_deadline(&mut self, now: Instant) {
+        let Some(deadline) = self.state.adopt_deadline else {
+            return;
+        };
+        if now >= deadline + PENDING_KEEP {
+            adopt::forget_pending(&mut self.state);
+            return;
+        }
+        if adopt::give_up_orphans(&mut self.state) {
+            self.timers.arm(Timer::Orphans, now + ORPHAN_CHECK);
+        }
+        // Attaches that waited for a topic to be handed back now create it anew or fail.
+        let names: Vec<String> = self.parked.keys().cloned().collect();
+        for name in names {
+            self.replan(&name);
+        }
+        if !self.state.pending.is_empty() {
+            self.timers.arm(Timer::Adopt, deadline + PENDING_KEEP);
+        }
+    }
+
+    fn shutdown(mut self) {
+        self.state.stopping = true;
+        for (name, topic) in &self.state.topics {
+            topic.ring.close();
+            tracing::debug!(topic = name.as_str(), "closed");
+        }
+        for conn in self.conns.values_mut() {
+            let _ = conn.flush();
+        }
+        self.conns.clear();
+        SIGNAL_FD.store(-1, Ordering::SeqCst);
+        self.signals = None;
+        self.creator.stop();
+        self.state.topics.clear();
+    }
+}
