@@ -134,3 +134,97 @@ fn a_list_is_answered_while_a_1_gib_topic_is_being_created() {
         "a list took {slowest:?} during a {took:?} creation: it waited for the creation"
     );
 }
+
+/// A client that sends requests and never reads the answers is dropped once its unread answers
+/// pass the daemon's bound; meanwhile everyone else is answered at once (the loop never blocks
+/// on it).
+#[test]
+fn a_client_that_never_reads_its_answers_is_dropped_and_others_are_served_meanwhile() {
+    let d = Daemon::start(PEER, &[]);
+    let flooder = hello(d.socket());
+    let other = hello(d.socket());
+    let frame = bus_proto::frame::encode_frame(&Request::Status).expect("encode");
+    let writer = flooder.try_clone().expect("clone");
+    let flood = std::thread::spawn(move || {
+        // Blocking writes: they stop only when the daemon closes the connection.
+        let mut sent = 0u64;
+        while fdpass::send_with_fds(&writer, &frame, &[]).is_ok() {
+            sent += 1;
+            if sent > 10_000_000 {
+                break;
+            }
+        }
+        sent
+    });
+    let mut slowest = Duration::ZERO;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !flood.is_finished() {
+        assert!(Instant::now() < deadline, "the flooder was never dropped");
+        let asked = Instant::now();
+        fdpass::write_frame_with_fds(&other, &Request::List, &[]).expect("list");
+        match fdpass::read_frame_with_fds::<Response>(&other, 0) {
+            Ok((Response::Topics { .. }, _)) => {}
+            other => panic!("list during the flood: {other:?}"),
+        }
+        slowest = slowest.max(asked.elapsed());
+    }
+    let sent = flood.join().expect("the flooding thread");
+    eprintln!("flooder dropped after {sent} unread requests; slowest list meanwhile {slowest:?}");
+    assert!(sent < 10_000_000, "the daemon never dropped the flooder");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "another client waited {slowest:?} for an answer"
+    );
+    assert!(
+        d.log().contains("left too many answers unread"),
+        "{}",
+        d.log()
+    );
+}
+
+/// `held` notices are never answered, and a client cannot make the daemon watch a topic it
+/// holds no publisher on, or one that is not full, however many it sends.
+#[test]
+fn held_notices_are_never_answered_and_cannot_start_a_watch_without_a_full_topic() {
+    let d = Daemon::start(PEER, &[]);
+    let bus = d.bus();
+    let topic = unique_topic("held");
+    let mut publisher = bus
+        .publisher::<u64>(&topic)
+        .capacity(4)
+        .open_or_create()
+        .expect("publisher");
+    let _subscriber = bus.subscriber::<u64>(&topic).open().expect("subscriber");
+    publisher.try_send(&1).expect("room");
+    let liar = hello(d.socket());
+    for i in 0..10_000u64 {
+        let notice = Request::Held {
+            topic: if i % 2 == 0 {
+                topic.clone()
+            } else {
+                "no/such".into()
+            },
+            index: (i % 8) as u32,
+            generation: i,
+        };
+        fdpass::write_frame_with_fds(&liar, &notice, &[]).expect("notice");
+    }
+    // The first answer on the connection is the status asked after the notices.
+    fdpass::write_frame_with_fds(&liar, &Request::Status, &[]).expect("status");
+    match fdpass::read_frame_with_fds::<Response>(&liar, 0) {
+        Ok((Response::Status { status }, _)) => {
+            assert_eq!(status.totals.watched, 0, "a lie started a watch")
+        }
+        other => panic!("expected the status, got {other:?}"),
+    }
+    // The publisher's own notice on a topic that is not full starts nothing either; once the
+    // ring is full, its notice starts a watch.
+    assert_eq!(bus.status().expect("status").totals.watched, 0);
+    while publisher.try_send(&2).is_ok() {}
+    assert!(
+        bus_tests::wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
+            bus.status().is_ok_and(|s| s.totals.watched == 1)
+        }),
+        "a full ring and a held-back publisher: the topic is watched"
+    );
+}

@@ -14,6 +14,11 @@
 //!   every `--progress-ms`; `{"summary": ...}` when it stops. It also measures stalls: the
 //!   longest time between two consecutive messages.
 //!
+//! * `member`: one of a ring of N processes (the scale tests): publishes on `<prefix>/<i>`,
+//!   subscribes to `<prefix>/<i+1 mod N>`, prints `ready`, waits for a go file, sends and
+//!   receives `--count` messages, prints one JSON summary line, then exits (or, with
+//!   `--linger`, waits to be killed).
+//!
 //! `pub --die-mid-send K` publishes K messages and then dies between claim and commit;
 //! `pub --die-on-usr1` does so when sent SIGUSR1. `pub` and `watch` stop cleanly on SIGTERM
 //! (`pub` then prints its `{"sent": N}`). Every client peer exits by itself when the test
@@ -153,6 +158,27 @@ enum Cmd {
         #[arg(long)]
         replay: bool,
     },
+    /// One of a ring of processes: publish on `<prefix>/<index>`, receive from the next one's
+    /// topic (see the module docs).
+    Member {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        index: u64,
+        #[arg(long)]
+        size: u64,
+        /// Messages to send and to receive.
+        #[arg(long)]
+        count: u64,
+        /// Start sending once this file exists.
+        #[arg(long)]
+        go_file: PathBuf,
+        /// After the summary, keep the ports until killed (or the parent goes away).
+        #[arg(long)]
+        linger: bool,
+    },
     /// Receive one message and hold it until killed.
     Hold {
         #[command(flatten)]
@@ -176,6 +202,10 @@ enum Cmd {
         blocking: bool,
     },
 }
+
+/// The name of the `daemon` peer's own thread that watches for its parent's death (not the
+/// daemon's: the idle test leaves it out).
+const PARENT_WATCH: &str = "peer-watch";
 
 /// Set by SIGTERM (in `pub` and `watch`): stop cleanly.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -305,15 +335,18 @@ fn main() -> ExitCode {
             stuck_timeout_ms,
             extra,
         } => {
-            // A safety net: if the test process dies without stopping us, stop gracefully.
+            // A safety net: if the test process dies without stopping us, stop gracefully. The
+            // thread is named, so that tests counting the daemon's wake-ups can leave it out.
             let parent = std::os::unix::process::parent_id();
-            std::thread::spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(200));
-                if orphaned(parent) {
-                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
-                    return;
-                }
-            });
+            let _ = std::thread::Builder::new()
+                .name(PARENT_WATCH.into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if orphaned(parent) {
+                        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+                        return;
+                    }
+                });
             // `DaemonArgs` comes from shmbusd's own parser, so that every option we do not set
             // keeps shmbusd's default: this is exactly what `shmbusd --socket PATH ...` runs.
             let mut argv: Vec<std::ffi::OsString> = vec!["shmbusd".into(), "--socket".into()];
@@ -366,6 +399,18 @@ fn main() -> ExitCode {
             replay,
         } => subscribe(&topic, count, timeout_ms, blocking, replay),
         Cmd::Hold { topic } => hold(&topic),
+        Cmd::Member {
+            socket,
+            prefix,
+            index,
+            size,
+            count,
+            go_file,
+            linger,
+        } => {
+            exit_with_parent();
+            member(&socket, &prefix, (index, size), count, &go_file, linger)
+        }
         Cmd::Watch {
             topic,
             deadline_ms,
@@ -881,5 +926,77 @@ fn probe_as(
             None => say(&json!({ "recv_error": "no topic opened" }).to_string()),
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// One member of a ring of processes (see the module docs). Topics are typed, lossless, with a
+/// ring that holds every message (so a member never waits for a slow neighbour to send).
+fn member(
+    socket: &std::path::Path,
+    prefix: &str,
+    (index, size): (u64, u64),
+    count: u64,
+    go_file: &std::path::Path,
+    linger: bool,
+) -> ExitCode {
+    let parent = std::os::unix::process::parent_id();
+    let capacity = (count.max(2)).next_power_of_two() as u32;
+    let bus = match Bus::connect_to(socket) {
+        Ok(b) => b,
+        Err(e) => return fail("connect", e),
+    };
+    let mine = format!("{prefix}/{index}");
+    let next = format!("{prefix}/{}", (index + 1) % size.max(1));
+    let mut publisher = match bus
+        .publisher::<TestMsg>(&mine)
+        .capacity(capacity)
+        .max_publishers(1)
+        .max_subscribers(1)
+        .open_or_create()
+    {
+        Ok(p) => p,
+        Err(e) => return fail("publisher", e),
+    };
+    let mut subscriber = match bus
+        .subscriber::<TestMsg>(&next)
+        .capacity(capacity)
+        .max_publishers(1)
+        .max_subscribers(1)
+        .open_or_create()
+    {
+        Ok(s) => s,
+        Err(e) => return fail("subscriber", e),
+    };
+    say("ready");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !go_file.exists() {
+        if Instant::now() > deadline || orphaned(parent) {
+            return fail("go", "no go file");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for seq in 0..count {
+        if let Err(e) = publisher.send_timeout(&TestMsg::new(index, seq), Duration::from_secs(30)) {
+            return fail("send", e);
+        }
+    }
+    let mut checker = Checker::new(true);
+    let mut received = 0;
+    while received < count {
+        match subscriber.recv_timeout(Duration::from_secs(60)) {
+            Ok(m) => {
+                checker.check(&m, m.sequence());
+                received += 1;
+            }
+            Err(e) => return fail("recv", e),
+        }
+    }
+    say(&json!({"sent": count, "received": received, "errors": checker.error_count}).to_string());
+    if linger {
+        while !orphaned(parent) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    drop((publisher, subscriber, bus));
     ExitCode::SUCCESS
 }
