@@ -45,8 +45,11 @@ pub struct Flags {
     /// `ring::publisher`, the solo claim and its handover). Written only by attaches, which
     /// the supervisor serialises.
     pub shared: AtomicU32,
-    /// Reserved.
-    pub reserved: AtomicU32,
+    /// One past the highest subscriber entry ever made active (a high-water mark; it never
+    /// goes down). The lossless gate scans only the entries below it, so a topic's subscriber
+    /// table can be large (256 entries) without slowing publishers that use a few. Raised by
+    /// attaches (which the supervisor serialises) before the entry turns active.
+    pub subscribers_high: AtomicU32,
 }
 
 /// The control block at [`crate::layout::CONTROL_OFFSET`].
@@ -55,7 +58,8 @@ pub struct Flags {
 ///  0    claim   u64   next sequence a publisher will claim (publishers write it on every send)
 ///  128  data    Bell  subscribers sleep here waiting for messages
 ///  256  space   Bell  lossless publishers sleep here waiting for free slots
-///  384  flags   Flags closed, daemon epoch, stalls, shared (more than one publisher)
+///  384  flags   Flags closed, daemon epoch, stalls, shared (more than one publisher),
+///                     subscribers' high-water mark
 /// ```
 #[derive(Debug, Default)]
 #[repr(C)]

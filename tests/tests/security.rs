@@ -986,10 +986,11 @@ fn header_corruptions(good: &SegmentHeader) -> Vec<Corruption> {
     v.push(("magic", Box::new(|h| h.magic = [0; 8])));
     v.push(("magic", Box::new(|h| h.magic[7] ^= 0x03)));
     v.push(("magic", Box::new(|h| h.magic = *b"shmbus\0\x01")));
+    let version = bus_core::layout::LAYOUT_VERSION;
     each!(
         "layout_version",
         layout_version,
-        [0, bus_core::layout::LAYOUT_VERSION + 1, u32::MAX]
+        [0, version - 1, version + 1, u32::MAX]
     );
     each!("header_len", header_len, [0, 255, 257, 4096, u32::MAX]);
     each!("mode", mode, [0, 3, u32::MAX]);

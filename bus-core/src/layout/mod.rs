@@ -27,8 +27,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The first eight bytes of every shmbus segment.
 pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
-/// Bumped whenever the layout below changes in any way.
-pub const LAYOUT_VERSION: u32 = 2;
+/// Bumped whenever the layout below changes in any way (2: the `shared` flag of the solo
+/// claim; 3: the subscribers' high-water mark in the control block's flags).
+pub const LAYOUT_VERSION: u32 = 3;
 /// The page size the layout is built on; the mapping page size must divide it.
 pub const SEGMENT_PAGE: u64 = 4096;
 /// Where the header lives.

@@ -359,11 +359,18 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     /// them is at least our limit minus the capacity. (A cursor read after the fence could be
     /// newer than the one a concurrent `StartAt::Oldest` joiner read, and let us overwrite the
     /// slot the joiner starts on.)
+    ///
+    /// Only the entries below the subscribers' high-water mark (`Flags::subscribers_high`) are
+    /// scanned: a joiner raises the mark before its entry turns active, and the scan starts over
+    /// if the mark read after the fence differs. An entry at or above the mark we read after
+    /// the fence was therefore still free after our fence, as in the argument above.
     fn gate(&self) -> u64 {
         let control = self.storage.control();
-        let max = (self.geometry().max_subscribers as usize).min(MAX_TABLE as usize);
+        let table = (self.geometry().max_subscribers as usize).min(MAX_TABLE as usize);
+        let high = || (control.flags.subscribers_high.load(Ordering::Acquire) as usize).min(table);
         let mut states = [0u64; MAX_TABLE as usize];
         loop {
+            let max = high();
             let claim = control.claim.load(Ordering::Relaxed);
             let mut low = claim;
             for (i, seen) in states.iter_mut().enumerate().take(max) {
@@ -378,11 +385,12 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
                 }
             }
             fence(Ordering::SeqCst);
-            let stable = states.iter().enumerate().take(max).all(|(i, &seen)| {
-                self.storage
-                    .subscriber(i)
-                    .is_none_or(|e| e.state.load(Ordering::Relaxed) == seen)
-            });
+            let stable = high() == max
+                && states.iter().enumerate().take(max).all(|(i, &seen)| {
+                    self.storage
+                        .subscriber(i)
+                        .is_none_or(|e| e.state.load(Ordering::Relaxed) == seen)
+                });
             if stable {
                 return low.saturating_add(self.capacity);
             }
@@ -518,6 +526,12 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         e.cursor.store(protective, Ordering::Relaxed);
         e.lagged.store(0, Ordering::Relaxed);
         e.pid.store(pid, Ordering::Relaxed);
+        // Before the entry turns active: a publisher that scans only up to the mark it reads
+        // after its fence cannot miss us (see `Ring::gate`).
+        control
+            .flags
+            .subscribers_high
+            .fetch_max(index as u32 + 1, Ordering::SeqCst);
         e.state
             .compare_exchange(
                 state,
