@@ -184,7 +184,12 @@ impl Server {
                         if event.is_writable() {
                             self.flush(id);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        let gone = event.is_read_closed() || event.is_error();
+                        if gone && self.conns.get(&id).is_some_and(|c| c.busy) {
+                            // Its process is gone while a request of it waits: let go of its
+                            // ports now, not when the wait ends.
+                            self.close(id);
+                        } else if event.is_readable() || gone {
                             self.serve(id);
                         }
                     }
