@@ -113,7 +113,7 @@ typedef int32_t shmbus_status;
 typedef struct {
   // `sizeof(shmbus_topic_options)`, set by `shmbus_topic_options_init`.
   uint32_t size;
-  // Slots in the ring, a power of two; 0: as many as fit in 16 MiB, between 2 and 1024.
+  // Slots in the ring, a power of two; 0: as many as fit in 256 KiB, between 8 and 1024.
   uint32_t capacity;
   // Largest message in bytes; 0: the type's size, or 4096 for a byte topic.
   uint32_t slot_size;
@@ -121,7 +121,7 @@ typedef struct {
   uint32_t mode;
   // Publishers the topic can hold; 0: 8.
   uint32_t max_publishers;
-  // Subscribers the topic can hold; 0: 16.
+  // Subscribers the topic can hold; 0: 256 (the most a topic can have).
   uint32_t max_subscribers;
 } shmbus_topic_options;
 

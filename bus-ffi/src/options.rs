@@ -47,7 +47,7 @@ pub struct ShmbusType {
 pub struct ShmbusTopicOptions {
     /// `sizeof(shmbus_topic_options)`, set by `shmbus_topic_options_init`.
     pub size: u32,
-    /// Slots in the ring, a power of two; 0: as many as fit in 16 MiB, between 2 and 1024.
+    /// Slots in the ring, a power of two; 0: as many as fit in 256 KiB, between 8 and 1024.
     pub capacity: u32,
     /// Largest message in bytes; 0: the type's size, or 4096 for a byte topic.
     pub slot_size: u32,
@@ -55,7 +55,7 @@ pub struct ShmbusTopicOptions {
     pub mode: u32,
     /// Publishers the topic can hold; 0: 8.
     pub max_publishers: u32,
-    /// Subscribers the topic can hold; 0: 16.
+    /// Subscribers the topic can hold; 0: 256 (the most a topic can have).
     pub max_subscribers: u32,
 }
 
