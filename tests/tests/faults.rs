@@ -432,8 +432,8 @@ fn restarted_daemon_adopts_topics_and_clients_reattach() {
         ms(report.max_stall())
     );
     assert_no_long_stall(&report, kill_ns, Some(restart_ns));
-    // Both peers detached through the new daemon. After a few housekeeping passes the adopted
-    // topic is still there, like any topic whose ports have left.
+    // Both peers detached through the new daemon. A little later the adopted topic is still
+    // there, like any topic whose ports have left.
     std::thread::sleep(Duration::from_millis(50));
     let stats = bus.stats(Some(&topic)).expect("stats");
     assert_eq!(
