@@ -272,6 +272,7 @@ mod tests {
         assert_eq!(lines, 302);
         remove(&s);
         assert!(load(&s).is_empty());
+        let _ = std::fs::remove_dir_all(s.parent().unwrap());
     }
 
     #[test]
@@ -291,5 +292,6 @@ mod tests {
         std::fs::write(&path, "{\"version\":2,\"topics\":[]}").unwrap();
         assert!(load(&s).is_empty(), "another version is not adopted");
         remove(&s);
+        let _ = std::fs::remove_dir_all(s.parent().unwrap());
     }
 }
