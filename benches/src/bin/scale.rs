@@ -98,7 +98,10 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn shmbusd");
+            .unwrap_or_else(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("spawn {}: {e}", exe.display())
+            });
         let deadline = Instant::now() + Duration::from_secs(10);
         while Bus::connect_to(&socket).is_err() {
             assert!(Instant::now() < deadline, "shmbusd did not start");
