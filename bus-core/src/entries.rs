@@ -17,8 +17,11 @@ impl<T> std::ops::Deref for Line<T> {
     }
 }
 
-/// A futex doorbell: `seq` is the futex word, bumped by whoever rings; `waiters` counts the
-/// sleepers, so a ringer makes no system call while it is zero.
+/// A doorbell. `seq` is the futex word, bumped by whoever rings while someone sleeps on it;
+/// `waiters` counts the threads asleep (or about to be) on it. `armed` has one bit per wake
+/// slot ([`WakeEntry`]) whose waiter sleeps on its own descriptor (an eventfd) instead: the
+/// ringer that clears a bit writes that waiter's descriptor. While all three are zero a ringer
+/// makes no system call and writes nothing.
 #[derive(Debug, Default)]
 #[repr(C)]
 pub struct Bell {
@@ -26,6 +29,39 @@ pub struct Bell {
     pub seq: AtomicU32,
     /// How many threads are, or are about to be, asleep on `seq`.
     pub waiters: AtomicU32,
+    /// Bit `i % 64` of word `i / 64` is set while wake slot `i` waits on this bell.
+    pub armed: [AtomicU64; WAKE_WORDS],
+}
+
+/// Words of a bell's `armed` bitmap.
+pub const WAKE_WORDS: usize = 2;
+
+/// Wake slots per topic: waiters that sleep on a descriptor of their own (an eventfd, for
+/// async code and wait sets), as many as one bell's `armed` bits.
+pub const WAKE_SLOTS: usize = WAKE_WORDS * 64;
+
+/// Which bell a wake slot waits on.
+pub mod wake_bell {
+    /// The data bell: a subscriber waits for messages.
+    pub const DATA: u32 = 0;
+    /// The space bell: a lossless publisher waits for free slots.
+    pub const SPACE: u32 = 1;
+}
+
+/// A wake slot: a waiter that sleeps on its own descriptor. The supervisor (the daemon) hands
+/// the slot out with the waiter's descriptor and gives every port of the topic that rings the
+/// slot's bell a duplicate on request; the waiter arms and disarms it through the bell's
+/// `armed` bit, without a system call.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub struct WakeEntry {
+    /// `generation << 2 | tag` (`FREE` or `ACTIVE`, see [`entry_state`]); a new generation
+    /// for every waiter, so that a ringer never writes an earlier waiter's descriptor.
+    pub state: AtomicU64,
+    /// Process id of the waiter (informational).
+    pub pid: AtomicU32,
+    /// [`wake_bell::DATA`] or [`wake_bell::SPACE`].
+    pub bell: AtomicU32,
 }
 
 /// Topic-wide flags and counters.
@@ -163,6 +199,8 @@ const _: () = {
     assert!(size_of::<PublisherEntry>() as u64 == ENTRY_LEN);
     assert!(size_of::<SubscriberEntry>() as u64 == ENTRY_LEN);
     assert!(size_of::<SlotHeader>() as u64 == SLOT_HEADER_LEN);
+    assert!(size_of::<WakeEntry>() as u64 == crate::layout::WAKE_ENTRY_LEN);
+    assert!(size_of::<Bell>() <= 128);
     assert!(align_of::<Control>() == 128);
     assert!(align_of::<SlotHeader>() == 8);
 };

@@ -5,7 +5,7 @@
 
 use std::ops::{Deref, DerefMut};
 
-use crate::entries::{Control, PublisherEntry, SlotHeader, SubscriberEntry};
+use crate::entries::{Control, PublisherEntry, SlotHeader, SubscriberEntry, WakeEntry, WAKE_SLOTS};
 use crate::layout::Layout;
 use crate::sync::AtomicU64;
 
@@ -36,6 +36,8 @@ pub unsafe trait Storage: Send + Sync {
     fn publisher(&self, index: usize) -> Option<&PublisherEntry>;
     /// Subscriber entry `index`, if in range.
     fn subscriber(&self, index: usize) -> Option<&SubscriberEntry>;
+    /// Wake slot `index`, if in range (below [`crate::entries::WAKE_SLOTS`]).
+    fn waker(&self, index: usize) -> Option<&WakeEntry>;
     /// The header of slot `index`. `index` must be below the capacity (the ring masks it).
     fn slot(&self, index: usize) -> &SlotHeader;
     /// The first `len` bytes of slot `index`'s payload (`len <= slot_size`).
@@ -251,6 +253,11 @@ mod raw {
         }
 
         #[inline]
+        fn waker(&self, index: usize) -> Option<&WakeEntry> {
+            (index < WAKE_SLOTS).then(|| self.at(self.layout.waker_offset(index)))
+        }
+
+        #[inline]
         fn slot(&self, index: usize) -> &SlotHeader {
             assert!(index < self.layout.geometry.capacity as usize);
             self.at(self.layout.slot_offset(index))
@@ -300,6 +307,7 @@ mod model {
         control: Control,
         publishers: Vec<PublisherEntry>,
         subscribers: Vec<SubscriberEntry>,
+        wakers: Vec<WakeEntry>,
         slots: Vec<SlotHeader>,
         payloads: Vec<UnsafeCell<Vec<u8>>>,
         words: Vec<Vec<AtomicU64>>,
@@ -315,6 +323,7 @@ mod model {
                 control: Control::default(),
                 publishers: (0..g.max_publishers).map(|_| Default::default()).collect(),
                 subscribers: (0..g.max_subscribers).map(|_| Default::default()).collect(),
+                wakers: (0..WAKE_SLOTS).map(|_| Default::default()).collect(),
                 slots: (0..g.capacity).map(|_| Default::default()).collect(),
                 payloads: (0..g.capacity)
                     .map(|_| UnsafeCell::new(vec![0; slot_size]))
@@ -387,6 +396,9 @@ mod model {
         }
         fn subscriber(&self, index: usize) -> Option<&SubscriberEntry> {
             self.subscribers.get(index)
+        }
+        fn waker(&self, index: usize) -> Option<&WakeEntry> {
+            self.wakers.get(index)
         }
         fn slot(&self, index: usize) -> &SlotHeader {
             &self.slots[index]

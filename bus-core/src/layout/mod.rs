@@ -6,6 +6,7 @@
 //!  4096   CONTROL_OFFSET     512                       Control (atomics)            read-write
 //!  publishers_offset         max_publishers  * 128     PublisherEntry table         read-write
 //!  subscribers_offset        max_subscribers * 128     SubscriberEntry table        read-write
+//!  wakers_offset             WAKE_SLOTS * 16           WakeEntry table              read-write
 //!  slots_offset (page)       capacity * slot_stride    the slot ring                read-only
 //!
 //!  one slot (slot_stride bytes, a multiple of 64):
@@ -23,13 +24,16 @@
 //! offsets a client computes with. All offsets are computed in one place: [`Layout::compute`].
 
 use thiserror::Error;
+
+use crate::entries::WAKE_SLOTS;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The first eight bytes of every shmbus segment.
 pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
 /// Bumped whenever the layout below changes in any way (2: the `shared` flag of the solo
-/// claim; 3: the subscribers' high-water mark in the control block's flags).
-pub const LAYOUT_VERSION: u32 = 3;
+/// claim; 3: the subscribers' high-water mark in the control block's flags; 4: the wake slots
+/// and the bells' `armed` bitmaps).
+pub const LAYOUT_VERSION: u32 = 4;
 /// The page size the layout is built on; the mapping page size must divide it.
 pub const SEGMENT_PAGE: u64 = 4096;
 /// Where the header lives.
@@ -43,6 +47,8 @@ pub const CONTROL_LEN: u64 = 512;
 /// The size of one publisher or subscriber table entry (two cache lines, so that adjacent-line
 /// prefetching cannot make neighbours share).
 pub const ENTRY_LEN: u64 = 128;
+/// The size of one wake slot entry ([`crate::entries::WakeEntry`]).
+pub const WAKE_ENTRY_LEN: u64 = 16;
 /// The size of the per-slot header (stamp, length, publisher).
 pub const SLOT_HEADER_LEN: u64 = 16;
 /// Slot strides are multiples of this (one cache line).
@@ -278,7 +284,8 @@ pub enum SegmentError {
 ///  96  type_name_len       u32
 ///  100 reserved            u32
 ///  104 type_name           [u8; 128]
-///  232 reserved            [u8; 24]
+///  232 wakers_offset       u64
+///  240 reserved            [u8; 16]
 /// ```
 #[derive(Debug, Clone, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
@@ -323,8 +330,10 @@ pub struct SegmentHeader {
     pub reserved0: u32,
     /// The payload type's name.
     pub type_name: [u8; TYPE_NAME_MAX],
+    /// Offset of the wake slot table.
+    pub wakers_offset: u64,
     /// Zero.
-    pub reserved1: [u8; 24],
+    pub reserved1: [u8; 16],
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() == 256);
@@ -343,6 +352,8 @@ pub struct Layout {
     pub publishers_offset: u64,
     /// Offset of the subscriber table.
     pub subscribers_offset: u64,
+    /// Offset of the wake slot table.
+    pub wakers_offset: u64,
     /// Offset of the first slot (page aligned).
     pub slots_offset: u64,
     /// Total segment length (page aligned).
@@ -470,7 +481,8 @@ impl Layout {
             .ok_or(LayoutError::TooLarge)?;
         let publishers_offset = CONTROL_OFFSET + CONTROL_LEN;
         let subscribers_offset = publishers_offset + u64::from(g.max_publishers) * ENTRY_LEN;
-        let tables_end = subscribers_offset + u64::from(g.max_subscribers) * ENTRY_LEN;
+        let wakers_offset = subscribers_offset + u64::from(g.max_subscribers) * ENTRY_LEN;
+        let tables_end = wakers_offset + WAKE_SLOTS as u64 * WAKE_ENTRY_LEN;
         let slots_offset = round_up(tables_end, SEGMENT_PAGE).ok_or(LayoutError::TooLarge)?;
         let ring_len = slot_stride
             .checked_mul(u64::from(g.capacity))
@@ -488,6 +500,7 @@ impl Layout {
             slot_stride,
             publishers_offset,
             subscribers_offset,
+            wakers_offset,
             slots_offset,
             total_len,
         })
@@ -522,7 +535,8 @@ impl Layout {
             type_name_len: n as u32,
             reserved0: 0,
             type_name,
-            reserved1: [0; 24],
+            wakers_offset: self.wakers_offset,
+            reserved1: [0; 16],
         }
     }
 
@@ -542,6 +556,12 @@ impl Layout {
     #[inline]
     pub fn subscriber_offset(&self, index: usize) -> u64 {
         self.subscribers_offset + index as u64 * ENTRY_LEN
+    }
+
+    /// Offset of wake slot `index`.
+    #[inline]
+    pub fn waker_offset(&self, index: usize) -> u64 {
+        self.wakers_offset + index as u64 * WAKE_ENTRY_LEN
     }
 }
 
@@ -619,6 +639,7 @@ impl SegmentHeader {
             self.subscribers_offset,
             layout.subscribers_offset,
         )?;
+        expect("wakers_offset", self.wakers_offset, layout.wakers_offset)?;
         expect("slots_offset", self.slots_offset, layout.slots_offset)?;
         expect("total_len", self.total_len, layout.total_len)?;
         if mapped_len < layout.total_len {

@@ -71,6 +71,7 @@
 mod publisher;
 mod repair;
 mod subscriber;
+mod wakers;
 mod words;
 
 pub use publisher::{Loan, PublisherPort, SendError};
@@ -253,6 +254,11 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         &self.storage
     }
 
+    /// The doorbell the ring sleeps and wakes through.
+    pub fn doorbell(&self) -> &D {
+        &self.doorbell
+    }
+
     /// The segment's layout (offsets and total length).
     pub fn layout(&self) -> &crate::layout::Layout {
         self.storage.layout()
@@ -278,8 +284,9 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     pub fn close(&self) {
         let c = self.storage.control();
         c.flags.closed.store(1, Ordering::Release);
-        self.wake(&c.data);
-        self.wake(&c.space);
+        fence(Ordering::SeqCst);
+        self.wake(&c.data, true);
+        self.wake(&c.space, true);
     }
 
     /// The epoch of the daemon that manages this segment (see `Flags::epoch`).
@@ -308,28 +315,61 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     /// registered for the asymmetric barrier: a real `SeqCst` fence.
     #[inline]
     fn ring_bell(&self, bell: &Bell) {
-        // Dekker with `sleep_on`: our change, fence, read waiters | their waiters++, fence,
-        // re-check. At least one side sees the other.
+        // Dekker with `sleep_on` and `arm`: our change, fence, read waiters and armed bits |
+        // their waiters++ or armed bit, fence, re-check. At least one side sees the other.
         fence(Ordering::SeqCst);
-        if bell.waiters.load(Ordering::Relaxed) != 0 {
-            self.wake(bell);
-        }
+        self.wake_if_waited(bell);
     }
 
     /// `ring_bell` for the hot paths (every commit, every release) of a port: the light half of
     /// the asymmetric barrier (`registered`: see [`crate::sync::light_barrier`]) instead of a
-    /// fence. A sleeper's `heavy_barrier` in `sleep_on` pairs with it.
+    /// fence. A sleeper's `heavy_barrier` in `sleep_on` (or `arm`) pairs with it.
     #[inline]
     fn ring_bell_light(&self, bell: &Bell, registered: bool) {
         crate::sync::light_barrier(registered);
-        if bell.waiters.load(Ordering::Relaxed) != 0 {
-            self.wake(bell);
+        self.wake_if_waited(bell);
+    }
+
+    /// The loads of the bell's line that decide whether anybody waits (three words of one
+    /// line, written only by waiters): nothing else happens while nobody does.
+    #[inline]
+    fn wake_if_waited(&self, bell: &Bell) {
+        let sleepers = bell.waiters.load(Ordering::Relaxed);
+        let armed = bell
+            .armed
+            .iter()
+            .fold(0, |any, w| any | w.load(Ordering::Relaxed));
+        if sleepers != 0 || armed != 0 {
+            self.wake(bell, sleepers != 0);
         }
     }
 
-    fn wake(&self, bell: &Bell) {
-        bell.seq.fetch_add(1, Ordering::Release);
-        self.doorbell.wake_all(&bell.seq);
+    /// Wake `bell`'s futex sleepers (when `sleepers`) and every armed wake slot: the armed bits
+    /// are taken with one swap per word, so each arming is woken by exactly one ringer.
+    #[cold]
+    fn wake(&self, bell: &Bell, sleepers: bool) {
+        if sleepers {
+            bell.seq.fetch_add(1, Ordering::Release);
+            self.doorbell.wake_all(&bell.seq);
+        }
+        for (w, word) in bell.armed.iter().enumerate() {
+            if word.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            // AcqRel: the waker's entry (its generation, written before it armed) is visible.
+            let mut taken = word.swap(0, Ordering::AcqRel);
+            while taken != 0 {
+                let bit = taken.trailing_zeros() as usize;
+                taken &= taken - 1;
+                let index = w * 64 + bit;
+                if let Some(e) = self.storage.waker(index) {
+                    let state = e.state.load(Ordering::Acquire);
+                    if entry_state::tag(state) == entry_state::ACTIVE {
+                        self.doorbell.notify(index, entry_state::generation(state));
+                    }
+                }
+            }
+        }
     }
 
     /// Sleep on `bell` unless `ready()` turns true; returns after a wake-up, a timeout or a

@@ -1191,3 +1191,86 @@ fn a_ticket_takes_the_message_it_names_once_and_skips_lengths_not_accepted() {
         assert_eq!(s.next_ready(|_| true), Err(RecvError::Empty));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Wake slots
+// ---------------------------------------------------------------------------------------------
+
+/// A doorbell that records which wake slots it was asked to notify.
+#[derive(Default)]
+struct Recording {
+    futex: Futex,
+    notified: std::sync::Mutex<Vec<(usize, u64)>>,
+}
+
+impl crate::doorbell::Doorbell for Recording {
+    fn wait(&self, word: &crate::sync::AtomicU32, expected: u32, timeout: Option<Duration>) {
+        self.futex.wait(word, expected, timeout)
+    }
+    fn wake_all(&self, word: &crate::sync::AtomicU32) {
+        self.futex.wake_all(word)
+    }
+    fn notify(&self, index: usize, generation: u64) {
+        self.notified.lock().unwrap().push((index, generation));
+    }
+}
+
+#[test]
+fn an_armed_wake_slot_is_notified_once_then_the_fast_path_is_back() {
+    use crate::entries::{wake_bell, WAKE_SLOTS};
+    let layout = Layout::compute(&Geometry {
+        capacity: 8,
+        slot_size: 16,
+        mode: Mode::Lossless,
+        max_publishers: 1,
+        max_subscribers: 1,
+        type_info: TypeInfo::bytes(),
+    })
+    .unwrap();
+    let storage =
+        RawStorage::create(HeapRegion::zeroed(layout.total_len as usize), &layout).unwrap();
+    let ring = Arc::new(Ring::new(storage, Recording::default()));
+    let (si, sg) = ring.attach_any_subscriber(1, StartAt::Latest).unwrap();
+    let mut s = SubscriberPort::new(ring.clone(), si, sg).unwrap();
+    let (pi, pg) = ring.attach_any_publisher(2).unwrap();
+    let mut p = PublisherPort::new(ring.clone(), pi, pg).unwrap();
+
+    let (slot, generation) = ring.attach_waker(wake_bell::DATA, 1).unwrap();
+    assert!(!ring.subscriber_ready(si, sg));
+    ring.arm_waker(slot, generation).unwrap();
+    p.try_send(b"one").unwrap();
+    p.try_send(b"two").unwrap();
+    // The first ringer took the bit and notified; the second found nothing armed.
+    assert_eq!(
+        *ring.doorbell().notified.lock().unwrap(),
+        [(slot, generation)]
+    );
+    assert!(ring.subscriber_ready(si, sg));
+    assert!(!ring.disarm_waker(slot), "the ringer already took the bit");
+    drop(s.try_recv().unwrap());
+
+    // Released: never notified again, and its next holder gets a new generation.
+    ring.release_waker(slot, generation).unwrap();
+    assert_eq!(
+        ring.arm_waker(slot, generation),
+        Err(AttachError::NotHeld(slot))
+    );
+    let (again, g2) = ring.attach_waker(wake_bell::DATA, 1).unwrap();
+    assert_eq!((again, g2), (slot, generation + 1));
+    assert_eq!(
+        ring.release_waker(slot, generation),
+        Err(AttachError::NotHeld(slot))
+    );
+
+    // Every slot can be taken once; then the table is full.
+    let taken: Vec<_> = (1..WAKE_SLOTS)
+        .map(|_| ring.attach_waker(wake_bell::SPACE, 1).unwrap())
+        .collect();
+    assert_eq!(
+        ring.attach_waker(wake_bell::DATA, 1),
+        Err(AttachError::TableFull)
+    );
+    assert_eq!(taken.len() + 1, WAKE_SLOTS);
+    assert_eq!(ring.active_wakers().len(), WAKE_SLOTS);
+    assert!(ring.attach_waker(7, 1).is_err(), "no such bell");
+}

@@ -21,6 +21,7 @@
 use crate::sync::{AtomicU64, Ordering};
 
 /// Bytes in one wide unit.
+#[cfg_attr(loom, allow(dead_code))]
 const UNIT: usize = 16;
 
 /// Whether `words` (a lossy payload of `words.len()` 8-byte words) is accessed in 16-byte

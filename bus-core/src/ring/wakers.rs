@@ -1,0 +1,193 @@
+//! Wake slots: waiters that sleep on a descriptor of their own (an eventfd) rather than on the
+//! bell's futex word, so that an event loop, an async executor or a wait set over many topics
+//! can wait for them.
+//!
+//! # The protocol
+//!
+//! A supervisor (the daemon) hands out a slot ([`Ring::attach_waker`]), with the waiter's
+//! descriptor, and gives a duplicate of the descriptor to every port that rings the slot's bell
+//! when it asks (a ringer sees only the slot's index and generation in the segment).
+//!
+//! * **Arm** (the waiter, before it sleeps): set the slot's bit in the bell's `armed` bitmap,
+//!   then the heavy half of the asymmetric barrier, then re-check the condition. If it holds,
+//!   disarm and go on; otherwise sleep on the descriptor.
+//! * **Ring** (a publisher's commit, a subscriber's release): change the condition, light
+//!   barrier, load the bell's `waiters` and `armed` words. All zero: done, no system call, no
+//!   write. Otherwise swap each non-zero `armed` word to zero and write the descriptor of every
+//!   slot whose bit it took ([`crate::doorbell::Doorbell::notify`]). The swap makes every
+//!   arming wake exactly once, by exactly one ringer, however many ring at once.
+//! * **Disarm** (the waiter, after waking or when it gives up, e.g. a cancelled future): clear
+//!   the bit. If a ringer took it first, a write to the descriptor is coming or came.
+//!
+//! No lost wake-up: the waiter's bit store and the ringer's condition store are each followed
+//! by a barrier pair before the other side's load (as with `waiters` for the futex), so either
+//! the waiter's re-check sees the change or the ringer sees the bit. A waiter that dies with its
+//! bit set keeps ringers writing its descriptor only until the supervisor releases the slot
+//! ([`Ring::release_waker`] clears the bit), which it does when the waiter's process goes away.
+
+use super::{AttachError, Ring};
+use crate::doorbell::Doorbell;
+use crate::entries::{entry_state, wake_bell, Bell, WAKE_SLOTS};
+use crate::layout::Mode;
+use crate::storage::Storage;
+use crate::sync::Ordering;
+
+/// `(word, mask)` of wake slot `index` in a bell's `armed` bitmap.
+fn bit(index: usize) -> (usize, u64) {
+    (index / 64, 1u64 << (index % 64))
+}
+
+impl<S: Storage, D: Doorbell> Ring<S, D> {
+    fn waker_bell(&self, index: usize) -> Result<&Bell, AttachError> {
+        let e = self
+            .storage
+            .waker(index)
+            .ok_or(AttachError::NoSuchEntry(index))?;
+        let control = self.storage.control();
+        match e.bell.load(Ordering::Relaxed) {
+            wake_bell::DATA => Ok(&control.data),
+            wake_bell::SPACE => Ok(&control.space),
+            _ => Err(AttachError::NotHeld(index)),
+        }
+    }
+
+    /// Take a free wake slot for a waiter of process `pid` on `bell` ([`wake_bell::DATA`] or
+    /// [`wake_bell::SPACE`]); returns `(index, generation)`. A supervisor's call, serialised
+    /// with its other attaches.
+    pub fn attach_waker(&self, bell: u32, pid: u32) -> Result<(usize, u64), AttachError> {
+        if bell != wake_bell::DATA && bell != wake_bell::SPACE {
+            return Err(AttachError::NoSuchEntry(bell as usize));
+        }
+        for index in 0..WAKE_SLOTS {
+            let Some(e) = self.storage.waker(index) else {
+                break;
+            };
+            let state = e.state.load(Ordering::Acquire);
+            if entry_state::tag(state) != entry_state::FREE {
+                continue;
+            }
+            let generation = entry_state::generation(state) + 1;
+            e.pid.store(pid, Ordering::Relaxed);
+            e.bell.store(bell, Ordering::Relaxed);
+            // Release: a ringer that takes this slot's bit (acquire) sees the new generation
+            // and bell.
+            if e.state
+                .compare_exchange(
+                    state,
+                    entry_state::pack(generation, entry_state::ACTIVE),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                return Ok((index, generation));
+            }
+        }
+        Err(AttachError::TableFull)
+    }
+
+    /// Free wake slot `index` held at `generation`: its bit is cleared in both bells (ringers
+    /// stop writing its descriptor) and its next waiter gets a new generation. A supervisor's
+    /// call, when the waiter is done or its process is gone.
+    pub fn release_waker(&self, index: usize, generation: u64) -> Result<(), AttachError> {
+        let e = self
+            .storage
+            .waker(index)
+            .ok_or(AttachError::NoSuchEntry(index))?;
+        super::free_entry(&e.state, index, generation)?;
+        let (w, mask) = bit(index);
+        let control = self.storage.control();
+        for bell in [&control.data, &control.space] {
+            if let Some(word) = bell.armed.get(w) {
+                word.fetch_and(!mask, Ordering::AcqRel);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether wake slot `index` is held at `generation`.
+    pub fn waker_held(&self, index: usize, generation: u64) -> bool {
+        self.storage.waker(index).is_some_and(|e| {
+            e.state.load(Ordering::Acquire) == entry_state::pack(generation, entry_state::ACTIVE)
+        })
+    }
+
+    /// Active wake slots: `(index, generation, pid)`.
+    pub fn active_wakers(&self) -> Vec<(usize, u64, u32)> {
+        (0..WAKE_SLOTS)
+            .filter_map(|i| {
+                let e = self.storage.waker(i)?;
+                let state = e.state.load(Ordering::Acquire);
+                (entry_state::tag(state) == entry_state::ACTIVE).then(|| {
+                    (
+                        i,
+                        entry_state::generation(state),
+                        e.pid.load(Ordering::Relaxed),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Arm wake slot `index`, held at `generation` (its waiter, before it sleeps on its
+    /// descriptor): set the slot's bit, then the heavy barrier. The caller then re-checks its
+    /// condition, and either sleeps on its descriptor or [`Ring::disarm_waker`]s. A slot the
+    /// supervisor released (its holder's process went away, or the slot was given up) is
+    /// `NotHeld`; a release racing with this arming leaves at most one spurious wake-up.
+    pub fn arm_waker(&self, index: usize, generation: u64) -> Result<(), AttachError> {
+        if !self.waker_held(index, generation) {
+            return Err(AttachError::NotHeld(index));
+        }
+        let bell = self.waker_bell(index)?;
+        let (w, mask) = bit(index);
+        let word = bell.armed.get(w).ok_or(AttachError::NoSuchEntry(index))?;
+        // Release: pairs with the ringer's swap (acquire side of its AcqRel).
+        word.fetch_or(mask, Ordering::Release);
+        // The heavy half of the asymmetric barrier: every ringer either made its change visible
+        // to the caller's re-check, or sees this bit on its next load.
+        self.doorbell.heavy_barrier();
+        Ok(())
+    }
+
+    /// Disarm wake slot `index`. `true` when it was still armed (no ringer took it); `false`
+    /// when a ringer took the bit first, so its descriptor was or will be written once.
+    pub fn disarm_waker(&self, index: usize) -> bool {
+        let Ok(bell) = self.waker_bell(index) else {
+            return false;
+        };
+        let (w, mask) = bit(index);
+        bell.armed
+            .get(w)
+            .is_some_and(|word| word.fetch_and(!mask, Ordering::AcqRel) & mask != 0)
+    }
+
+    /// Whether subscriber `index` at `generation` would not wait: a message (or a skipped or
+    /// overwritten one) at its released cursor, or the topic closed, or the entry no longer
+    /// its own. What a waiter re-checks after arming.
+    pub fn subscriber_ready(&self, index: usize, generation: u64) -> bool {
+        let Some(e) = self.storage.subscriber(index) else {
+            return true;
+        };
+        if e.state.load(Ordering::Acquire) != entry_state::pack(generation, entry_state::ACTIVE) {
+            return true;
+        }
+        let s = e.cursor.load(Ordering::Acquire);
+        let st = self
+            .storage
+            .slot(self.slot_index(s))
+            .stamp
+            .load(Ordering::Acquire);
+        super::stamp::is_done(st, s) || super::stamp::seq(st) > s || self.is_closed()
+    }
+
+    /// Whether publisher `index` at `generation` could claim without waiting: always on a lossy
+    /// topic; on a lossless one when the gate leaves room, or the topic is closed, or the entry
+    /// is no longer its own.
+    pub fn publisher_ready(&self, index: usize, generation: u64) -> bool {
+        if self.mode != Mode::Lossless || !self.publisher_held(index, generation) {
+            return true;
+        }
+        let claim = self.storage.control().claim.load(Ordering::Relaxed);
+        claim < self.gate() || self.is_closed()
+    }
+}
