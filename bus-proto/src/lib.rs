@@ -9,6 +9,8 @@
 //!   decoder that every reader, the property tests and the fuzz target go through.
 //! * [`fdpass`]: descriptors beside a frame (`SCM_RIGHTS`), peer credentials.
 //! * [`segment`]: the sealed memory files a topic lives in; mapping and validating them.
+//! * [`wake`]: the doorbell every mapped ring rings through: the futex, and the eventfds of
+//!   waiters that sleep on a descriptor of their own.
 //! * [`status`]: the daemon's status page (its epoch), which clients watch to follow a
 //!   restarted daemon.
 //! * [`paths`]: where the socket is, and the names of the files beside it.
@@ -29,3 +31,4 @@ pub mod pattern;
 pub mod protocol;
 pub mod segment;
 pub mod status;
+pub mod wake;

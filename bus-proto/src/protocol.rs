@@ -18,6 +18,9 @@
 //! | `status` | `status`: the daemon's totals, the caller's usage and every limit | |
 //! | `delete` | `deleted` | |
 //! | `shutdown` | `stopping` | |
+//! | `add_waker` (an eventfd beside it) | `waker_added` | |
+//! | `remove_waker` | `waker_removed` | |
+//! | `waker_fd` | `waker_fd` | the wake slot's eventfd |
 //! | `reattach` (with the two segment files beside it) | `attached` | as `attach` |
 //! | `held` | **no answer**: a notice that a publisher found its lossless topic full | |
 //!
@@ -38,8 +41,8 @@ use serde::{Deserialize, Serialize};
 /// The protocol version this build speaks. Client and daemon must agree exactly.
 ///
 /// Version 4: paged `list` and `stats` (`list_after`, `stats_after`, `next`), `status`, and the
-/// `held` notice.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// `held` notice. Version 5: wake slots (`add_waker`, `remove_waker`, `waker_fd`).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Errors from encoding or decoding messages, and from the socket under them.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +224,38 @@ pub enum Request {
     },
     /// Stop the daemon (accepted only from the daemon's own uid).
     Shutdown,
+    /// Add a waiter that sleeps on a descriptor of its own (an eventfd, which travels beside
+    /// this frame) for one of this connection's ports: a subscriber waits for messages, a
+    /// publisher for free slots. The answer names the wake slot the waiter arms.
+    AddWaker {
+        /// The topic name.
+        topic: String,
+        /// The port's role.
+        role: Role,
+        /// The port's table index.
+        index: u32,
+        /// The port's generation.
+        generation: u64,
+    },
+    /// Give a wake slot back (the waiter is done).
+    RemoveWaker {
+        /// The topic name.
+        topic: String,
+        /// The wake slot.
+        slot: u32,
+        /// Its generation.
+        generation: u64,
+    },
+    /// The descriptor of a wake slot, for a port of this connection that rings the slot's bell
+    /// and found it armed.
+    WakerFd {
+        /// The topic name.
+        topic: String,
+        /// The wake slot.
+        slot: u32,
+        /// Its generation.
+        generation: u64,
+    },
     /// Take back a port this process held under a previous daemon (which died). The port's two
     /// segment descriptors (control, data) travel beside this frame: the restarted daemon
     /// adopts the topic from the first port that hands them back, if they are the files it
@@ -263,6 +298,9 @@ impl Request {
             | Request::Detach { topic, .. }
             | Request::Reattach { topic, .. }
             | Request::Held { topic, .. }
+            | Request::AddWaker { topic, .. }
+            | Request::RemoveWaker { topic, .. }
+            | Request::WakerFd { topic, .. }
             | Request::Delete { topic } => Some(topic),
             Request::Stats { topic } => topic.as_deref(),
             Request::Hello { .. }
@@ -507,6 +545,22 @@ pub enum Response {
     },
     /// A port was detached.
     Detached,
+    /// Answer to [`Request::AddWaker`]: the wake slot the waiter arms.
+    WakerAdded {
+        /// The wake slot.
+        slot: u32,
+        /// Its generation.
+        generation: u64,
+    },
+    /// Answer to [`Request::RemoveWaker`].
+    WakerRemoved,
+    /// Answer to [`Request::WakerFd`]: the slot's eventfd travels beside this frame.
+    WakerFd {
+        /// The wake slot.
+        slot: u32,
+        /// Its generation.
+        generation: u64,
+    },
     /// A topic was deleted.
     Deleted,
     /// Answer to [`Request::Shutdown`]: the daemon stops once this is sent.

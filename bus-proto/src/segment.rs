@@ -28,7 +28,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use bus_core::doorbell::Futex;
 use bus_core::layout::{Layout, SegmentHeader, HEADER_REGION};
 use bus_core::ring::Ring;
 use bus_core::storage::{RawStorage, Region};
@@ -37,8 +36,10 @@ use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
 use nix::sys::stat::{fchmod, fstat, Mode};
 
-/// A ring over a mapped segment.
-pub type ShmRing = Ring<RawStorage<Mapping>, Futex>;
+use crate::wake::WakeBell;
+
+/// A ring over a mapped segment, ringing through a [`WakeBell`] (futex and wake slots).
+pub type ShmRing = Ring<RawStorage<Mapping>, WakeBell>;
 
 /// The seals every segment file carries: no one may shrink or grow it, or change its seals.
 pub const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK
@@ -365,15 +366,17 @@ impl Mapping {
     }
 }
 
-/// Map a segment and lay a ring over it, validating every header field.
+/// Map a segment and lay a ring over it, validating every header field; it rings through
+/// `bell`.
 pub fn open_ring(
     control: BorrowedFd<'_>,
     data: BorrowedFd<'_>,
     access: Access,
+    bell: WakeBell,
 ) -> Result<Arc<ShmRing>, MapError> {
     let mapping = Mapping::map(control, data, access)?;
     let storage = RawStorage::open(mapping)?;
-    Ok(Arc::new(Ring::new(storage, Futex)))
+    Ok(Arc::new(Ring::new(storage, bell)))
 }
 
 #[cfg(test)]
@@ -405,10 +408,16 @@ mod tests {
         let (m, slots) =
             Mapping::map_files(control.as_fd(), data.as_fd(), Access::ReadWrite).unwrap();
         assert_eq!(slots as u64, l.slots_offset);
-        let ring = Ring::new(RawStorage::create(m, &l).unwrap(), Futex);
+        let ring = Ring::new(RawStorage::create(m, &l).unwrap(), WakeBell::new());
         assert_eq!(ring.geometry(), &l.geometry);
         // A second mapping sees the header the first one wrote.
-        let again = open_ring(control.as_fd(), data.as_fd(), Access::Subscriber).unwrap();
+        let again = open_ring(
+            control.as_fd(),
+            data.as_fd(),
+            Access::Subscriber,
+            WakeBell::new(),
+        )
+        .unwrap();
         assert_eq!(again.geometry(), &l.geometry);
     }
 
@@ -416,7 +425,12 @@ mod tests {
     fn unsealed_descriptors_are_refused() {
         let plain = memfd_create("shmbus-test-plain", MFdFlags::MFD_CLOEXEC).unwrap();
         nix::unistd::ftruncate(plain.as_fd(), 8192).unwrap();
-        let Err(err) = open_ring(plain.as_fd(), plain.as_fd(), Access::ReadWrite) else {
+        let Err(err) = open_ring(
+            plain.as_fd(),
+            plain.as_fd(),
+            Access::ReadWrite,
+            WakeBell::new(),
+        ) else {
             panic!("an unsealed file was mapped");
         };
         assert!(matches!(err, MapError::NotSealed(_)), "{err}");
@@ -428,7 +442,12 @@ mod tests {
         let (c, d) = file_sizes(&l);
         let control = sealed_file("shmbus-test-zero-c", c).unwrap();
         let data = sealed_file("shmbus-test-zero-d", d).unwrap();
-        let Err(err) = open_ring(control.as_fd(), data.as_fd(), Access::ReadWrite) else {
+        let Err(err) = open_ring(
+            control.as_fd(),
+            data.as_fd(),
+            Access::ReadWrite,
+            WakeBell::new(),
+        ) else {
             panic!("a zeroed segment validated");
         };
         assert!(matches!(err, MapError::Invalid(_)), "{err}");

@@ -118,6 +118,22 @@ fn requests() -> Vec<Request> {
             index: 0,
             generation: 1,
         },
+        Request::AddWaker {
+            topic: "robot/odom".into(),
+            role: Role::Subscriber,
+            index: 1,
+            generation: 2,
+        },
+        Request::RemoveWaker {
+            topic: "robot/odom".into(),
+            slot: 3,
+            generation: 4,
+        },
+        Request::WakerFd {
+            topic: "robot/odom".into(),
+            slot: 5,
+            generation: 6,
+        },
         Request::List,
         Request::ListAfter {
             after: "robot/odom".into(),
@@ -157,6 +173,15 @@ fn responses() -> Vec<Response> {
         Response::Detached,
         Response::Deleted,
         Response::Stopping,
+        Response::WakerAdded {
+            slot: 7,
+            generation: 8,
+        },
+        Response::WakerRemoved,
+        Response::WakerFd {
+            slot: 9,
+            generation: 10,
+        },
         Response::Topics {
             topics: vec![TopicInfo {
                 name: "a".into(),

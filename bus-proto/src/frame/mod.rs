@@ -117,7 +117,7 @@ pub fn decode_response(body: &[u8]) -> Result<Response, ProtocolError> {
     let resp: Response = decode_json(body)?;
     if matches!(
         resp,
-        Response::Detached | Response::Deleted | Response::Stopping
+        Response::Detached | Response::Deleted | Response::Stopping | Response::WakerRemoved
     ) {
         only_tag(body)?;
     }

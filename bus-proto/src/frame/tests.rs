@@ -112,6 +112,22 @@ fn every_request() -> Vec<Request> {
             index: 0,
             generation: 1,
         },
+        Request::AddWaker {
+            topic: "a".into(),
+            role: Role::Subscriber,
+            index: 2,
+            generation: 3,
+        },
+        Request::RemoveWaker {
+            topic: "a".into(),
+            slot: 5,
+            generation: 6,
+        },
+        Request::WakerFd {
+            topic: "a".into(),
+            slot: 127,
+            generation: u64::MAX,
+        },
     ]
 }
 
@@ -153,6 +169,15 @@ fn frame_round_trips_every_response_kind() {
         Response::Detached,
         Response::Deleted,
         Response::Stopping,
+        Response::WakerAdded {
+            slot: 1,
+            generation: 2,
+        },
+        Response::WakerRemoved,
+        Response::WakerFd {
+            slot: 3,
+            generation: 4,
+        },
         Response::Topics {
             topics: vec![TopicInfo {
                 name: "t".into(),
@@ -274,6 +299,7 @@ fn decoder_rejects_unknown_fields_and_ops() {
         br#"{"kind":"deleted","x":1}"#,
         br#"{"kind":"topics","topics":[],"next":null,"x":1}"#,
         br#"{"kind":"status","status":{"daemon_pid":1}}"#,
+        br#"{"kind":"waker_removed","x":1}"#,
     ] {
         assert!(matches!(
             decode_response(body),
