@@ -11,6 +11,7 @@
 //! | `recv()` | [`RecvError`] |
 //! | `try_recv()` | [`TryRecvError`] (adds `Empty`) |
 //! | `recv_timeout()` | [`RecvTimeoutError`] (adds `Timeout`) |
+//! | setting up a [`WaitSet`](crate::WaitSet) or an async wait | [`WaitError`] |
 
 use std::io;
 use std::path::PathBuf;
@@ -256,6 +257,33 @@ impl RequestError {
             _ => None,
         }
     }
+}
+
+/// Why a wait set or an async wait could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The process has as many open files as its limit allows (after the soft limit was
+    /// raised to the hard one): an eventfd could not be made.
+    #[error("cannot make an eventfd: the process has reached its open-file limit ({limit}); close files or raise `ulimit -n`")]
+    TooManyFiles {
+        /// The open-file limit.
+        limit: u64,
+    },
+    /// The topic has no free wake slot (each waiter on descriptors takes one).
+    #[error("topic '{topic}' has no free wake slot: {message}")]
+    SlotsFull {
+        /// The topic.
+        topic: String,
+        /// The daemon's sentence.
+        message: String,
+    },
+    /// The daemon refused, or could not be reached.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// A system call failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
 }
 
 /// A message longer than the topic's slot.

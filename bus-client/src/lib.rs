@@ -60,6 +60,8 @@ mod port;
 mod publisher;
 mod raw;
 mod subscriber;
+mod waitset;
+mod wake;
 
 pub use bus::{Bus, PublisherBuilder, SubscriberBuilder};
 pub use bus_core::layout::{Geometry, Mode, TypeInfo};
@@ -71,13 +73,14 @@ pub use bus_proto::protocol::{
 };
 pub use error::{
     ConnectError, OpenError, RecvError, RecvTimeoutError, RequestError, SendError,
-    SendTimeoutError, TooLarge, TryRecvError, TrySendError,
+    SendTimeoutError, TooLarge, TryRecvError, TrySendError, WaitError,
 };
 pub use options::TopicOptions;
 pub use payload::Payload;
 pub use publisher::{Publisher, SampleMut};
 pub use raw::{RawPublisher, RawPublisherBuilder, RawSample, RawSubscriber, RawSubscriberBuilder};
 pub use subscriber::{Iter, Sample, Subscriber};
+pub use waitset::{Attachment, AttachmentId, WaitSet};
 
 /// Ports and the bus move between threads.
 #[allow(dead_code)]

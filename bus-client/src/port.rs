@@ -8,7 +8,6 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus_core::doorbell::Futex;
 use bus_core::layout::Geometry;
 use bus_core::ring::{AttachError, PublisherPort, StartAt, SubscriberPort};
 use bus_core::storage::RawStorage;
@@ -16,15 +15,16 @@ use bus_proto::protocol::{
     describe_mismatch, ErrorCode, How, Request, Response, Role, HELD_NOTICE_EVERY,
 };
 use bus_proto::segment::{open_ring, Access, Mapping, SegmentFds, ShmRing};
+use bus_proto::wake::WakeBell;
 
 use crate::conn::{unexpected, Conn};
 use crate::error::OpenError;
 use crate::follow::{Follower, Next, PortId, CHECK_EVERY};
 
 /// A publisher's handle on a mapped ring.
-pub(crate) type RingPublisher = PublisherPort<RawStorage<Mapping>, Futex>;
+pub(crate) type RingPublisher = PublisherPort<RawStorage<Mapping>, WakeBell>;
 /// A subscriber's handle on a mapped ring.
-pub(crate) type RingSubscriber = SubscriberPort<RawStorage<Mapping>, Futex>;
+pub(crate) type RingSubscriber = SubscriberPort<RawStorage<Mapping>, WakeBell>;
 
 /// The ring-side handle of a port: a [`RingPublisher`] or a [`RingSubscriber`].
 pub(crate) trait RingPort: Sized {
@@ -108,9 +108,59 @@ pub(crate) enum Waited<E> {
     Failed(E),
 }
 
+/// Who a port is right now (its ring and table entry), for a wait set that watches it from
+/// outside. A port that attaches afresh after a daemon restart updates it.
+pub(crate) struct PortView {
+    state: std::sync::Mutex<ViewState>,
+}
+
+/// See [`PortView`].
+#[derive(Clone)]
+pub(crate) struct ViewState {
+    pub(crate) ring: Arc<ShmRing>,
+    pub(crate) index: usize,
+    pub(crate) generation: u64,
+}
+
+impl std::fmt::Debug for PortView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.get();
+        f.debug_struct("PortView")
+            .field("index", &v.index)
+            .field("generation", &v.generation)
+            .finish()
+    }
+}
+
+impl PortView {
+    fn new<P: RingPort>(ring: &P) -> Arc<PortView> {
+        Arc::new(PortView {
+            state: std::sync::Mutex::new(ViewState {
+                ring: ring.ring().clone(),
+                index: ring.index(),
+                generation: ring.generation(),
+            }),
+        })
+    }
+
+    fn set<P: RingPort>(&self, ring: &P) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = ViewState {
+            ring: ring.ring().clone(),
+            index: ring.index(),
+            generation: ring.generation(),
+        };
+    }
+
+    /// The port as it is now.
+    pub(crate) fn get(&self) -> ViewState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// A port: its ring handle, and what it needs to follow the daemon.
 pub(crate) struct Port<P: RingPort> {
     pub(crate) ring: P,
+    view: Arc<PortView>,
     conn: Arc<Conn>,
     topic: String,
     /// How it was attached: attaching afresh asks the same.
@@ -143,7 +193,7 @@ struct Attached<P> {
 }
 
 fn attach<P: RingPort>(
-    conn: &Conn,
+    conn: &Arc<Conn>,
     topic: &str,
     how: &How,
     start: StartAt,
@@ -208,7 +258,8 @@ fn attach<P: RingPort>(
         Role::Publisher => Access::ReadWrite,
         Role::Subscriber => Access::Subscriber,
     };
-    let ring = match open_ring(fds.control.as_fd(), fds.data.as_fd(), access) {
+    let bell = crate::wake::fetching_bell(conn, topic);
+    let ring = match open_ring(fds.control.as_fd(), fds.data.as_fd(), access, bell) {
         Ok(r) => r,
         Err(source) => {
             detach();
@@ -256,6 +307,7 @@ impl<P: RingPort> Port<P> {
         let a = attach::<P>(conn, topic, &how, start)?;
         tracing::debug!(topic, role = %P::ROLE, created = a.created, "attached");
         Ok(Port {
+            view: PortView::new(&a.ring),
             ring: a.ring,
             follower: Follower::new(conn),
             conn: conn.clone(),
@@ -270,6 +322,16 @@ impl<P: RingPort> Port<P> {
     /// The topic name.
     pub(crate) fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The connection the port was attached through.
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
+    /// Who the port is right now, shared with wait sets.
+    pub(crate) fn view(&self) -> &Arc<PortView> {
+        &self.view
     }
 
     /// The topic's geometry and payload type, as the segment holds them.
@@ -318,6 +380,7 @@ impl<P: RingPort> Port<P> {
             Lost
         })?;
         self.ring = a.ring;
+        self.view.set(&self.ring);
         self.fds = a.fds;
         self.spec = a.spec;
         self.follower = Follower::new(&self.conn);

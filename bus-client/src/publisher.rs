@@ -5,13 +5,13 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use bus_core::doorbell::Futex;
 use bus_core::layout::{Geometry, Mode};
 use bus_core::ring::{Loan, SendError as CoreSend};
 use bus_core::storage::RawStorage;
 use bus_core::wait::WaitStrategy;
 use bus_proto::protocol::HELD_NOTICE_EVERY;
 use bus_proto::segment::Mapping;
+use bus_proto::wake::WakeBell;
 
 use crate::error::{FromSend, SendError, SendTimeoutError, TooLarge, TrySendError};
 use crate::payload::AlignedBuf;
@@ -39,7 +39,7 @@ use crate::Payload;
 /// ```
 #[derive(Debug)]
 pub struct Publisher<T: Payload + ?Sized> {
-    inner: Sender,
+    pub(crate) inner: Sender,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -74,6 +74,10 @@ impl Sender {
 
     pub(crate) fn topic(&self) -> &str {
         self.port.topic()
+    }
+
+    pub(crate) fn port(&self) -> &Port<RingPublisher> {
+        &self.port
     }
 
     pub(crate) fn spec(&self) -> &Geometry {
@@ -299,14 +303,14 @@ impl<T: Payload + ?Sized> Publisher<T> {
 /// A loaned slot as bytes: the ring's loan, and (lossy topics) the private buffer it is
 /// written into before `send` copies it in atomically.
 pub(crate) struct BytesLoan<'a> {
-    loan: Loan<'a, RawStorage<Mapping>, Futex>,
+    loan: Loan<'a, RawStorage<Mapping>, WakeBell>,
     scratch: Option<&'a mut AlignedBuf>,
     exact: Option<usize>,
 }
 
 impl<'a> BytesLoan<'a> {
     fn new(
-        mut loan: Loan<'a, RawStorage<Mapping>, Futex>,
+        mut loan: Loan<'a, RawStorage<Mapping>, WakeBell>,
         scratch: Option<&'a mut AlignedBuf>,
         exact: Option<usize>,
     ) -> BytesLoan<'a> {

@@ -36,7 +36,7 @@ use crate::Bus;
 /// ```
 #[derive(Debug)]
 pub struct RawSubscriber {
-    inner: Receiver,
+    pub(crate) inner: Receiver,
 }
 
 impl RawSubscriber {
@@ -110,7 +110,7 @@ impl RawSample<'_> {
 /// ```
 #[derive(Debug)]
 pub struct RawPublisher {
-    inner: Sender,
+    pub(crate) inner: Sender,
 }
 
 impl RawPublisher {

@@ -5,12 +5,12 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
-use bus_core::doorbell::Futex;
 use bus_core::layout::{Geometry, Mode};
 use bus_core::ring::{RecvError as CoreRecv, Sample as CoreSample};
 use bus_core::storage::RawStorage;
 use bus_core::wait::WaitStrategy;
 use bus_proto::segment::Mapping;
+use bus_proto::wake::WakeBell;
 
 use crate::error::{FromRecv, RecvError, RecvTimeoutError, TryRecvError};
 use crate::payload::AlignedBuf;
@@ -39,7 +39,7 @@ use crate::Payload;
 /// ```
 #[derive(Debug)]
 pub struct Subscriber<T: Payload + ?Sized> {
-    inner: Receiver,
+    pub(crate) inner: Receiver,
     _t: PhantomData<fn() -> Box<T>>,
 }
 
@@ -57,7 +57,7 @@ pub(crate) struct Receiver {
 
 /// A received message, as bytes: in place (lossless) or copied (lossy).
 pub(crate) enum Got<'a> {
-    InPlace(CoreSample<'a, RawStorage<Mapping>, Futex>),
+    InPlace(CoreSample<'a, RawStorage<Mapping>, WakeBell>),
     Copied {
         bytes: &'a [u8],
         sequence: u64,
@@ -88,7 +88,7 @@ impl Got<'_> {
     }
 }
 
-fn in_place<'s>(s: &'s CoreSample<'_, RawStorage<Mapping>, Futex>) -> &'s [u8] {
+fn in_place<'s>(s: &'s CoreSample<'_, RawStorage<Mapping>, WakeBell>) -> &'s [u8] {
     s.bytes()
 }
 
@@ -118,6 +118,10 @@ impl Receiver {
 
     pub(crate) fn topic(&self) -> &str {
         self.port.topic()
+    }
+
+    pub(crate) fn port(&self) -> &Port<RingSubscriber> {
+        &self.port
     }
 
     pub(crate) fn spec(&self) -> &Geometry {

@@ -17,7 +17,6 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
-use bus_core::doorbell::Futex;
 use bus_core::layout::Layout;
 use bus_core::ring::Ring;
 use bus_core::storage::RawStorage;
@@ -25,6 +24,7 @@ use bus_proto::segment::{
     check_sealed, file_sizes, open_ring, sealed_file, Access, MapError, Mapping, SegmentFds,
     ShmRing,
 };
+use bus_proto::wake::WakeBell;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, Mode, SFlag};
 use serde::{Deserialize, Serialize};
@@ -151,7 +151,7 @@ pub fn create_segment(topic: &str, layout: &Layout) -> Result<Segment, MapError>
     let storage = RawStorage::create(mapping, layout)?;
     Ok(Segment {
         fds: SegmentFds { control, data },
-        ring: Arc::new(Ring::new(storage, Futex)),
+        ring: Arc::new(Ring::new(storage, WakeBell::new())),
     })
 }
 
@@ -170,7 +170,7 @@ pub fn adopt_segment(
     // The client may have handed in a read-only data descriptor; the daemon reopens both.
     let control = reopen(fds.control.as_fd(), OFlag::O_RDWR)?;
     let data = reopen(fds.data.as_fd(), OFlag::O_RDWR)?;
-    let ring = open_ring(control.as_fd(), data.as_fd(), Access::ReadWrite)?;
+    let ring = open_ring(control.as_fd(), data.as_fd(), Access::ReadWrite, WakeBell::new())?;
     Ok(Segment {
         fds: SegmentFds { control, data },
         ring,

@@ -132,7 +132,7 @@ impl TestSegment {
 
     fn open(&self, access: Access) -> Result<Arc<ShmRing>, MapError> {
         let (control, data) = self.fds(access);
-        segment::open_ring(control, data, access)
+        segment::open_ring(control, data, access, bus_proto::wake::WakeBell::new())
     }
 
     /// A second, independent read-write mapping (to corrupt the header through).
@@ -1127,7 +1127,13 @@ fn corrupted_header_fields_are_typed_errors() {
             let c = sealed_copy("shmbus-control:sectest/short", control, control_len);
             let d = sealed_copy("shmbus-data:sectest/short", data, data_len);
             catch_unwind(AssertUnwindSafe(|| {
-                segment::open_ring(c.as_fd(), d.as_fd(), access).map(|_| "a ring")
+                segment::open_ring(
+                    c.as_fd(),
+                    d.as_fd(),
+                    access,
+                    bus_proto::wake::WakeBell::new(),
+                )
+                .map(|_| "a ring")
             }))
         };
         for access in [Access::Subscriber, Access::ReadWrite] {
@@ -1277,7 +1283,13 @@ fn client_refuses_unsealed_segment_descriptors() {
         let good_data = sealed_copy("shmbus-data:sectest/copy", data, file_size(data));
         for access in [Access::Subscriber, Access::ReadWrite] {
             assert!(
-                segment::open_ring(good_control.as_fd(), good_data.as_fd(), access).is_ok(),
+                segment::open_ring(
+                    good_control.as_fd(),
+                    good_data.as_fd(),
+                    access,
+                    bus_proto::wake::WakeBell::new()
+                )
+                .is_ok(),
                 "{mode:?}: sealed copies of the segment do not open ({access:?})"
             );
         }
@@ -1302,7 +1314,9 @@ fn client_refuses_unsealed_segment_descriptors() {
                             other.map(|r| r.map(|_| "a mapping"))
                         ),
                     }
-                    match catch_unwind(AssertUnwindSafe(|| segment::open_ring(c, d, access))) {
+                    match catch_unwind(AssertUnwindSafe(|| {
+                        segment::open_ring(c, d, access, bus_proto::wake::WakeBell::new())
+                    })) {
                         Ok(Err(MapError::NotSealed(_))) => {}
                         other => panic!(
                             "{case}: open_ring gave {:?}",
@@ -1500,8 +1514,8 @@ fn client_library_refuses_unsealed_segment_descriptors_from_its_daemon() {
 // 3. Corrupted slots, counters and cursors
 // ------------------------------------------------------------------------------------------
 
-type Sub = SubscriberPort<bus_core::storage::RawStorage<Mapping>, bus_core::doorbell::Futex>;
-type Pub = PublisherPort<bus_core::storage::RawStorage<Mapping>, bus_core::doorbell::Futex>;
+type Sub = SubscriberPort<bus_core::storage::RawStorage<Mapping>, bus_proto::wake::WakeBell>;
+type Pub = PublisherPort<bus_core::storage::RawStorage<Mapping>, bus_proto::wake::WakeBell>;
 
 /// A segment with one publisher port (its own read-write mapping) and one subscriber port (its
 /// own subscriber mapping), and the creator's ring to corrupt things through.
@@ -2099,8 +2113,13 @@ fn a_client_truncating_its_segment_descriptor_cannot_kill_the_daemon() {
     for ((what, fd), &size) in files.iter().zip(&sizes) {
         assert_eq!(file_size(*fd), size, "the {what} file changed size");
     }
-    let ring = segment::open_ring(fds.control.as_fd(), fds.data.as_fd(), Access::ReadWrite)
-        .expect("the hostile publisher maps its segment");
+    let ring = segment::open_ring(
+        fds.control.as_fd(),
+        fds.data.as_fd(),
+        Access::ReadWrite,
+        bus_proto::wake::WakeBell::new(),
+    )
+    .expect("the hostile publisher maps its segment");
     assert!(!ring.is_closed());
 
     // The daemon looks at every lossless topic's subscribers every 10 ms: give it 100 passes.

@@ -135,6 +135,17 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     /// supervisor released (its holder's process went away, or the slot was given up) is
     /// `NotHeld`; a release racing with this arming leaves at most one spurious wake-up.
     pub fn arm_waker(&self, index: usize, generation: u64) -> Result<(), AttachError> {
+        self.arm_waker_unfenced(index, generation)?;
+        // The heavy half of the asymmetric barrier: every ringer either made its change visible
+        // to the caller's re-check, or sees this bit on its next load.
+        self.doorbell.heavy_barrier();
+        Ok(())
+    }
+
+    /// [`Ring::arm_waker`] without its barrier, for a waiter that arms several slots (a wait
+    /// set over many topics): it must run the heavy barrier once
+    /// (`doorbell().heavy_barrier()`) after arming them all and before it re-checks any.
+    pub fn arm_waker_unfenced(&self, index: usize, generation: u64) -> Result<(), AttachError> {
         if !self.waker_held(index, generation) {
             return Err(AttachError::NotHeld(index));
         }
@@ -143,9 +154,6 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         let word = bell.armed.get(w).ok_or(AttachError::NoSuchEntry(index))?;
         // Release: pairs with the ringer's swap (acquire side of its AcqRel).
         word.fetch_or(mask, Ordering::Release);
-        // The heavy half of the asymmetric barrier: every ringer either made its change visible
-        // to the caller's re-check, or sees this bit on its next load.
-        self.doorbell.heavy_barrier();
         Ok(())
     }
 
@@ -159,6 +167,21 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         bell.armed
             .get(w)
             .is_some_and(|word| word.fetch_and(!mask, Ordering::AcqRel) & mask != 0)
+    }
+
+    /// The next sequence a publisher will claim: it moves with every message published.
+    pub fn claim_counter(&self) -> u64 {
+        self.storage.control().claim.load(Ordering::Acquire)
+    }
+
+    /// The released cursor of subscriber entry `index`: it moves as the subscriber reads.
+    pub fn subscriber_cursor(&self, index: usize) -> Option<u64> {
+        Some(
+            self.storage
+                .subscriber(index)?
+                .cursor
+                .load(Ordering::Acquire),
+        )
     }
 
     /// Whether subscriber `index` at `generation` would not wait: a message (or a skipped or

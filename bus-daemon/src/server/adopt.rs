@@ -60,6 +60,11 @@ fn adopt(record: &TopicRecord, fds: SegmentFds, uid: u32, epoch: u32) -> Result<
         .into_iter()
         .map(|e| orphan(Role::Subscriber, e))
         .collect();
+    // The waiters on descriptors registered with the daemon that died: this one has none of
+    // their eventfds. Their ports see the new epoch and register again.
+    for (slot, generation, _) in ring.active_wakers() {
+        let _ = ring.release_waker(slot, generation);
+    }
     ring.set_epoch(epoch);
     Ok(topic)
 }

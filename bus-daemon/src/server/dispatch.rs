@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::adopt;
 use super::attach::{self, stopping, AttachRequest, CreateJob, Plan};
 use super::registry::{Caller, Ctx, State, Topic, ORPHAN};
+use super::wakers;
 use super::watch;
 use super::{error, Answer};
 use crate::acl::Action;
@@ -39,8 +40,8 @@ pub(super) enum Outcome {
     Stop(Answer),
 }
 
-/// Serve one request; `fds` are the descriptors that came with it (only a `Reattach` uses
-/// them; the others are closed here).
+/// Serve one request; `fds` are the descriptors that came with it (only a `Reattach` and an
+/// `AddWaker` use them; the others are closed here).
 pub(super) fn handle(
     ctx: &Ctx,
     state: &mut State,
@@ -49,7 +50,7 @@ pub(super) fn handle(
     fds: Vec<OwnedFd>,
 ) -> Outcome {
     let fds = match request {
-        Request::Reattach { .. } => fds,
+        Request::Reattach { .. } | Request::AddWaker { .. } => fds,
         _ => {
             drop(fds);
             Vec::new()
@@ -117,6 +118,22 @@ pub(super) fn handle(
             index,
             generation,
         } => detach(state, caller, &topic, role, index, generation),
+        Request::AddWaker {
+            topic,
+            role,
+            index,
+            generation,
+        } => wakers::add(state, caller, &topic, (role, index, generation), fds),
+        Request::RemoveWaker {
+            topic,
+            slot,
+            generation,
+        } => wakers::remove(state, caller, &topic, slot, generation),
+        Request::WakerFd {
+            topic,
+            slot,
+            generation,
+        } => wakers::fd(state, caller, &topic, slot, generation),
         Request::List => list(ctx, state, caller, None),
         Request::ListAfter { after } => list(ctx, state, caller, Some(&after)),
         Request::Stats { topic: Some(name) } => stats_of(ctx, state, caller, &name),
@@ -189,6 +206,8 @@ fn detach(
         .position(|a| a.client == caller.id && a.is(role, index, generation))
     {
         t.attachments.remove(at);
+        let port = (role, index, generation);
+        t.release_wakers(|w| w.client == caller.id && w.port == port);
         let _ = match role {
             Role::Publisher => t.ring.release_publisher(index as usize, generation),
             Role::Subscriber => t.ring.release_subscriber(index as usize, generation),

@@ -14,6 +14,7 @@
 //! | `watch.rs` | stuck subscribers, watched only while a publisher is held back |
 //! | `timers.rs` | the deadlines, armed only while there is work on a clock |
 //! | `registry.rs` | the state, and the one routine that releases a departed process's ports |
+//! | `wakers.rs` | wake slots: waiters on eventfds, and their descriptors for the ringers |
 //!
 //! A connection that closes (the process exited or was killed) releases that client's
 //! subscribers and repairs its publishers' unfinished claims at once. Nothing runs on a fixed
@@ -29,6 +30,7 @@ mod lifecycle;
 mod registry;
 mod timers;
 mod watch;
+mod wakers;
 
 use std::io;
 use std::os::fd::OwnedFd;

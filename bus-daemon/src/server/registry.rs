@@ -47,6 +47,18 @@ impl Attachment {
     }
 }
 
+/// A waiter that sleeps on its own eventfd (a wake slot); the descriptor itself is kept in
+/// the topic ring's doorbell, which writes it when the daemon rings, and duplicates it for
+/// the ports that ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Waker {
+    pub(super) client: ClientId,
+    /// The port it waits for.
+    pub(super) port: (Role, u32, u64),
+    pub(super) slot: usize,
+    pub(super) generation: u64,
+}
+
 pub(super) struct Topic {
     pub(super) spec: Geometry,
     pub(super) ring: Arc<ShmRing>,
@@ -61,6 +73,8 @@ pub(super) struct Topic {
     pub(super) evicted: Vec<Attachment>,
     /// Set while a publisher is held back by a full lossless ring (see `watch`).
     pub(super) watch: Option<Watch>,
+    /// Wake slots handed out.
+    pub(super) wakers: Vec<Waker>,
 }
 
 impl Topic {
@@ -74,7 +88,22 @@ impl Topic {
             attachments: Vec::new(),
             evicted: Vec::new(),
             watch: None,
+            wakers: Vec::new(),
         }
+    }
+
+    /// Give back the wake slots `gone` picks: ringers stop writing their eventfds.
+    pub(super) fn release_wakers(&mut self, gone: impl Fn(&Waker) -> bool) {
+        let ring = &self.ring;
+        self.wakers.retain(|w| {
+            if gone(w) {
+                let _ = ring.release_waker(w.slot, w.generation);
+                ring.doorbell().remove(w.slot);
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// Bytes of shared memory the topic commits.
@@ -281,6 +310,14 @@ impl State {
             let Some(topic) = self.topics.get_mut(&name) else {
                 continue;
             };
+            // A waiter of a departed port waits no more.
+            let departed: Vec<Waker> = topic
+                .wakers
+                .iter()
+                .filter(|w| w.client == client && topic_port_gone(&topic.attachments, w, &gone))
+                .copied()
+                .collect();
+            topic.release_wakers(|w| departed.contains(w));
             topic.evicted.retain(|a| {
                 if a.client == client && gone(a) {
                     let _ = topic
@@ -370,6 +407,19 @@ impl State {
             }
         }
     }
+}
+
+/// Whether waker `w`'s port is one that `gone` picks (or is not held at all any more).
+fn topic_port_gone(
+    attachments: &[Attachment],
+    w: &Waker,
+    gone: &impl Fn(&Attachment) -> bool,
+) -> bool {
+    let (role, index, generation) = w.port;
+    attachments
+        .iter()
+        .find(|a| a.client == w.client && a.is(role, index, generation))
+        .is_none_or(gone)
 }
 
 /// What never changes while the daemon runs.

@@ -1,0 +1,382 @@
+//! [`WaitSet`]: one thread waits on any number of subscribers (and publishers waiting for room
+//! on a full lossless topic), deadlines and intervals, and learns which are ready.
+//!
+//! A wait set owns one eventfd. Attaching a port registers that eventfd as a wake slot of the
+//! port's topic with the daemon; waiting arms every slot, runs one heavy barrier, checks every
+//! attachment, and sleeps on the eventfd only if none is ready. A publisher that commits to an
+//! armed topic (or a subscriber that frees a slot) writes the eventfd; a publish to a topic
+//! nobody waits on stays free of system calls.
+//!
+//! **No spinning on readiness left undrained.** [`WaitSet::wait`] reports an attachment once
+//! per change: a subscriber is reported again only after it read something (its cursor moved)
+//! or something new was published; a publisher only after it published. So a loop that ignores
+//! a ready subscriber sleeps instead of spinning, which a level-triggered wait would not do.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bus_core::doorbell::Doorbell;
+use bus_proto::protocol::Role;
+use bus_proto::segment::ShmRing;
+
+use crate::conn::Conn;
+use crate::error::WaitError;
+use crate::follow::CHECK_EVERY;
+use crate::port::PortView;
+use crate::wake::{Efd, Registration};
+use crate::{Payload, Publisher, RawPublisher, RawSubscriber, Subscriber};
+
+/// Which attachment of a [`WaitSet`] is ready: compare with [`Attachment::id`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AttachmentId {
+    index: usize,
+    generation: u64,
+}
+
+/// One attachment of a [`WaitSet`]. Dropping it detaches it (and gives its wake slot back).
+#[derive(Debug)]
+pub struct Attachment {
+    id: AttachmentId,
+    set: Weak<Mutex<Entries>>,
+}
+
+impl Attachment {
+    /// What [`WaitSet::wait`] reports when this attachment is ready.
+    pub fn id(&self) -> AttachmentId {
+        self.id
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if let Some(set) = self.set.upgrade() {
+            let mut entries = set.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = entries.slots.get_mut(self.id.index) {
+                if slot
+                    .as_ref()
+                    .is_some_and(|e| e.generation == self.id.generation)
+                {
+                    // Dropped outside the lock would be nicer, but the registration's drop is
+                    // one request to the daemon and no one else waits on this lock then.
+                    *slot = None;
+                }
+            }
+        }
+    }
+}
+
+/// A port watched by a wait set.
+struct Watched {
+    view: Arc<PortView>,
+    role: Role,
+    conn: Arc<Conn>,
+    topic: String,
+    /// The wake slot for the port as it was when registered (`None` until registered, or after
+    /// a daemon restart or a re-attach made it stale).
+    reg: Option<(Registration, usize, u64)>,
+}
+
+enum Kind {
+    Port(Box<Watched>),
+    Deadline(Instant),
+    Interval { period: Duration, next: Instant },
+}
+
+struct Entry {
+    generation: u64,
+    kind: Kind,
+    /// What the attachment looked like when it was last reported ready (see the module's
+    /// "no spinning"): a port's `(cursor or claim, claim)`.
+    reported: Option<(u64, u64)>,
+    /// A deadline that fired is not reported again.
+    fired: bool,
+}
+
+#[derive(Default)]
+struct Entries {
+    slots: Vec<Option<Entry>>,
+    next_generation: u64,
+}
+
+/// Waits on many subscribers, publishers, deadlines and intervals at once.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use bus_client::{Bus, WaitSet};
+/// let bus = Bus::embedded()?;
+/// let mut odom = bus.subscriber::<u64>("doc/ws/odom").open_or_create()?;
+/// let mut scan = bus.subscriber::<u64>("doc/ws/scan").open_or_create()?;
+/// let mut publisher = bus.publisher::<u64>("doc/ws/scan").open()?;
+///
+/// let mut set = WaitSet::new()?;
+/// let odom_ready = set.attach_subscriber(&odom)?;
+/// let scan_ready = set.attach_subscriber(&scan)?;
+/// let tick = set.attach_interval(Duration::from_millis(100));
+///
+/// publisher.publish(&7)?;
+/// let ready = set.wait(Some(Duration::from_secs(5)))?.to_vec();
+/// assert!(ready.contains(&scan_ready.id()) && !ready.contains(&odom_ready.id()));
+/// assert_eq!(*scan.try_recv()?, 7);
+/// assert!(set.wait(None)?.contains(&tick.id()));  // nothing else happens: the interval fires
+/// # Ok(()) }
+/// ```
+pub struct WaitSet {
+    efd: Efd,
+    entries: Arc<Mutex<Entries>>,
+    ready: Vec<AttachmentId>,
+}
+
+impl std::fmt::Debug for WaitSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitSet").finish_non_exhaustive()
+    }
+}
+
+impl WaitSet {
+    /// An empty wait set (it holds one eventfd).
+    pub fn new() -> Result<WaitSet, WaitError> {
+        Ok(WaitSet {
+            efd: Efd::new()?,
+            entries: Arc::new(Mutex::new(Entries::default())),
+            ready: Vec::new(),
+        })
+    }
+
+    fn attach(&mut self, kind: Kind) -> Attachment {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.next_generation += 1;
+        let generation = entries.next_generation;
+        let entry = Entry {
+            generation,
+            kind,
+            reported: None,
+            fired: false,
+        };
+        let index = match entries.slots.iter().position(Option::is_none) {
+            Some(i) => {
+                entries.slots[i] = Some(entry);
+                i
+            }
+            None => {
+                entries.slots.push(Some(entry));
+                entries.slots.len() - 1
+            }
+        };
+        Attachment {
+            id: AttachmentId { index, generation },
+            set: Arc::downgrade(&self.entries),
+        }
+    }
+
+    fn attach_port(
+        &mut self,
+        view: &Arc<PortView>,
+        role: Role,
+        conn: &Arc<Conn>,
+        topic: &str,
+    ) -> Result<Attachment, WaitError> {
+        let mut watched = Watched {
+            view: view.clone(),
+            role,
+            conn: conn.clone(),
+            topic: topic.to_string(),
+            reg: None,
+        };
+        // Register now, so that a topic without a free wake slot is an error here, not a
+        // silent poll later.
+        register(&mut watched, &self.efd)?;
+        Ok(self.attach(Kind::Port(Box::new(watched))))
+    }
+
+    /// Watch `subscriber`: ready when it has a message to read (or an error to report: the
+    /// topic closed, the subscriber evicted).
+    pub fn attach_subscriber<T: Payload + ?Sized>(
+        &mut self,
+        subscriber: &Subscriber<T>,
+    ) -> Result<Attachment, WaitError> {
+        let port = subscriber.inner.port();
+        self.attach_port(port.view(), Role::Subscriber, port.conn(), port.topic())
+    }
+
+    /// Watch a raw subscriber; see [`WaitSet::attach_subscriber`].
+    pub fn attach_raw_subscriber(
+        &mut self,
+        subscriber: &RawSubscriber,
+    ) -> Result<Attachment, WaitError> {
+        let port = subscriber.inner.port();
+        self.attach_port(port.view(), Role::Subscriber, port.conn(), port.topic())
+    }
+
+    /// Watch `publisher`: ready when a lossless topic has room again (a lossy one always has).
+    pub fn attach_publisher<T: Payload + ?Sized>(
+        &mut self,
+        publisher: &Publisher<T>,
+    ) -> Result<Attachment, WaitError> {
+        let port = publisher.inner.port();
+        self.attach_port(port.view(), Role::Publisher, port.conn(), port.topic())
+    }
+
+    /// Watch a raw publisher; see [`WaitSet::attach_publisher`].
+    pub fn attach_raw_publisher(
+        &mut self,
+        publisher: &RawPublisher,
+    ) -> Result<Attachment, WaitError> {
+        let port = publisher.inner.port();
+        self.attach_port(port.view(), Role::Publisher, port.conn(), port.topic())
+    }
+
+    /// Ready once, when `at` has passed.
+    pub fn attach_deadline(&mut self, at: Instant) -> Attachment {
+        self.attach(Kind::Deadline(at))
+    }
+
+    /// Ready every `period`, from one `period` from now (missed ticks are not made up).
+    pub fn attach_interval(&mut self, period: Duration) -> Attachment {
+        let period = period.max(Duration::from_micros(1));
+        self.attach(Kind::Interval {
+            period,
+            next: Instant::now() + period,
+        })
+    }
+
+    /// Wait until at least one attachment is ready, or `timeout` passes (forever with
+    /// `None`); returns the ready ones (empty on timeout). Each is reported once per change
+    /// (see the module documentation): read from a ready subscriber before waiting again, or
+    /// it is reported only when something new arrives.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<&[AttachmentId], WaitError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let next_timer = self.check()?;
+            if !self.ready.is_empty() {
+                return Ok(&self.ready);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(&self.ready);
+            }
+            // Sleep until the eventfd is written, the next timer, the caller's deadline, or
+            // at most a slice (a restarted daemon is noticed, a port that lost its wake slot
+            // is polled).
+            let until = [deadline, next_timer, Some(now + CHECK_EVERY)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + CHECK_EVERY);
+            self.efd.sleep(Some(until.saturating_duration_since(now)));
+            self.efd.drain();
+            self.disarm_all();
+        }
+    }
+
+    /// One pass: arm every port, one barrier, check everything. Fills `self.ready`; returns
+    /// the earliest pending timer. Ports that are ready are disarmed before returning.
+    fn check(&mut self) -> Result<Option<Instant>, WaitError> {
+        self.ready.clear();
+        let entries = self.entries.clone();
+        let mut entries = entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut next_timer: Option<Instant> = None;
+        let mut barrier: Option<Arc<ShmRing>> = None;
+        for e in entries.slots.iter_mut().flatten() {
+            if let Kind::Port(w) = &mut e.kind {
+                let view = w.view.get();
+                if w.reg.as_ref().is_none_or(|(r, i, g)| {
+                    *i != view.index || *g != view.generation || r.epoch != w.conn.status().epoch()
+                }) {
+                    // Best effort: a port whose slot cannot be had now is polled each slice.
+                    let _ = register(w, &self.efd);
+                }
+                if let Some((r, _, _)) = &w.reg {
+                    if view.ring.arm_waker_unfenced(r.slot, r.generation).is_ok() {
+                        barrier.get_or_insert(view.ring.clone());
+                    }
+                }
+            }
+        }
+        if let Some(ring) = barrier {
+            ring.doorbell().heavy_barrier();
+        }
+        for (index, e) in entries.slots.iter_mut().enumerate() {
+            let Some(e) = e else { continue };
+            let id = AttachmentId {
+                index,
+                generation: e.generation,
+            };
+            match &mut e.kind {
+                Kind::Port(w) => {
+                    let view = w.view.get();
+                    let ring = &view.ring;
+                    let claim = ring.claim_counter();
+                    let (ready, mark) = match w.role {
+                        Role::Subscriber => (
+                            ring.subscriber_ready(view.index, view.generation),
+                            (ring.subscriber_cursor(view.index).unwrap_or(0), claim),
+                        ),
+                        Role::Publisher => (
+                            ring.publisher_ready(view.index, view.generation),
+                            (claim, claim),
+                        ),
+                    };
+                    if ready && e.reported != Some(mark) {
+                        e.reported = Some(mark);
+                        self.ready.push(id);
+                    }
+                }
+                Kind::Deadline(at) => {
+                    if !e.fired {
+                        if now >= *at {
+                            e.fired = true;
+                            self.ready.push(id);
+                        } else {
+                            next_timer = Some(next_timer.map_or(*at, |t| t.min(*at)));
+                        }
+                    }
+                }
+                Kind::Interval { period, next } => {
+                    if now >= *next {
+                        while *next <= now {
+                            *next += *period;
+                        }
+                        self.ready.push(id);
+                    }
+                    next_timer = Some(next_timer.map_or(*next, |t| t.min(*next)));
+                }
+            }
+        }
+        if !self.ready.is_empty() {
+            disarm(&entries);
+        }
+        Ok(next_timer)
+    }
+
+    fn disarm_all(&self) {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        disarm(&entries);
+    }
+}
+
+fn disarm(entries: &Entries) {
+    for e in entries.slots.iter().flatten() {
+        if let Kind::Port(w) = &e.kind {
+            if let Some((r, _, _)) = &w.reg {
+                w.view.get().ring.disarm_waker(r.slot);
+            }
+        }
+    }
+}
+
+/// (Re-)register the wait set's eventfd for the port as it is now.
+fn register(w: &mut Watched, efd: &Efd) -> Result<(), WaitError> {
+    w.reg = None;
+    let view = w.view.get();
+    let reg = Registration::new(
+        &w.conn,
+        &w.topic,
+        w.role,
+        (view.index, view.generation),
+        efd,
+    )?;
+    w.reg = Some((reg, view.index, view.generation));
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Waiting on a descriptor: eventfds registered with the daemon as wake slots (for wait sets
+//! and async code), the doorbell that fetches other waiters' eventfds for a ringing port, and
+//! the open-file limit they count against. The protocol in shared memory is bus-core's
+//! (`ring::wakers`); the daemon hands slots out and passes the eventfds around.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Once, Weak};
+use std::time::Duration;
+
+use bus_proto::protocol::{ErrorCode, Request, Response, Role};
+use bus_proto::wake::WakeBell;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+
+use crate::conn::Conn;
+use crate::error::{RequestError, WaitError};
+
+/// The doorbell of a port's ring: the futex, and the eventfds of armed wake slots, which it
+/// asks the daemon for (on `conn`, for `topic`) the first time it must write one.
+pub(crate) fn fetching_bell(conn: &Arc<Conn>, topic: &str) -> WakeBell {
+    let conn: Weak<Conn> = Arc::downgrade(conn);
+    let topic = topic.to_string();
+    WakeBell::with_fetch(Box::new(move |slot, generation| {
+        let conn = conn.upgrade()?;
+        let request = Request::WakerFd {
+            topic: topic.clone(),
+            slot: u32::try_from(slot).ok()?,
+            generation,
+        };
+        match conn.request(&request) {
+            Ok((Response::WakerFd { .. }, mut fds)) => fds.pop(),
+            Ok(_) | Err(_) => None,
+        }
+    }))
+}
+
+/// Raise the soft open-file limit to the hard one, once per process: every waiter holds an
+/// eventfd, and every port two segment descriptors.
+fn raise_nofile_limit() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            if soft < hard {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            }
+        }
+    });
+}
+
+/// A non-blocking eventfd a waiter sleeps on.
+#[derive(Debug)]
+pub(crate) struct Efd(EventFd);
+
+impl Efd {
+    /// A new eventfd. At the open-file limit (after raising the soft limit to the hard one): a
+    /// clear error, and nothing made.
+    pub(crate) fn new() -> Result<Efd, WaitError> {
+        raise_nofile_limit();
+        let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
+        match EventFd::from_value_and_flags(0, flags) {
+            Ok(fd) => Ok(Efd(fd)),
+            Err(nix::Error::EMFILE | nix::Error::ENFILE) => {
+                let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+                Err(WaitError::TooManyFiles { limit })
+            }
+            Err(e) => Err(WaitError::Io(e.into())),
+        }
+    }
+
+    /// Consume what was written (a non-blocking read; nothing there is fine).
+    pub(crate) fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = nix::unistd::read(self.0.as_fd(), &mut buf);
+    }
+
+    /// Sleep until the eventfd is readable or `timeout` passes (forever with `None`). A
+    /// signal or an error returns early; callers re-check their condition.
+    pub(crate) fn sleep(&self, timeout: Option<Duration>) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let ms = timeout.map_or(PollTimeout::NONE, |t| {
+            // Round up: a 0.4 ms timeout must not become a busy 0.
+            let ms = t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        });
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, ms);
+    }
+
+    /// A duplicate, to register (the daemon keeps one) or to poll from an async reactor.
+    pub(crate) fn try_clone(&self) -> io::Result<OwnedFd> {
+        self.0.as_fd().try_clone_to_owned()
+    }
+}
+
+impl AsFd for Efd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// A wake slot held for one port, on one daemon: given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    conn: Weak<Conn>,
+    topic: String,
+    /// The slot.
+    pub(crate) slot: usize,
+    /// Its generation.
+    pub(crate) generation: u64,
+    /// The daemon epoch it was made at (a restarted daemon knows no slot of an earlier one).
+    pub(crate) epoch: u32,
+}
+
+impl Registration {
+    /// Register `efd` as a waiter of the port `(role, index, port_generation)` on `topic`.
+    pub(crate) fn new(
+        conn: &Arc<Conn>,
+        topic: &str,
+        role: Role,
+        (index, port_generation): (usize, u64),
+        efd: &Efd,
+    ) -> Result<Registration, WaitError> {
+        let epoch = conn.status().epoch();
+        let fd = efd.try_clone().map_err(WaitError::Io)?;
+        let request = Request::AddWaker {
+            topic: topic.to_string(),
+            role,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            generation: port_generation,
+        };
+        use std::os::fd::AsRawFd;
+        let answer = conn.request_with_fds(&request, &[fd.as_raw_fd()]);
+        drop(fd);
+        match answer {
+            Ok((Response::WakerAdded { slot, generation }, _)) => Ok(Registration {
+                conn: Arc::downgrade(conn),
+                topic: topic.to_string(),
+                slot: slot as usize,
+                generation,
+                epoch,
+            }),
+            Ok((other, _)) => Err(WaitError::Request(RequestError::Protocol(
+                crate::conn::unexpected(&other),
+            ))),
+            Err(RequestError::Refused {
+                code: ErrorCode::TableFull,
+                message,
+            }) => Err(WaitError::SlotsFull {
+                topic: topic.to_string(),
+                message,
+            }),
+            Err(e) => Err(WaitError::Request(e)),
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.upgrade() {
+            // Only the daemon that handed the slot out knows it.
+            if conn.status().epoch() == self.epoch {
+                let _ = conn.request(&Request::RemoveWaker {
+                    topic: self.topic.clone(),
+                    slot: self.slot as u32,
+                    generation: self.generation,
+                });
+            }
+        }
+    }
+}
