@@ -49,6 +49,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+mod asynch;
 mod bus;
 mod conn;
 pub mod error;
@@ -63,6 +65,8 @@ mod subscriber;
 mod waitset;
 mod wake;
 
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+pub use asynch::{LoanFuture, Messages, RawRecvFuture, RecvFuture, SendFuture, WaitFuture};
 pub use bus::{Bus, PublisherBuilder, SubscriberBuilder};
 pub use bus_core::layout::{Geometry, Mode, TypeInfo};
 pub use bus_core::ring::StartAt;

@@ -17,6 +17,11 @@ pub trait Payload: FromBytes + IntoBytes + KnownLayout + Immutable {
     fn from_slot_mut(bytes: &mut [u8]) -> Option<&mut Self>;
     /// Whether a message of `len` bytes is a valid `Self`.
     fn fits(len: usize) -> bool;
+    /// An owned copy of a message (what a stream yields): the value itself for a sized type,
+    /// a `Vec<u8>` for bytes.
+    type Owned;
+    /// Copy a message out of its slot (its length fits `Self`).
+    fn to_owned_message(bytes: &[u8]) -> Self::Owned;
 }
 
 impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Payload for T {
@@ -39,6 +44,11 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> Payload for T {
     fn fits(len: usize) -> bool {
         len == std::mem::size_of::<T>()
     }
+    type Owned = T;
+    fn to_owned_message(bytes: &[u8]) -> T {
+        // The length was checked against `T` (`fits`) before the message was taken.
+        T::read_from_bytes(bytes).unwrap_or_else(|_| T::new_zeroed())
+    }
 }
 
 impl Payload for [u8] {
@@ -56,6 +66,10 @@ impl Payload for [u8] {
     }
     fn fits(_len: usize) -> bool {
         true
+    }
+    type Owned = Vec<u8>;
+    fn to_owned_message(bytes: &[u8]) -> Vec<u8> {
+        bytes.to_vec()
     }
 }
 

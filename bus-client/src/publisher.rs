@@ -55,7 +55,13 @@ pub(crate) struct Sender {
     exact: Option<usize>,
     /// Tells the daemon when the lossless topic is full.
     held: HeldNotice,
+    /// The async waiter, made at the first async wait.
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
+    pub(crate) waiter: Option<crate::asynch::AsyncWaiter>,
 }
+
+/// A claimed sequence of a mapped ring.
+pub(crate) type RingClaim = bus_core::ring::Claim<RawStorage<Mapping>, WakeBell>;
 
 impl Sender {
     pub(crate) fn new(port: Port<RingPublisher>, wait: WaitStrategy) -> Sender {
@@ -69,6 +75,8 @@ impl Sender {
             scratch,
             exact,
             held,
+            #[cfg(any(feature = "tokio", feature = "async-io"))]
+            waiter: None,
         }
     }
 
@@ -150,6 +158,35 @@ impl Sender {
         Ok(BytesLoan::new(loan, self.scratch.as_mut(), self.exact))
     }
 
+    /// Claim the next sequence without lending the port out (see bus-core's `try_claim`). A
+    /// full lossless ring is told to the daemon, as by [`Sender::try_send`].
+    pub(crate) fn try_claim(&mut self) -> Result<RingClaim, TrySendError> {
+        self.port
+            .ensure_attached()
+            .map_err(|Lost| TrySendError::Evicted)?;
+        match self.port.ring.try_claim() {
+            Ok(claim) => Ok(claim),
+            Err(e) => {
+                if e == CoreSend::Full {
+                    let ring = &self.port.ring;
+                    self.held.full(ring.index(), ring.generation());
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The loan of a sequence [`Sender::try_claim`] claimed.
+    pub(crate) fn loan_claim(&mut self, claim: RingClaim) -> BytesLoan<'_> {
+        let loan = self.port.ring.loan_claim(claim);
+        BytesLoan::new(loan, self.scratch.as_mut(), self.exact)
+    }
+
+    /// Whether a claim would go ahead at once (room, or nothing to wait for).
+    pub(crate) fn has_room(&mut self) -> bool {
+        self.port.ring.has_room()
+    }
+
     pub(crate) fn try_loan(&mut self) -> Result<BytesLoan<'_>, TrySendError> {
         self.port
             .ensure_attached()
@@ -201,7 +238,7 @@ impl Sender {
     }
 
     /// A typed topic takes messages of exactly its type's size.
-    fn check_size<E: From<WrongSize>>(&self, bytes: &[u8]) -> Result<(), E> {
+    pub(crate) fn check_size<E: From<WrongSize>>(&self, bytes: &[u8]) -> Result<(), E> {
         match self.exact {
             Some(expected) if bytes.len() != expected => Err(E::from(WrongSize {
                 len: bytes.len(),
@@ -236,8 +273,8 @@ pub(crate) use sender_accessors;
 /// A message whose length is not the topic's type size.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WrongSize {
-    len: usize,
-    expected: usize,
+    pub(crate) len: usize,
+    pub(crate) expected: usize,
 }
 
 macro_rules! from_wrong_size {

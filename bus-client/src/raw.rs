@@ -66,6 +66,12 @@ pub struct RawSample<'a> {
     got: Got<'a>,
 }
 
+impl<'a> RawSample<'a> {
+    pub(crate) fn new(got: Got<'a>) -> RawSample<'a> {
+        RawSample { got }
+    }
+}
+
 impl RawSample<'_> {
     /// The message bytes.
     pub fn bytes(&self) -> &[u8] {

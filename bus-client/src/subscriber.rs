@@ -6,7 +6,7 @@ use std::ops::Deref;
 use std::time::{Duration, Instant};
 
 use bus_core::layout::{Geometry, Mode};
-use bus_core::ring::{RecvError as CoreRecv, Sample as CoreSample};
+use bus_core::ring::{Ready, RecvError as CoreRecv, Sample as CoreSample};
 use bus_core::storage::RawStorage;
 use bus_core::wait::WaitStrategy;
 use bus_proto::segment::Mapping;
@@ -53,6 +53,9 @@ pub(crate) struct Receiver {
     buf: Option<AlignedBuf>,
     /// Which message lengths the caller's type accepts (others are skipped and counted).
     fits: fn(usize) -> bool,
+    /// The async waiter, made at the first async wait.
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
+    pub(crate) waiter: Option<crate::asynch::AsyncWaiter>,
 }
 
 /// A received message, as bytes: in place (lossless) or copied (lossy).
@@ -113,6 +116,8 @@ impl Receiver {
             wait,
             buf,
             fits,
+            #[cfg(any(feature = "tokio", feature = "async-io"))]
+            waiter: None,
         }
     }
 
@@ -160,42 +165,52 @@ impl Receiver {
             .map_err(waited)
     }
 
+    /// A ticket for the next message that fits, without taking it and without waiting
+    /// (`None`: nothing yet). Messages of a length the port's type does not take are skipped
+    /// and counted on the way.
+    pub(crate) fn ticket<E: FromRecv>(&mut self) -> Result<Option<Ready>, E> {
+        self.port
+            .ensure_attached()
+            .map_err(|Lost| E::from_recv(CoreRecv::Evicted))?;
+        match self.port.ring.next_ready(self.fits) {
+            Ok(t) => Ok(Some(t)),
+            Err(CoreRecv::Empty) => Ok(None),
+            Err(e) => Err(E::from_recv(e)),
+        }
+    }
+
+    /// Take the message `ticket` names: in place (lossless), or a validated copy (lossy; a slot
+    /// overwritten meanwhile is `Lagged`).
+    pub(crate) fn take_ticket<E: FromRecv>(&mut self, ticket: Ready) -> Result<Got<'_>, E> {
+        let ring = &mut self.port.ring;
+        match &mut self.buf {
+            None => ring.take(ticket).map(Got::InPlace).map_err(E::from_recv),
+            Some(buf) => {
+                let r = ring
+                    .take_copy(ticket, buf.bytes_mut())
+                    .map_err(E::from_recv)?;
+                Ok(Got::Copied {
+                    bytes: &buf.bytes()[..r.len],
+                    sequence: r.sequence,
+                    publisher: r.publisher,
+                })
+            }
+        }
+    }
+
     /// The next message that fits, waiting when `wait` for at most `timeout`. A message that is
-    /// already there costs one look at the ring: its ticket is taken as it was found. Messages
-    /// of a length the port's type does not take are skipped and counted on the way.
+    /// already there costs one look at the ring: its ticket is taken as it was found.
     pub(crate) fn next<E: FromRecv>(
         &mut self,
         timeout: Option<Duration>,
         wait: bool,
     ) -> Result<Got<'_>, E> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let fits = self.fits;
         loop {
-            self.port
-                .ensure_attached()
-                .map_err(|Lost| E::from_recv(CoreRecv::Evicted))?;
-            match self.port.ring.next_ready(fits) {
-                Ok(ready) => {
-                    let ring = &mut self.port.ring;
-                    return match &mut self.buf {
-                        None => ring.take(ready).map(Got::InPlace).map_err(E::from_recv),
-                        // Lossy: a validated copy (a slot overwritten meanwhile is `Lagged`).
-                        Some(buf) => {
-                            let r = ring
-                                .take_copy(ready, buf.bytes_mut())
-                                .map_err(E::from_recv)?;
-                            Ok(Got::Copied {
-                                bytes: &buf.bytes()[..r.len],
-                                sequence: r.sequence,
-                                publisher: r.publisher,
-                            })
-                        }
-                    };
-                }
-                Err(CoreRecv::Empty) if wait => {
-                    self.wait_ready(deadline).map_err(E::from_recv)?;
-                }
-                Err(e) => return Err(E::from_recv(e)),
+            match self.ticket::<E>()? {
+                Some(ticket) => return self.take_ticket(ticket),
+                None if wait => self.wait_ready(deadline).map_err(E::from_recv)?,
+                None => return Err(E::from_recv(CoreRecv::Empty)),
             }
         }
     }
@@ -299,7 +314,7 @@ pub struct Sample<'a, T: Payload + ?Sized> {
 }
 
 impl<'a, T: Payload + ?Sized> Sample<'a, T> {
-    fn new(got: Got<'a>) -> Sample<'a, T> {
+    pub(crate) fn new(got: Got<'a>) -> Sample<'a, T> {
         Sample {
             got,
             _t: PhantomData,

@@ -122,9 +122,12 @@ struct Entries {
 /// # Ok(()) }
 /// ```
 pub struct WaitSet {
-    efd: Efd,
+    pub(crate) efd: Efd,
     entries: Arc<Mutex<Entries>>,
-    ready: Vec<AttachmentId>,
+    pub(crate) ready: Vec<AttachmentId>,
+    /// The executor's view of the eventfd, made at the first async wait.
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
+    pub(crate) reactor: Option<crate::asynch::Reactor>,
 }
 
 impl std::fmt::Debug for WaitSet {
@@ -140,6 +143,8 @@ impl WaitSet {
             efd: Efd::new()?,
             entries: Arc::new(Mutex::new(Entries::default())),
             ready: Vec::new(),
+            #[cfg(any(feature = "tokio", feature = "async-io"))]
+            reactor: None,
         })
     }
 
@@ -271,7 +276,7 @@ impl WaitSet {
 
     /// One pass: arm every port, one barrier, check everything. Fills `self.ready`; returns
     /// the earliest pending timer. Ports that are ready are disarmed before returning.
-    fn check(&mut self) -> Result<Option<Instant>, WaitError> {
+    pub(crate) fn check(&mut self) -> Result<Option<Instant>, WaitError> {
         self.ready.clear();
         let entries = self.entries.clone();
         let mut entries = entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -350,7 +355,7 @@ impl WaitSet {
         Ok(next_timer)
     }
 
-    fn disarm_all(&self) {
+    pub(crate) fn disarm_all(&self) {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         disarm(&entries);
     }

@@ -74,9 +74,9 @@ mod subscriber;
 mod wakers;
 mod words;
 
-pub use publisher::{Loan, PublisherPort, SendError};
+pub use publisher::{Claim, Loan, PublisherPort, SendError};
 pub use repair::RepairOutcome;
-pub use subscriber::{Received, RecvError, Sample, SubscriberPort};
+pub use subscriber::{Ready, Received, RecvError, Sample, SubscriberPort};
 
 use std::time::Duration;
 

@@ -297,6 +297,43 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         })
     }
 
+    /// Claim the next sequence without waiting and make its slot ready to write, without
+    /// borrowing the port: a [`Claim`] that [`PublisherPort::loan_claim`] turns into a loan.
+    /// For callers that must decide whether they got a slot before they lend the port out
+    /// (an async loan); `Full` as [`PublisherPort::try_loan`].
+    pub fn try_claim(&mut self) -> Result<Claim<S, D>, SendError> {
+        let s = match self.claim() {
+            Err(SendError::Full) => {
+                let flags = &self.ring.storage.control().flags;
+                flags.stalls.fetch_add(1, Ordering::Relaxed);
+                return Err(SendError::Full);
+            }
+            other => other?,
+        };
+        self.begin_write(s)?;
+        Ok(Claim {
+            ring: self.ring.clone(),
+            seq: s,
+            publisher: self.index as u32,
+            pending: true,
+        })
+    }
+
+    /// The loan of a sequence this port claimed with [`PublisherPort::try_claim`].
+    pub fn loan_claim(&mut self, mut claim: Claim<S, D>) -> Loan<'_, S, D> {
+        debug_assert_eq!(
+            claim.publisher, self.index as u32,
+            "a claim of another port"
+        );
+        claim.pending = false;
+        Loan {
+            port: self,
+            seq: claim.seq,
+            len: 0,
+            done: false,
+        }
+    }
+
     /// Whether a claim would go ahead without waiting: always on a lossy ring; on a lossless
     /// one when the cached gate (refreshed once it is reached) leaves room, or when the port
     /// can no longer claim at all (closed, evicted: the claim reports it). Claims nothing.
@@ -542,6 +579,31 @@ fn entry_of<S: Storage, D: Doorbell>(ring: &Ring<S, D>, index: usize) -> &Publis
     match ring.storage.publisher(index) {
         Some(e) => e,
         None => unreachable!("publisher index checked in PublisherPort::new"),
+    }
+}
+
+/// A sequence claimed by [`PublisherPort::try_claim`], its slot ready to be written; turn it
+/// into a [`Loan`] with [`PublisherPort::loan_claim`]. Dropped instead, it marks the sequence
+/// skipped (as an unsent loan does), so subscribers never wait for it.
+#[must_use = "a claim holds a sequence: loan it, or dropping it skips the sequence"]
+pub struct Claim<S: Storage, D: Doorbell> {
+    ring: Arc<Ring<S, D>>,
+    seq: u64,
+    publisher: u32,
+    pending: bool,
+}
+
+impl<S: Storage, D: Doorbell> Drop for Claim<S, D> {
+    fn drop(&mut self) {
+        if self.pending {
+            let ring = &*self.ring;
+            let slot = ring.storage.slot(ring.slot_index(self.seq));
+            slot.len.store(0, Ordering::Relaxed);
+            slot.publisher.store(self.publisher, Ordering::Relaxed);
+            slot.stamp
+                .store(stamp::pack(self.seq, stamp::SKIPPED), Ordering::Release);
+            ring.ring_bell(&ring.storage.control().data);
+        }
     }
 }
 
