@@ -61,6 +61,7 @@ pub(crate) struct Sender {
 }
 
 /// A claimed sequence of a mapped ring.
+#[cfg(any(feature = "tokio", feature = "async-io"))]
 pub(crate) type RingClaim = bus_core::ring::Claim<RawStorage<Mapping>, WakeBell>;
 
 impl Sender {
@@ -160,6 +161,7 @@ impl Sender {
 
     /// Claim the next sequence without lending the port out (see bus-core's `try_claim`). A
     /// full lossless ring is told to the daemon, as by [`Sender::try_send`].
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
     pub(crate) fn try_claim(&mut self) -> Result<RingClaim, TrySendError> {
         self.port
             .ensure_attached()
@@ -177,12 +179,14 @@ impl Sender {
     }
 
     /// The loan of a sequence [`Sender::try_claim`] claimed.
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
     pub(crate) fn loan_claim(&mut self, claim: RingClaim) -> BytesLoan<'_> {
         let loan = self.port.ring.loan_claim(claim);
         BytesLoan::new(loan, self.scratch.as_mut(), self.exact)
     }
 
     /// Whether a claim would go ahead at once (room, or nothing to wait for).
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
     pub(crate) fn has_room(&mut self) -> bool {
         self.port.ring.has_room()
     }

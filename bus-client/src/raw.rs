@@ -67,6 +67,7 @@ pub struct RawSample<'a> {
 }
 
 impl<'a> RawSample<'a> {
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
     pub(crate) fn new(got: Got<'a>) -> RawSample<'a> {
         RawSample { got }
     }
