@@ -100,18 +100,15 @@ mod imp {
         }
 
         pub(crate) fn poll_woken(&mut self, cx: &mut Context<'_>, bound: Duration) -> Poll<Woken> {
-            loop {
-                match self.fd.poll_readable(cx) {
-                    Poll::Ready(Ok(())) => match read_eventfd(self.fd.get_ref()) {
-                        Ok(_) => {
-                            self.timer = None;
-                            return Poll::Ready(Woken::Written);
-                        }
-                        // Readiness was stale: ask again (registers the waker).
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(_) => break,
-                    },
-                    Poll::Ready(Err(_)) | Poll::Pending => break,
+            while let Poll::Ready(Ok(())) = self.fd.poll_readable(cx) {
+                match read_eventfd(self.fd.get_ref()) {
+                    Ok(_) => {
+                        self.timer = None;
+                        return Poll::Ready(Woken::Written);
+                    }
+                    // Readiness was stale: ask again (registers the waker).
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(_) => break,
                 }
             }
             let timer = self
