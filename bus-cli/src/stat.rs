@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bus_client::{Bus, TopicStats};
-use bus_client::{PublisherStat, SubscriberStat};
+use bus_client::{PublisherStat, SubscriberStat, WakerStat};
 use clap::Args;
 use serde::Serialize;
 
@@ -15,7 +15,9 @@ use crate::util::{self, Table};
 #[derive(Debug, Args)]
 #[command(
     long_about = "Show each topic's message rate and byte rate, drops (lossy topics), stalls \
-(lossless topics), the shared memory each topic commits, and each subscriber's lag.
+(lossless topics), the shared memory each topic commits, each subscriber's lag and the waiters \
+that sleep on descriptors of their own (WaitSets and async code; `--json` says which port each \
+waits for and whether it is armed).
 
 Rates come from two samples of the topic's published counter, --interval-ms apart. The byte rate is \
 exact for typed topics; for byte topics (variable-length messages) it counts whole slots, so it is \
@@ -61,6 +63,8 @@ struct TopicRates {
     max_lag: u64,
     publishers: Vec<PublisherStat>,
     subscribers: Vec<SubscriberStat>,
+    /// Waiters sleeping on descriptors of their own (a `WaitSet`, async code).
+    wakers: Vec<WakerStat>,
 }
 
 #[derive(Debug, Serialize)]
@@ -170,6 +174,7 @@ fn rates(socket: &Path, before: &Sample, after: &Sample) -> Report {
                 max_lag: t.subscribers.iter().map(|s| s.lag).max().unwrap_or(0),
                 publishers: t.publishers.clone(),
                 subscribers: t.subscribers.clone(),
+                wakers: t.wakers.clone(),
             }
         })
         .collect();
@@ -203,6 +208,7 @@ fn render(report: &Report, watch: bool) -> String {
         ("STALLS", true),
         ("PUBS", true),
         ("SUBS", true),
+        ("WAITERS", true),
         ("MAX LAG", true),
     ]);
     let mut subs = Table::new(&[
@@ -231,6 +237,7 @@ fn render(report: &Report, watch: bool) -> String {
             r.stalls.to_string(),
             r.publishers.len().to_string(),
             r.subscribers.len().to_string(),
+            r.wakers.len().to_string(),
             r.max_lag.to_string(),
         ]);
         for s in &r.subscribers {

@@ -73,7 +73,7 @@ pub use bus_core::ring::StartAt;
 pub use bus_core::wait::WaitStrategy;
 pub use bus_proto::protocol::{
     DaemonStatus, ErrorCode, LimitsInfo, PublisherStat, SubscriberStat, TopicInfo, TopicStats,
-    Totals, Usage,
+    Totals, Usage, WakerStat,
 };
 pub use error::{
     ConnectError, OpenError, RecvError, RecvTimeoutError, RequestError, SendError,

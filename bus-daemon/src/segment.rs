@@ -170,7 +170,12 @@ pub fn adopt_segment(
     // The client may have handed in a read-only data descriptor; the daemon reopens both.
     let control = reopen(fds.control.as_fd(), OFlag::O_RDWR)?;
     let data = reopen(fds.data.as_fd(), OFlag::O_RDWR)?;
-    let ring = open_ring(control.as_fd(), data.as_fd(), Access::ReadWrite, WakeBell::new())?;
+    let ring = open_ring(
+        control.as_fd(),
+        data.as_fd(),
+        Access::ReadWrite,
+        WakeBell::new(),
+    )?;
     Ok(Segment {
         fds: SegmentFds { control, data },
         ring,

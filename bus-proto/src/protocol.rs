@@ -422,6 +422,24 @@ pub struct SubscriberStat {
     pub lagged: u64,
 }
 
+/// Stats of one wake slot: a waiter that sleeps on a descriptor of its own (a `WaitSet` or an
+/// async receive or publish).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WakerStat {
+    /// The wake slot.
+    pub slot: u32,
+    /// The waiting process.
+    pub pid: u32,
+    /// Whether it waits for a subscriber (for messages) or a publisher (for room).
+    pub role: Role,
+    /// The port's table index.
+    pub index: u32,
+    /// Whether it is armed now: its waiter sleeps, or is about to, and the next ringer writes
+    /// its descriptor.
+    pub armed: bool,
+}
+
 /// Stats of one topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -442,6 +460,8 @@ pub struct TopicStats {
     pub drops: u64,
     /// Times a publisher found the ring full (lossless).
     pub stalls: u64,
+    /// Each wake slot in use.
+    pub wakers: Vec<WakerStat>,
 }
 
 /// Everything a daemon counts and every limit it enforces ([`Response::Status`]).

@@ -31,7 +31,7 @@ use bus_proto::frame::{
 };
 use bus_proto::protocol::{
     DaemonStatus, ErrorCode, How, LimitsInfo, ProtocolError, PublisherStat, Request, Response,
-    Role, SubscriberStat, TopicInfo, TopicStats, Totals, Usage, PROTOCOL_VERSION,
+    Role, SubscriberStat, TopicInfo, TopicStats, Totals, Usage, WakerStat, PROTOCOL_VERSION,
 };
 
 struct Rng(u64);
@@ -213,6 +213,13 @@ fn responses() -> Vec<Response> {
                 }],
                 drops: 0,
                 stalls: 1,
+                wakers: vec![WakerStat {
+                    slot: 3,
+                    pid: 42,
+                    role: Role::Subscriber,
+                    index: 0,
+                    armed: true,
+                }],
             }],
             next: None,
         },

@@ -112,6 +112,18 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         })
     }
 
+    /// Whether wake slot `index`'s bit is set in either bell: its waiter armed it and no ringer
+    /// has taken it since (a diagnostic; the answer may be stale at once).
+    pub fn waker_armed(&self, index: usize) -> bool {
+        let (w, mask) = bit(index);
+        let control = self.storage.control();
+        [&control.data, &control.space].iter().any(|bell| {
+            bell.armed
+                .get(w)
+                .is_some_and(|word| word.load(Ordering::Relaxed) & mask != 0)
+        })
+    }
+
     /// Active wake slots: `(index, generation, pid)`.
     pub fn active_wakers(&self) -> Vec<(usize, u64, u32)> {
         (0..WAKE_SLOTS)

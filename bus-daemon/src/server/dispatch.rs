@@ -8,7 +8,7 @@ use bus_core::layout::MAX_TABLE;
 use bus_proto::frame::MAX_FRAME;
 use bus_proto::protocol::{
     self, DaemonStatus, ErrorCode, LimitsInfo, PublisherStat, Request, Response, Role,
-    SubscriberStat, TopicInfo, TopicStats, Totals, Usage,
+    SubscriberStat, TopicInfo, TopicStats, Totals, Usage, WakerStat,
 };
 use serde::Serialize;
 
@@ -322,6 +322,12 @@ fn stats(ctx: &Ctx, state: &State, caller: &Caller, after: Option<&str>) -> Answ
 
 fn topic_stats(name: &str, t: &Topic) -> TopicStats {
     let s = t.ring.stats();
+    // Only a topic with wake slots in use pays for a look at its wake table.
+    let active = if t.wakers.is_empty() {
+        Vec::new()
+    } else {
+        t.ring.active_wakers()
+    };
     TopicStats {
         name: name.to_string(),
         spec: t.spec.clone(),
@@ -349,6 +355,17 @@ fn topic_stats(name: &str, t: &Topic) -> TopicStats {
             })
             .collect(),
         stalls: s.stalls,
+        wakers: t
+            .wakers
+            .iter()
+            .map(|w| WakerStat {
+                slot: w.slot as u32,
+                pid: active.iter().find(|a| a.0 == w.slot).map_or(0, |a| a.2),
+                role: w.port.0,
+                index: w.port.1,
+                armed: t.ring.waker_armed(w.slot),
+            })
+            .collect(),
     }
 }
 

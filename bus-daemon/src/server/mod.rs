@@ -29,8 +29,8 @@ mod event_loop;
 mod lifecycle;
 mod registry;
 mod timers;
-mod watch;
 mod wakers;
+mod watch;
 
 use std::io;
 use std::os::fd::OwnedFd;

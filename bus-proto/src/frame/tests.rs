@@ -1,7 +1,7 @@
 use super::*;
 use crate::protocol::{
     check_version, describe_mismatch, DaemonStatus, ErrorCode, How, LimitsInfo, PublisherStat,
-    Role, SubscriberStat, TopicInfo, TopicStats, Totals, Usage, PROTOCOL_VERSION,
+    Role, SubscriberStat, TopicInfo, TopicStats, Totals, Usage, WakerStat, PROTOCOL_VERSION,
 };
 use bus_core::layout::{Geometry, Mode, TypeInfo};
 use bus_core::ring::StartAt;
@@ -209,6 +209,13 @@ fn frame_round_trips_every_response_kind() {
                 }],
                 drops: 0,
                 stalls: 1,
+                wakers: vec![WakerStat {
+                    slot: 3,
+                    pid: 42,
+                    role: Role::Subscriber,
+                    index: 0,
+                    armed: true,
+                }],
             }],
             next: None,
         },
