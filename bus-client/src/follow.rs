@@ -67,6 +67,16 @@ impl Follower {
         }
     }
 
+    /// The epoch the port was last attached at.
+    pub(crate) fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The epoch the port is attached at now; `None` while it is an orphan.
+    pub(crate) fn attached_epoch(&self) -> Option<u32> {
+        (!self.orphaned).then_some(self.epoch)
+    }
+
     /// Whether [`Follower::follow`] has work to do: one load of a line nobody writes while the
     /// daemon runs.
     #[inline]

@@ -120,6 +120,9 @@ pub(crate) struct ViewState {
     pub(crate) ring: Arc<ShmRing>,
     pub(crate) index: usize,
     pub(crate) generation: u64,
+    /// The daemon epoch the port is attached at; `None` while it is an orphan of a restarted
+    /// daemon (only an operation on the port itself hands it back).
+    pub(crate) epoch: Option<u32>,
 }
 
 impl std::fmt::Debug for PortView {
@@ -133,22 +136,28 @@ impl std::fmt::Debug for PortView {
 }
 
 impl PortView {
-    fn new<P: RingPort>(ring: &P) -> Arc<PortView> {
+    fn new<P: RingPort>(ring: &P, epoch: u32) -> Arc<PortView> {
         Arc::new(PortView {
             state: std::sync::Mutex::new(ViewState {
                 ring: ring.ring().clone(),
                 index: ring.index(),
                 generation: ring.generation(),
+                epoch: Some(epoch),
             }),
         })
     }
 
-    fn set<P: RingPort>(&self, ring: &P) {
+    fn set<P: RingPort>(&self, ring: &P, epoch: u32) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = ViewState {
             ring: ring.ring().clone(),
             index: ring.index(),
             generation: ring.generation(),
+            epoch: Some(epoch),
         };
+    }
+
+    fn set_epoch(&self, epoch: Option<u32>) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).epoch = epoch;
     }
 
     /// The port as it is now.
@@ -306,10 +315,11 @@ impl<P: RingPort> Port<P> {
     ) -> Result<Port<P>, OpenError> {
         let a = attach::<P>(conn, topic, &how, start)?;
         tracing::debug!(topic, role = %P::ROLE, created = a.created, "attached");
+        let follower = Follower::new(conn);
         Ok(Port {
-            view: PortView::new(&a.ring),
+            view: PortView::new(&a.ring, follower.epoch()),
             ring: a.ring,
-            follower: Follower::new(conn),
+            follower,
             conn: conn.clone(),
             topic: topic.to_string(),
             how,
@@ -362,6 +372,7 @@ impl<P: RingPort> Port<P> {
         if self.follower.follow(&self.conn, port) == Next::AttachAfresh {
             self.attach_afresh()?;
         }
+        self.view.set_epoch(self.follower.attached_epoch());
         Ok(())
     }
 
@@ -380,10 +391,10 @@ impl<P: RingPort> Port<P> {
             Lost
         })?;
         self.ring = a.ring;
-        self.view.set(&self.ring);
         self.fds = a.fds;
         self.spec = a.spec;
         self.follower = Follower::new(&self.conn);
+        self.view.set(&self.ring, self.follower.epoch());
         match P::ROLE {
             Role::Publisher => tracing::info!(
                 topic = self.topic.as_str(),

@@ -88,6 +88,9 @@ struct Entry {
     /// What the attachment looked like when it was last reported ready (see the module's
     /// "no spinning"): a port's `(cursor or claim, claim)`.
     reported: Option<(u64, u64)>,
+    /// When a port that must follow a restarted daemon was last reported (see
+    /// [`WaitSet::wait`]).
+    stale_reported: Option<Instant>,
     /// A deadline that fired is not reported again.
     fired: bool,
 }
@@ -156,6 +159,7 @@ impl WaitSet {
             generation,
             kind,
             reported: None,
+            stale_reported: None,
             fired: false,
         };
         let index = match entries.slots.iter().position(Option::is_none) {
@@ -249,6 +253,10 @@ impl WaitSet {
     /// `None`); returns the ready ones (empty on timeout). Each is reported once per change
     /// (see the module documentation): read from a ready subscriber before waiting again, or
     /// it is reported only when something new arrives.
+    ///
+    /// After a daemon restart, a port is also reported (at most every 100 ms) until an
+    /// operation on it (a `try_recv`, a `try_send`) has handed it back to the new daemon;
+    /// that operation may well find nothing to do.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<&[AttachmentId], WaitError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
@@ -286,8 +294,13 @@ impl WaitSet {
         for e in entries.slots.iter_mut().flatten() {
             if let Kind::Port(w) = &mut e.kind {
                 let view = w.view.get();
+                let epoch = w.conn.status().epoch();
+                if view.epoch != Some(epoch) {
+                    // An orphan of a restarted daemon: reported below until handed back.
+                    continue;
+                }
                 if w.reg.as_ref().is_none_or(|(r, i, g)| {
-                    *i != view.index || *g != view.generation || r.epoch != w.conn.status().epoch()
+                    *i != view.index || *g != view.generation || r.epoch != epoch
                 }) {
                     // Best effort: a port whose slot cannot be had now is polled each slice.
                     let _ = register(w, &self.efd);
@@ -311,6 +324,20 @@ impl WaitSet {
             match &mut e.kind {
                 Kind::Port(w) => {
                     let view = w.view.get();
+                    if view.epoch != Some(w.conn.status().epoch()) {
+                        // The daemon restarted: only an operation on the port hands it back
+                        // to the new one (and lets its wake slot be registered there). Report
+                        // it, at most once a slice, until the application did.
+                        if e.stale_reported.is_none_or(|t| now >= t + CHECK_EVERY) {
+                            e.stale_reported = Some(now);
+                            self.ready.push(id);
+                        } else {
+                            let at = e.stale_reported.map_or(now, |t| t + CHECK_EVERY);
+                            next_timer = Some(next_timer.map_or(at, |t| t.min(at)));
+                        }
+                        continue;
+                    }
+                    e.stale_reported = None;
                     let ring = &view.ring;
                     let claim = ring.claim_counter();
                     let (ready, mark) = match w.role {

@@ -48,6 +48,20 @@ fn raise_nofile_limit() {
     });
 }
 
+/// `EMFILE` and `ENFILE` as [`WaitError::TooManyFiles`], with the limit; others as they are.
+pub(crate) fn too_many_files(e: io::Error) -> WaitError {
+    match e.raw_os_error() {
+        Some(libc_errno)
+            if libc_errno == nix::Error::EMFILE as i32
+                || libc_errno == nix::Error::ENFILE as i32 =>
+        {
+            let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+            WaitError::TooManyFiles { limit }
+        }
+        _ => WaitError::Io(e),
+    }
+}
+
 /// A non-blocking eventfd a waiter sleeps on.
 #[derive(Debug)]
 pub(crate) struct Efd(EventFd);
@@ -60,11 +74,7 @@ impl Efd {
         let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
         match EventFd::from_value_and_flags(0, flags) {
             Ok(fd) => Ok(Efd(fd)),
-            Err(nix::Error::EMFILE | nix::Error::ENFILE) => {
-                let limit = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
-                Err(WaitError::TooManyFiles { limit })
-            }
-            Err(e) => Err(WaitError::Io(e.into())),
+            Err(e) => Err(too_many_files(e.into())),
         }
     }
 
@@ -87,9 +97,9 @@ impl Efd {
         let _ = poll(&mut fds, ms);
     }
 
-    /// A duplicate, to register (the daemon keeps one) or to poll from an async reactor.
-    pub(crate) fn try_clone(&self) -> io::Result<OwnedFd> {
-        self.0.as_fd().try_clone_to_owned()
+    /// A duplicate, for an async reactor to poll.
+    pub(crate) fn try_clone(&self) -> Result<OwnedFd, WaitError> {
+        self.0.as_fd().try_clone_to_owned().map_err(too_many_files)
     }
 }
 
@@ -122,7 +132,6 @@ impl Registration {
         efd: &Efd,
     ) -> Result<Registration, WaitError> {
         let epoch = conn.status().epoch();
-        let fd = efd.try_clone().map_err(WaitError::Io)?;
         let request = Request::AddWaker {
             topic: topic.to_string(),
             role,
@@ -130,8 +139,7 @@ impl Registration {
             generation: port_generation,
         };
         use std::os::fd::AsRawFd;
-        let answer = conn.request_with_fds(&request, &[fd.as_raw_fd()]);
-        drop(fd);
+        let answer = conn.request_with_fds(&request, &[efd.as_fd().as_raw_fd()]);
         match answer {
             Ok((Response::WakerAdded { slot, generation }, _)) => Ok(Registration {
                 conn: Arc::downgrade(conn),
