@@ -179,6 +179,66 @@ enum Cmd {
         #[arg(long)]
         linger: bool,
     },
+    /// Wait on several topics with one `WaitSet` in one thread; see `peer_wait::waitset`.
+    Waitset {
+        /// The daemon's socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// A topic (repeat for several).
+        #[arg(long = "topic", required = true)]
+        topics: Vec<String>,
+        /// Stop when every topic delivered this many messages.
+        #[arg(long)]
+        count: u64,
+        /// Give up after this long.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+    /// `select!` over `recv_async` on three topics in tokio; see `peer_wait::tokio_select`.
+    TokioSelect {
+        /// The daemon's socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Exactly three topics.
+        #[arg(long = "topic", required = true)]
+        topics: Vec<String>,
+        /// Stop when every topic delivered this many messages.
+        #[arg(long)]
+        count: u64,
+        /// Give up after this long.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+        /// Also cancel all three receives this often.
+        #[arg(long)]
+        cancel_ms: Option<u64>,
+    },
+    /// Wait on a topic's wake slot without reading; see `peer_wait::arm`.
+    Arm {
+        /// The daemon's socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// Arm once and never again.
+        #[arg(long)]
+        once: bool,
+        /// Register the wake slot, never arm it.
+        #[arg(long)]
+        register_only: bool,
+    },
+    /// Make wait sets under a low open-file limit until one fails; see `peer_wait::fd_limit`.
+    FdLimit {
+        /// The daemon's socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// Descriptors to allow beyond those open at the start.
+        #[arg(long, default_value_t = 16)]
+        spare: u64,
+    },
     /// Receive one message and hold it until killed.
     Hold {
         #[command(flatten)]
@@ -283,6 +343,9 @@ fn client_log() {
         .with_ansi(false)
         .try_init();
 }
+
+#[path = "peer/wait.rs"]
+mod peer_wait;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -410,6 +473,46 @@ fn main() -> ExitCode {
         } => {
             exit_with_parent();
             member(&socket, &prefix, (index, size), count, &go_file, linger)
+        }
+        Cmd::Waitset {
+            socket,
+            topics,
+            count,
+            timeout_ms,
+        } => {
+            stop_on_sigterm();
+            exit_with_parent();
+            peer_wait::waitset(&socket, &topics, count, timeout_ms)
+        }
+        Cmd::TokioSelect {
+            socket,
+            topics,
+            count,
+            timeout_ms,
+            cancel_ms,
+        } => {
+            stop_on_sigterm();
+            exit_with_parent();
+            peer_wait::tokio_select(&socket, &topics, count, timeout_ms, cancel_ms)
+        }
+        Cmd::Arm {
+            socket,
+            topic,
+            once,
+            register_only,
+        } => {
+            stop_on_sigterm();
+            exit_with_parent();
+            peer_wait::arm(&socket, &topic, once, register_only)
+        }
+        Cmd::FdLimit {
+            socket,
+            topic,
+            spare,
+        } => {
+            stop_on_sigterm();
+            exit_with_parent();
+            peer_wait::fd_limit(&socket, &topic, spare)
         }
         Cmd::Watch {
             topic,
