@@ -34,7 +34,7 @@ pub struct Bell {
 }
 
 /// Words of a bell's `armed` bitmap.
-pub const WAKE_WORDS: usize = 2;
+pub const WAKE_WORDS: usize = 4;
 
 /// Wake slots per topic: waiters that sleep on a descriptor of their own (an eventfd, for
 /// async code and wait sets), as many as one bell's `armed` bits.

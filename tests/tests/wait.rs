@@ -719,3 +719,31 @@ fn async_receive_stream_and_lossless_send_with_back_pressure() {
         assert_eq!(s.try_recv().expect("the message").seq, n + 1);
     });
 }
+
+#[test]
+fn one_port_holds_at_most_four_wake_slots_and_says_so() {
+    let d = daemon();
+    let bus = d.bus();
+    let topic = unique_topic("per-port");
+    let (_p, s) = lossless_pair(&bus, &topic, 8);
+    let mut sets: Vec<(WaitSet, bus_client::Attachment)> = Vec::new();
+    for _ in 0..4 {
+        let mut set = WaitSet::new().expect("wait set");
+        let a = set.attach_subscriber(&s).expect("attach");
+        sets.push((set, a));
+    }
+    let mut fifth = WaitSet::new().expect("wait set");
+    let e = fifth.attach_subscriber(&s).expect_err("a fifth wake slot");
+    let text = e.to_string();
+    assert!(
+        text.contains("4 wake slots") && text.contains(&topic),
+        "the refusal names the limit and the topic: {text}"
+    );
+    assert_eq!(wakers(&bus, &topic).len(), 4);
+    // Giving one back makes room.
+    sets.pop();
+    let _a = fifth
+        .attach_subscriber(&s)
+        .expect("attach after one was dropped");
+    assert_eq!(wakers(&bus, &topic).len(), 4);
+}

@@ -11,6 +11,10 @@ use bus_proto::protocol::{ErrorCode, Response, Role};
 use super::registry::{Caller, State, Waker};
 use super::{error, Answer};
 
+/// Wake slots one port may hold: a port watched by a wait set or two and an async waiter needs
+/// no more, and no port can take a topic's whole table.
+pub(super) const MAX_PER_PORT: usize = 4;
+
 /// `add_waker`: a wake slot for the caller's port `(role, index, generation)` on `topic`, with
 /// the eventfd that came beside the request.
 pub(super) fn add(
@@ -32,6 +36,19 @@ pub(super) fn add(
             ErrorCode::BadRequest,
             format!(
                 "this connection holds no {role} {index} (generation {generation}) on '{topic}'"
+            ),
+        );
+    }
+    let held = t
+        .wakers
+        .iter()
+        .filter(|w| w.client == caller.id && w.port == (role, index, generation))
+        .count();
+    if held >= MAX_PER_PORT {
+        return error(
+            ErrorCode::LimitReached,
+            format!(
+                "{role} {index} on '{topic}' already has {held} wake slots, the most one port may hold; drop a wait set or async waiter of it first"
             ),
         );
     }

@@ -263,8 +263,9 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
-/// `fd-limit`: lower this process's open-file limit (soft and hard) to what it has open plus
-/// `spare`, then make wait sets on `topic`, each with one subscriber attached, until one fails.
+/// `fd-limit`: open subscribers on `topic`, lower this process's open-file limit (soft and
+/// hard) to what it has open plus `spare`, then make wait sets, each with one of the
+/// subscribers attached, until one fails.
 /// Prints one JSON line: the error (its kind and sentence), the limit, how many wait sets
 /// succeeded, and the open descriptors at the start, at the failure and after dropping them
 /// all; then `dropped` and waits for SIGTERM (so that the test can look at the daemon).
@@ -274,10 +275,15 @@ pub(super) fn fd_limit(socket: &Path, topic: &str, spare: u64) -> ExitCode {
         Ok(b) => b,
         Err(e) => return fail("connect", e),
     };
-    let sub = match bus.subscriber::<TestMsg>(topic).open_or_create() {
-        Ok(s) => s,
-        Err(e) => return fail("open", e),
-    };
+    // Enough subscribers, opened before the limit drops, that the wait sets' eventfds run out
+    // first (one port holds at most four wake slots).
+    let mut subs = Vec::new();
+    for _ in 0..(spare / 4 + 2) {
+        match bus.subscriber::<TestMsg>(topic).open_or_create() {
+            Ok(s) => subs.push(s),
+            Err(e) => return fail("open", e),
+        }
+    }
     let start = open_fds();
     let limit = start as u64 + spare;
     if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, limit, limit) {
@@ -289,7 +295,7 @@ pub(super) fn fd_limit(socket: &Path, topic: &str, spare: u64) -> ExitCode {
             Ok(s) => s,
             Err(e) => break e,
         };
-        match set.attach_subscriber(&sub) {
+        match set.attach_subscriber(&subs[sets.len() / 4 % subs.len()]) {
             Ok(a) => sets.push((set, a)),
             Err(e) => break e,
         }
@@ -323,6 +329,6 @@ pub(super) fn fd_limit(socket: &Path, topic: &str, spare: u64) -> ExitCode {
     while !stopping() {
         std::thread::sleep(Duration::from_millis(50));
     }
-    drop(sub);
+    drop(subs);
     ExitCode::SUCCESS
 }
