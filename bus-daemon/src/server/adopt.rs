@@ -73,22 +73,32 @@ fn adopt(record: &TopicRecord, fds: SegmentFds, uid: u32, epoch: u32) -> Result<
 /// have not re-attached are still alive (only while there are such orphans).
 pub(super) const ORPHAN_CHECK: Duration = Duration::from_millis(250);
 
+/// A port as a `Reattach` names it: its role, entry and the entry's generation.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PortId {
+    pub role: Role,
+    pub index: u32,
+    pub generation: u64,
+}
+
 /// A process that held a port under the previous daemon takes it back. The first port of a
 /// topic to come back hands the topic's files in (`fds`): the daemon adopts the topic from them
 /// if they are the recorded files. Then the port must be an orphan of the adopted topic, active
 /// at that generation, and owned by the asking process. Returns the answer, and whether the
 /// topic was adopted just now.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn reattach(
     ctx: &Ctx,
     state: &mut State,
     caller: &Caller,
     topic: &str,
-    role: Role,
-    index: u32,
-    generation: u64,
+    port: PortId,
     fds: Vec<OwnedFd>,
 ) -> (Answer, bool) {
+    let PortId {
+        role,
+        index,
+        generation,
+    } = port;
     let mut adopted = false;
     if !state.topics.contains_key(topic) {
         if let Some(record) = state.pending.get(topic) {

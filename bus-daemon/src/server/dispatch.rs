@@ -105,8 +105,18 @@ pub(super) fn handle(
             index,
             generation,
         } => {
-            let (answer, adopted) =
-                adopt::reattach(ctx, state, caller, &topic, role, index, generation, fds);
+            let (answer, adopted) = adopt::reattach(
+                ctx,
+                state,
+                caller,
+                &topic,
+                adopt::PortId {
+                    role,
+                    index,
+                    generation,
+                },
+                fds,
+            );
             if adopted {
                 return Outcome::Adopted(topic, answer);
             }
