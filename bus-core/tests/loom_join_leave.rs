@@ -103,6 +103,45 @@ fn subscriber_joining_oldest_and_leaving_during_publishing_is_safe() {
     });
 }
 
+/// The same join as above, but the joiner takes an entry *above* the subscribers' high-water
+/// mark (`Flags::subscribers_high`): the steady subscriber holds entry 0, so a publisher's gate
+/// scans one entry until the joiner raises the mark to two. A publisher whose gate read the old
+/// mark must still never write the slot the joiner starts on: the joiner raises the mark before
+/// its entry turns active, and the gate starts over when the mark it reads after its fence
+/// differs.
+#[test]
+fn subscriber_joining_above_the_high_water_mark_never_reads_a_slot_being_written() {
+    check(2, || {
+        let ring = ring(Mode::Lossless, 8, 1, 2);
+        let mut p = publisher(&ring, 1);
+        // The steady subscriber takes entry 0: the mark is 1, and the joiner gets entry 1.
+        let g = ring.attach_subscriber(0, 2, StartAt::Latest).unwrap();
+        let mut steady = SubscriberPort::new(ring.clone(), 0, g).unwrap();
+        p.try_send(&msg(0, 0)).unwrap();
+        p.try_send(&msg(0, 1)).unwrap();
+        let tp = thread::spawn(move || {
+            p.send(&msg(0, 2), WaitStrategy::Block, None).unwrap();
+        });
+        let ts = thread::spawn(move || {
+            for n in 0..2u64 {
+                let sample = steady.try_recv().unwrap();
+                assert_eq!(sample.sequence(), n);
+                assert_eq!(&*sample.bytes(), &msg(0, n as u8));
+            }
+        });
+        let ring2 = ring.clone();
+        let tj = thread::spawn(move || {
+            let mut joiner = subscriber(&ring2, 3, StartAt::Oldest);
+            assert_eq!(joiner.index(), 1);
+            read_some(&mut joiner, 2);
+            joiner.detach().unwrap();
+        });
+        tj.join().unwrap();
+        tp.join().unwrap();
+        ts.join().unwrap();
+    });
+}
+
 /// Two subscribers join with `StartAt::Oldest` one after the other (attaches are serialised,
 /// as the daemon makes them), on a ring that already holds two messages and that no one else
 /// reads, while a publisher (whose cached limit may predate both joins) sends a third message
