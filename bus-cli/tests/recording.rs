@@ -534,6 +534,71 @@ fn paced_recording(d: &Daemon) -> PathBuf {
     file
 }
 
+/// Topics created after the recorder started, that match its pattern, are recorded from their
+/// first message; a topic that does not match is left alone.
+#[test]
+fn topics_that_appear_while_recording_are_picked_up() {
+    let d = Daemon::start("late");
+    let file = d.dir.0.join("late.mcap");
+    let rec = Running::spawn(&mut d.shmbus(&["record", "late/**", "-o", file.to_str().unwrap()]));
+    // The recorder is running (and has found nothing) before the topics exist.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut a = d.bus.publisher::<[u8]>("late/a").create().unwrap();
+    let mut b = d.bus.publisher::<u64>("late/deep/b").create().unwrap();
+    let mut other = d.bus.publisher::<[u8]>("other/c").create().unwrap();
+    d.wait_subscribers("late/a", 1);
+    d.wait_subscribers("late/deep/b", 1);
+    for i in 0..500u64 {
+        a.publish(format!("a{i}").as_bytes()).unwrap();
+        b.publish(&i).unwrap();
+        other.publish(b"not recorded").unwrap();
+    }
+    wait_drained(&d.bus, "late/a");
+    wait_drained(&d.bus, "late/deep/b");
+    let other_subs = d.bus.stats(Some("other/c")).unwrap()[0].subscribers.len();
+    assert_eq!(
+        other_subs, 0,
+        "the recorder subscribed to a topic its pattern excludes"
+    );
+    signal(&rec, Signal::SIGINT);
+    assert_ok(&rec.wait());
+
+    let v = info(&d, &file);
+    assert_eq!(v["finished"], true, "{v}");
+    let counts: BTreeMap<String, u64> = v["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["topic"].as_str().unwrap().to_owned(),
+                t["messages"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        BTreeMap::from([("late/a".to_owned(), 500), ("late/deep/b".to_owned(), 500)]),
+        "{v}"
+    );
+    // Played back: the first message of a late topic is there.
+    let e = Daemon::start("late-b");
+    let sub = subscribe_new(&e.bus, "late/a", &spec_of(&d.bus, "late/a"));
+    let reader = std::thread::spawn(move || collect(sub, 500));
+    let out = run(&mut e.shmbus(&[
+        "play",
+        file.to_str().unwrap(),
+        "--rate",
+        "1000",
+        "--topics",
+        "late/a",
+    ]));
+    assert_ok(&out);
+    let got = reader.join().unwrap();
+    let want: Vec<Vec<u8>> = (0..500).map(|i| format!("a{i}").into_bytes()).collect();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn play_rate_loop_offset_filters_and_remaps() {
     let d = Daemon::start("play");
@@ -541,8 +606,8 @@ fn play_rate_loop_offset_filters_and_remaps() {
     let f = file.to_str().unwrap();
     let spec = spec_of(&d.bus, "play/x");
 
-    // --rate 4 replays the ~300 ms recording in about a quarter of the time (as play measures
-    // it, without the process start, which a loaded machine makes slow).
+    // --rate 2 and --rate 4 replay the ~300 ms recording in about a half and a quarter of the
+    // time (as play measures it, without the process start, which a loaded machine makes slow).
     let b = Daemon::start("play-b");
     let timed = |rate: &str| {
         let out = run(&mut b.shmbus(&["play", f, "--rate", rate]));
@@ -557,8 +622,14 @@ fn play_rate_loop_offset_filters_and_remaps() {
         Duration::from_secs_f64(secs)
     };
     let normal = timed("1");
+    let double = timed("2");
     let fast = timed("4");
     assert!(normal >= Duration::from_millis(250), "{normal:?}");
+    // Ideal: 1/2 and 1/4 of the time; the margins leave room for a loaded machine.
+    assert!(
+        double * 4 < normal * 3,
+        "--rate 2 took {double:?}, --rate 1 {normal:?}"
+    );
     assert!(
         fast * 2 < normal,
         "--rate 4 took {fast:?}, --rate 1 {normal:?}"
