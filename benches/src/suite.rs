@@ -362,5 +362,16 @@ mod tests {
             FANOUT_RECEIVERS.len()
         );
         assert_eq!(plan(&[Scenario::Wakeup]).len(), 1);
+        assert_eq!(
+            plan(&[Scenario::AsyncWake, Scenario::WaitSet8, Scenario::Waiters]).len(),
+            3
+        );
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
     }
 }

@@ -318,8 +318,10 @@ struct ShmbusWaitSet {
 
 /// The receiver: one wait set over every topic; `pending` holds the subscribers the last wait
 /// reported ready and that were not read yet. Order across topics is not defined, so when
-/// several are ready (only the stop message follows the last one without a pause) it reads the
-/// topic the sender's rotation comes to next, `expect`, first.
+/// several hold messages (the stop message follows the last one without a pause; a receiver
+/// that fell behind) it reads the topic the sender's rotation comes to next, `expect`, first:
+/// it tries that one before the reported ones and before sleeping (one `try_recv`, empty
+/// whenever the receiver keeps up).
 struct WaitSetRx {
     set: WaitSet,
     // Attachments before subscribers: detaching needs nothing of the port.
@@ -401,7 +403,18 @@ impl Endpoint for WaitSetRx {
     }
 
     fn recv(&mut self, inspect: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<usize> {
+        let topics = self.subs.len();
         loop {
+            let expect = self.expect;
+            match self.subs[expect].try_recv() {
+                Ok(sample) => {
+                    self.expect = (expect + 1) % topics;
+                    inspect(sample.bytes())?;
+                    return Ok(sample.bytes().len());
+                }
+                Err(TryRecvError::Empty) => {}
+                Err(e) => return Err(io::Error::other(e)),
+            }
             while !self.pending.is_empty() {
                 let at = self
                     .pending
@@ -409,7 +422,6 @@ impl Endpoint for WaitSetRx {
                     .position(|&i| i == self.expect)
                     .unwrap_or(self.pending.len() - 1);
                 let i = self.pending[at];
-                let topics = self.subs.len();
                 match self.subs[i].try_recv() {
                     Ok(sample) => {
                         // Keep `i` pending: it may hold more; it leaves once it is empty.
