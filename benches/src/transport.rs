@@ -343,8 +343,8 @@ impl RunSpec {
         self.roles().first() == Some(&role)
     }
 
-    /// True when the receiver must sleep in the kernel while waiting
-    /// ([`Scenario::Wakeup`]); busy-polling contenders should skip such runs.
+    /// True when the receiver must sleep while waiting (the paced scenarios,
+    /// [`Scenario::is_paced`]); busy-polling contenders should skip such runs.
     pub fn requires_blocking_receiver(&self) -> bool {
         self.scenario.is_paced()
     }
