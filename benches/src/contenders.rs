@@ -11,6 +11,7 @@ use crate::transport::Contender;
 /// All contenders known to this build, in report order.
 pub fn registry() -> Vec<Box<dyn Contender>> {
     let mut all = crate::shmbus::contenders();
+    all.extend(crate::waiting::contenders());
     #[cfg(feature = "iceoryx2")]
     all.extend(crate::iceoryx2::contenders());
     all.extend(baselines::all());

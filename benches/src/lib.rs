@@ -8,6 +8,7 @@
 //! * [`coordinator`] — starts one process per role for a run and cleans up;
 //! * [`suite`] — the plan and the interleaved rounds;
 //! * [`roles`] — the measuring loops run inside the participants;
+//! * [`waiting`] — the issue 12 contenders (async receive, WaitSet, idle waiters);
 //! * [`report`], [`svg`], [`sysinfo`] — output.
 
 pub mod baselines;
@@ -28,3 +29,4 @@ pub mod svg;
 pub mod sysinfo;
 pub mod transport;
 pub mod util;
+pub mod waiting;

@@ -60,6 +60,8 @@ pub struct Row {
     pub rounds: u32,
     /// Fan-out: publisher CPU time per message.
     pub sender_cpu_ns_per_msg: Option<f64>,
+    /// `waiters`: the sender's ns per publish of every round, in run order.
+    pub per_round_ns: Vec<f64>,
 }
 
 impl Row {
@@ -79,6 +81,7 @@ impl Row {
             samples: 0,
             rounds: 0,
             sender_cpu_ns_per_msg: None,
+            per_round_ns: Vec::new(),
         }
     }
 
@@ -97,7 +100,8 @@ pub fn latency_metric(scenario: Scenario) -> Option<&'static str> {
     match scenario {
         Scenario::PingPong => Some("one_way_ns (RTT/2)"),
         Scenario::FanOut => Some("publish_ns (sender wall time per message)"),
-        Scenario::Wakeup => Some("send_to_wake_ns"),
+        Scenario::Wakeup | Scenario::AsyncWake | Scenario::WaitSet8 => Some("send_to_wake_ns"),
+        Scenario::Waiters => Some("publish_ns (sender wall time per message)"),
         Scenario::Throughput | Scenario::FanIn => None,
     }
 }
@@ -188,11 +192,14 @@ pub fn markdown(header: &str, rows: &[Row]) -> String {
         }
     }
     out.push_str(&ratios(rows));
+    out.push_str(&waiting(rows));
     out.push_str(
         "\nMetrics: pingpong = one-way latency (RTT/2), msgs/s counts both directions; \
          throughput, fanin = receive rate at the (single) receiver, no latency; \
          fanout 1→N = publisher wall time per message (fill + send to all N), msgs/s = publishes/s at the sender; \
-         wakeup = send-to-wake latency of a receiver blocked in the kernel (CLOCK_MONOTONIC stamped by the sender). \
+         wakeup = send-to-wake latency of a receiver blocked in the kernel (CLOCK_MONOTONIC stamped by the sender); \
+         asyncwake, waitset8 = the same for async receivers and a WaitSet; \
+         waiters = publisher wall time per message (timed in batches of 100) on a lossy topic with 0/1/8 registered, unarmed wake slots. \
          MB/s = payload bytes per message × msgs/s / 10^6.\n",
     );
     out
@@ -281,6 +288,125 @@ pub fn ratios(rows: &[Row]) -> String {
     out.push_str("\n|---|---|---:|");
     out.push_str(&"---:|".repeat(REFERENCES.len()));
     out.push('\n');
+    for line in lines {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The async contenders of `asyncwake` and the goal of issue 12: at most this fraction of the
+/// tokio `UnixStream` wake-up latency of the same runtime flavour.
+const ASYNC_GOAL: f64 = 0.5;
+
+fn ok_row<'a>(rows: &'a [Row], transport: &str, scenario: Scenario) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.transport == transport && r.scenario == scenario && r.status == Status::Ok)
+}
+
+fn p50_p99(r: &Row) -> Option<(u64, u64)> {
+    r.latency.map(|l| (l.p50, l.p99))
+}
+
+/// (median, max - min) of a row's per-round figures.
+fn median_spread(r: &Row) -> Option<(f64, f64)> {
+    let median = crate::suite::median(&r.per_round_ns)?;
+    let lo = r.per_round_ns.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = r
+        .per_round_ns
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    Some((median, hi - lo))
+}
+
+/// The issue 12 section: async wake-up against tokio's `UnixStream` (goal: at most 0.5x), a
+/// WaitSet over 8 topics against one blocking topic, and the publish cost with registered but
+/// unarmed waiters against none (goal: within noise). Empty when none of it ran.
+pub fn waiting(rows: &[Row]) -> String {
+    let mut lines = Vec::new();
+    let wake_pairs = [
+        ("shmbus_async_ct", "tokio_unix_ct", true),
+        ("shmbus_async_mt", "tokio_unix_mt", true),
+        ("shmbus_block", "unix_stream", false),
+        ("shmbus_async_ct", "shmbus_block", false),
+    ];
+    for (mine, theirs, goal) in wake_pairs {
+        let (Some(a), Some(b)) = (
+            ok_row(rows, mine, Scenario::AsyncWake),
+            ok_row(rows, theirs, Scenario::AsyncWake),
+        ) else {
+            continue;
+        };
+        let (Some((a50, a99)), Some((b50, b99))) = (p50_p99(a), p50_p99(b)) else {
+            continue;
+        };
+        let r50 = a50 as f64 / b50.max(1) as f64;
+        let r99 = a99 as f64 / b99.max(1) as f64;
+        let verdict = if !goal {
+            "(no goal)".to_string()
+        } else if r50 <= ASYNC_GOAL {
+            format!("met (p50 ≤ {ASYNC_GOAL}x)")
+        } else {
+            format!("**missed** (p50 > {ASYNC_GOAL}x)")
+        };
+        lines.push(format!(
+            "| asyncwake | {mine} | {theirs} | {a50} / {a99} ns | {b50} / {b99} ns | {r50:.2}x ({r99:.2}x) | {verdict} |"
+        ));
+    }
+    for (mine, theirs) in [
+        ("shmbus_waitset8", "shmbus_block"),
+        ("shmbus_waitset1", "shmbus_block"),
+    ] {
+        let (Some(a), Some(b)) = (
+            ok_row(rows, mine, Scenario::WaitSet8),
+            ok_row(rows, theirs, Scenario::WaitSet8),
+        ) else {
+            continue;
+        };
+        let (Some((a50, a99)), Some((b50, b99))) = (p50_p99(a), p50_p99(b)) else {
+            continue;
+        };
+        lines.push(format!(
+            "| waitset8 | {mine} | {theirs} | {a50} / {a99} ns | {b50} / {b99} ns | {:.2}x ({:.2}x) | (no goal) |",
+            a50 as f64 / b50.max(1) as f64,
+            a99 as f64 / b99.max(1) as f64
+        ));
+    }
+    if let Some((m0, s0)) =
+        ok_row(rows, "shmbus_waiters0", Scenario::Waiters).and_then(median_spread)
+    {
+        for mine in ["shmbus_waiters1", "shmbus_waiters8"] {
+            let Some((m, s)) = ok_row(rows, mine, Scenario::Waiters).and_then(median_spread) else {
+                continue;
+            };
+            let noise = s0.max(s);
+            let verdict = if (m - m0).abs() <= noise {
+                "met (within noise)"
+            } else {
+                "**missed** (outside noise)"
+            };
+            lines.push(format!(
+                "| waiters | {mine} | shmbus_waiters0 | {m:.1} ns/publish (spread {s:.1}) | {m0:.1} ns/publish (spread {s0:.1}) | {:+.1} ns ({:.2}x) | {verdict} |",
+                m - m0,
+                m / m0
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\nWaiting on many topics and async (issue 12), same run: asyncwake and waitset8 compare \
+         send-to-wake p50 / p99 (ratio = this / reference, lower is better; goal: shmbus async at \
+         most 0.5x tokio's UnixStream of the same runtime flavour); waiters compares the median \
+         over rounds of ns per publish (goal: the difference within the larger spread, max - min \
+         over rounds, of the two).\n\n",
+    );
+    out.push_str(
+        "| scenario | this | reference | this | reference | ratio p50 (p99) | verdict |\n",
+    );
+    out.push_str("|---|---|---|---:|---:|---:|---|\n");
     for line in lines {
         out.push_str(&line);
         out.push('\n');

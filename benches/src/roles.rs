@@ -25,7 +25,7 @@ pub fn run_role(
             "payload {len} B is below the 8-byte minimum"
         )));
     }
-    if spec.scenario == Scenario::Wakeup && len < MIN_STAMPED_PAYLOAD {
+    if spec.scenario.is_paced() && len < MIN_STAMPED_PAYLOAD {
         return Err(other(format!(
             "the wake-up scenario needs at least {MIN_STAMPED_PAYLOAD} B for its timestamp"
         )));
@@ -33,7 +33,8 @@ pub fn run_role(
     match (spec.scenario, role) {
         (Scenario::PingPong, Role::Ping) => ping(len, timing, ep),
         (Scenario::PingPong, Role::Pong) => pong(len, ep),
-        (Scenario::Wakeup, Role::Sender { index }) => paced_sender(len, index, timing, ep),
+        (s, Role::Sender { index }) if s.is_paced() => paced_sender(len, index, timing, ep),
+        (Scenario::Waiters, Role::Sender { index }) => batched_sender(len, index, timing, ep),
         (_, Role::Sender { index }) => sender(len, index, timing, ep),
         (_, Role::Receiver { .. }) => receiver(spec, ep),
         (scenario, role) => Err(other(format!("role {role} has no part in {scenario}"))),
@@ -216,6 +217,78 @@ fn sender(len: usize, index: usize, t: &Timing, ep: &mut dyn Endpoint) -> io::Re
     })
 }
 
+/// Publishes per histogram sample of the `waiters` sender (ns per `BATCH` publishes).
+pub const BATCH: u64 = 100;
+
+/// `waiters` sender: back to back like [`sender`], but timed in batches of [`BATCH`]
+/// publishes, so the histogram holds ns per [`BATCH`] publishes (ns/publish with two
+/// decimals, below the clock's granularity) and a preemption spoils one batch, not the median.
+fn batched_sender(
+    len: usize,
+    index: usize,
+    t: &Timing,
+    ep: &mut dyn Endpoint,
+) -> io::Result<RoleReport> {
+    let sender = sender_id(index)?;
+    let mut seq = 0u64;
+    let mut publish = |ep: &mut dyn Endpoint, warmup: bool| -> io::Result<()> {
+        seq += 1;
+        let word = Header {
+            seq,
+            sender,
+            warmup,
+            stop: false,
+        }
+        .encode();
+        send_word(ep, len, word)
+    };
+    let warm_until = monotonic_ns() + t.warmup_ms * NS_PER_MS;
+    let mut warm = 0u64;
+    while warm < t.min_warmup || monotonic_ns() < warm_until {
+        for _ in 0..BATCH {
+            publish(ep, true)?;
+        }
+        warm += BATCH;
+    }
+    let mut hist = Hist::new();
+    let cpu0 = process_cpu_ns();
+    let start = monotonic_ns();
+    let mut prev = start;
+    let mut count = 0u64;
+    loop {
+        for _ in 0..BATCH {
+            publish(ep, false)?;
+        }
+        let now = monotonic_ns();
+        hist.record(now - prev);
+        prev = now;
+        count += BATCH;
+        if measuring_done(t, count, now - start) {
+            break;
+        }
+    }
+    let cpu_ns = process_cpu_ns() - cpu0;
+    send_word(
+        ep,
+        len,
+        Header {
+            seq: seq + 1,
+            sender,
+            warmup: false,
+            stop: true,
+        }
+        .encode(),
+    )?;
+    Ok(RoleReport {
+        hist: hist.to_pairs(),
+        measured: count,
+        window_ns: prev - start,
+        cpu_ns,
+        total: warm + count,
+        lost: 0,
+    })
+}
+
 /// Wake-up sender: sleep, then send a message stamped with the send time, so
 /// the receiver is blocked in the kernel whenever a message arrives.
 fn paced_sender(
@@ -280,7 +353,7 @@ fn paced_sender(
 /// message on) or, for wake-up, the send-to-wake latency.
 fn receiver(spec: &RunSpec, ep: &mut dyn Endpoint) -> io::Result<RoleReport> {
     let len = spec.payload_bytes;
-    let stamped = spec.scenario == Scenario::Wakeup;
+    let stamped = spec.scenario.is_paced();
     let senders = match spec.topology() {
         Topology::ManyToOne { senders } => senders,
         _ => 1,
@@ -301,6 +374,9 @@ fn receiver(spec: &RunSpec, ep: &mut dyn Endpoint) -> io::Result<RoleReport> {
             }
             Ok(())
         })?;
+        if let Some(t) = ep.rx_time_ns() {
+            t_rx = t;
+        }
         let h = Header::decode(word);
         let prev = &mut last_seq[usize::from(h.sender)];
         if h.seq <= *prev {

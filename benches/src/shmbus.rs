@@ -47,14 +47,14 @@ pub fn contenders() -> Vec<Box<dyn Contender>> {
     ]
 }
 
-fn socket(spec: &RunSpec) -> std::path::PathBuf {
+pub(crate) fn socket(spec: &RunSpec) -> std::path::PathBuf {
     spec.rendezvous.dir.join("shmbus.sock")
 }
 
 /// Ring capacity for a run: a ring of about 256 KiB (it fits a core's L2 cache), between 2 and
 /// 1024 slots. A FIFO ring cycles through every slot, so for large messages a small ring keeps
 /// the working set hot, as a pool that reuses its freshest chunk does.
-fn capacity(payload: usize) -> u32 {
+pub(crate) fn capacity(payload: usize) -> u32 {
     let fit = (256usize << 10) / payload.max(64);
     let pow2 = if fit.is_power_of_two() {
         fit
@@ -62,6 +62,20 @@ fn capacity(payload: usize) -> u32 {
         fit.next_power_of_two() / 2
     };
     pow2.clamp(2, 1024) as u32
+}
+
+/// Starts the run's daemon, embedded in the coordinator, on [`socket`]; it stops when the run
+/// is over.
+pub(crate) fn prepare_daemon(spec: &RunSpec) -> io::Result<Prepared> {
+    let mut prepared = Prepared::new();
+    let bus = Bus::embedded_at(socket(spec)).map_err(io::Error::other)?;
+    prepared.set_info(format!(
+        "{} slots of {} B",
+        capacity(spec.payload_bytes),
+        spec.payload_bytes
+    ));
+    prepared.on_cleanup(move || drop(bus));
+    Ok(prepared)
 }
 
 impl Contender for Shmbus {
@@ -84,16 +98,15 @@ impl Contender for Shmbus {
         Support::Yes
     }
 
+    fn runs(&self, scenario: Scenario) -> bool {
+        // The blocking flavour is the reference of the issue 12 wake-up scenarios.
+        Scenario::CLASSIC.contains(&scenario)
+            || (self.receiver_wait == WaitStrategy::Block
+                && matches!(scenario, Scenario::AsyncWake | Scenario::WaitSet8))
+    }
+
     fn prepare(&self, spec: &RunSpec) -> io::Result<Prepared> {
-        let mut prepared = Prepared::new();
-        let bus = Bus::embedded_at(socket(spec)).map_err(io::Error::other)?;
-        prepared.set_info(format!(
-            "{} slots of {} B",
-            capacity(spec.payload_bytes),
-            spec.payload_bytes
-        ));
-        prepared.on_cleanup(move || drop(bus));
-        Ok(prepared)
+        prepare_daemon(spec)
     }
 
     fn connect(

@@ -10,6 +10,7 @@ use std::io;
 use crate::coordinator::{interrupted, Cell, Coordinator};
 use crate::protocol::RoleReport;
 use crate::report::{Row, Status};
+use crate::roles::BATCH;
 use crate::stats::Hist;
 use crate::transport::{Contender, Role, Scenario, Support};
 
@@ -51,7 +52,9 @@ pub fn plan(scenarios: &[Scenario]) -> Vec<Cell> {
                 senders: FANIN_SENDERS,
                 ..one(scenario, SMALL_PAYLOAD)
             }),
-            Scenario::Wakeup => cells.push(one(scenario, SMALL_PAYLOAD)),
+            Scenario::Wakeup | Scenario::AsyncWake | Scenario::WaitSet8 | Scenario::Waiters => {
+                cells.push(one(scenario, SMALL_PAYLOAD))
+            }
         }
     }
     cells
@@ -66,6 +69,8 @@ struct Agg {
     cpu_ns: u64,
     lost: u64,
     rounds: u32,
+    /// `waiters`: the sender's ns per publish of every round (window / messages).
+    per_round_ns: Vec<f64>,
     skipped: Option<String>,
     failed: Option<String>,
 }
@@ -103,7 +108,24 @@ impl Agg {
                 self.msgs += 2 * ping.measured;
                 self.window_ns += ping.window_ns;
             }
-            Scenario::Throughput | Scenario::FanIn | Scenario::Wakeup => {
+            Scenario::Waiters => {
+                // A lossy topic nobody reads: only the sender's figures count.
+                // The histogram holds ns per BATCH publishes; a round's figure is its median.
+                let tx = find(reports, sender0)?;
+                let round = Hist::from_pairs(&tx.hist);
+                if let Some(s) = round.summary() {
+                    self.per_round_ns.push(s.p50 as f64 / BATCH as f64);
+                }
+                self.hist.merge(&round);
+                self.msgs += tx.measured;
+                self.window_ns += tx.window_ns;
+                self.cpu_ns += tx.cpu_ns;
+            }
+            Scenario::Throughput
+            | Scenario::FanIn
+            | Scenario::Wakeup
+            | Scenario::AsyncWake
+            | Scenario::WaitSet8 => {
                 let rx = find(reports, receiver0)?;
                 let sent: u64 = reports
                     .iter()
@@ -112,7 +134,7 @@ impl Agg {
                     .sum();
                 check_delivery(sent, rx.total, rx.lost, "the receiver")?;
                 self.lost += rx.lost;
-                if cell.scenario == Scenario::Wakeup {
+                if cell.scenario.is_paced() {
                     self.hist.merge(&Hist::from_pairs(&rx.hist));
                 } else {
                     self.msgs += rx.measured;
@@ -157,20 +179,42 @@ impl Agg {
             row.note = notes.join("; ");
             return row;
         }
-        let has_latency = matches!(
-            cell.scenario,
-            Scenario::PingPong | Scenario::FanOut | Scenario::Wakeup
-        );
-        if has_latency {
+        let has_latency = cell.scenario.is_paced()
+            || matches!(cell.scenario, Scenario::PingPong | Scenario::FanOut);
+        if cell.scenario == Scenario::Waiters {
+            // Batches of BATCH publishes: the percentiles go to the note as ns per publish.
+            row.samples = self.hist.len();
+            if let Some(l) = self.hist.summary() {
+                let per = |v: u64| v as f64 / BATCH as f64;
+                notes.push(format!(
+                    "batches of {BATCH}: ns/publish p50 {:.2} p99 {:.2} max {:.1}",
+                    per(l.p50),
+                    per(l.p99),
+                    per(l.max)
+                ));
+            }
+        } else if has_latency {
             row.latency = self.hist.summary();
             row.samples = self.hist.len();
         } else {
             row.samples = self.msgs;
         }
-        if cell.scenario != Scenario::Wakeup && self.window_ns > 0 {
+        if !cell.scenario.is_paced() && self.window_ns > 0 {
             let rate = self.msgs as f64 * 1e9 / self.window_ns as f64;
             row.msgs_per_s = Some(rate);
             row.bytes_per_s = Some(rate * cell.payload_bytes as f64);
+        }
+        if let Some(median) = median(&self.per_round_ns) {
+            row.per_round_ns = self.per_round_ns.clone();
+            let rounds: Vec<String> = self
+                .per_round_ns
+                .iter()
+                .map(|ns| format!("{ns:.2}"))
+                .collect();
+            notes.push(format!(
+                "median ns/publish per round {}; median of rounds {median:.2}",
+                rounds.join(" ")
+            ));
         }
         if cell.scenario == Scenario::FanOut && self.msgs > 0 {
             let cpu = self.cpu_ns as f64 / self.msgs as f64;
@@ -182,6 +226,18 @@ impl Agg {
         }
         row.note = notes.join("; ");
         row
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` if empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
     }
 }
 
@@ -198,10 +254,20 @@ pub fn run(
     rounds: u32,
     progress: Progress<'_>,
 ) -> Vec<Row> {
-    let total_runs = cells.len() * contenders.len() * rounds as usize;
+    let total_runs = cells
+        .iter()
+        .map(|cell| contenders.iter().filter(|c| c.runs(cell.scenario)).count())
+        .sum::<usize>()
+        * rounds as usize;
     let mut done = 0usize;
     let mut rows = Vec::new();
     for cell in cells {
+        // Only the contenders that take part in this scenario (the issue 12 ones are opt-in).
+        let contenders: Vec<&dyn Contender> = contenders
+            .iter()
+            .map(|c| c.as_ref())
+            .filter(|c| c.runs(cell.scenario))
+            .collect();
         let mut aggs: Vec<Agg> = contenders
             .iter()
             .map(|c| {
@@ -223,7 +289,7 @@ pub fn run(
                 if interrupted() {
                     break 'rounds;
                 }
-                let contender = contenders[i].as_ref();
+                let contender = contenders[i];
                 let spec = coord.spec(cell);
                 let outcome = coord
                     .run(contender, &spec)
@@ -296,5 +362,16 @@ mod tests {
             FANOUT_RECEIVERS.len()
         );
         assert_eq!(plan(&[Scenario::Wakeup]).len(), 1);
+        assert_eq!(
+            plan(&[Scenario::AsyncWake, Scenario::WaitSet8, Scenario::Waiters]).len(),
+            3
+        );
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
     }
 }

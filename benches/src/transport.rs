@@ -116,6 +116,9 @@
 //! | `fanout`     | one-to-many, N receivers    | `Sender{0}`, `Receiver{0..N}`           |
 //! | `fanin`      | many-to-one, N senders      | `Sender{0..N}`, `Receiver{0}`           |
 //! | `wakeup`     | one-to-many, 1 receiver     | `Sender{0}`, `Receiver{0}` (must block) |
+//! | `asyncwake`  | one-to-many, 1 receiver     | as `wakeup`                             |
+//! | `waitset8`   | one-to-many, 1 receiver     | as `wakeup`                             |
+//! | `waiters`    | one-to-many, 1 receiver     | `Sender{0}`, `Receiver{0}` (idle waiters) |
 //!
 //! In a one-to-many run, one `send` on the sender's endpoint must deliver the
 //! message to every receiver. In a many-to-one run the receiver's endpoint
@@ -157,17 +160,49 @@ pub enum Scenario {
     FanIn,
     /// Paced sends to a receiver blocked in the kernel; send-to-wake latency.
     Wakeup,
+    /// Issue 12: the wake-up of an async receiver (tokio current-thread and multi-thread)
+    /// against tokio's `UnixStream` and the blocking receivers, same pacing as `wakeup`.
+    #[value(name = "asyncwake")]
+    AsyncWake,
+    /// Issue 12: paced sends rotating over 8 topics to one `WaitSet`, against one topic and a
+    /// blocking `recv`; send-to-wake latency.
+    #[value(name = "waitset8")]
+    WaitSet8,
+    /// Issue 12: the publisher's cost per message with 0, 1 and 8 wake slots registered but
+    /// not armed (waiters that are busy elsewhere), one contender per count.
+    Waiters,
 }
 
 impl Scenario {
     /// All scenarios, in the order the harness runs them.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 8] = [
+        Scenario::PingPong,
+        Scenario::Throughput,
+        Scenario::FanOut,
+        Scenario::FanIn,
+        Scenario::Wakeup,
+        Scenario::AsyncWake,
+        Scenario::WaitSet8,
+        Scenario::Waiters,
+    ];
+
+    /// The scenarios every contender takes part in (the issue 12 ones only run the
+    /// contenders that opt in with [`Contender::runs`]).
+    pub const CLASSIC: [Scenario; 5] = [
         Scenario::PingPong,
         Scenario::Throughput,
         Scenario::FanOut,
         Scenario::FanIn,
         Scenario::Wakeup,
     ];
+
+    /// Paced sends stamped with the send time; the receiver reports send-to-wake latency.
+    pub fn is_paced(self) -> bool {
+        matches!(
+            self,
+            Scenario::Wakeup | Scenario::AsyncWake | Scenario::WaitSet8
+        )
+    }
 
     /// The stable lower-case name used on the command line and in JSON.
     pub fn name(self) -> &'static str {
@@ -177,6 +212,9 @@ impl Scenario {
             Scenario::FanOut => "fanout",
             Scenario::FanIn => "fanin",
             Scenario::Wakeup => "wakeup",
+            Scenario::AsyncWake => "asyncwake",
+            Scenario::WaitSet8 => "waitset8",
+            Scenario::Waiters => "waiters",
         }
     }
 }
@@ -274,7 +312,12 @@ impl RunSpec {
             Scenario::FanIn => Topology::ManyToOne {
                 senders: self.senders,
             },
-            Scenario::Throughput | Scenario::FanOut | Scenario::Wakeup => Topology::OneToMany {
+            Scenario::Throughput
+            | Scenario::FanOut
+            | Scenario::Wakeup
+            | Scenario::AsyncWake
+            | Scenario::WaitSet8
+            | Scenario::Waiters => Topology::OneToMany {
                 receivers: self.receivers,
             },
         }
@@ -300,10 +343,10 @@ impl RunSpec {
         self.roles().first() == Some(&role)
     }
 
-    /// True when the receiver must sleep in the kernel while waiting
-    /// ([`Scenario::Wakeup`]); busy-polling contenders should skip such runs.
+    /// True when the receiver must sleep while waiting (the paced scenarios,
+    /// [`Scenario::is_paced`]); busy-polling contenders should skip such runs.
     pub fn requires_blocking_receiver(&self) -> bool {
-        self.scenario == Scenario::Wakeup
+        self.scenario.is_paced()
     }
 }
 
@@ -488,6 +531,13 @@ pub trait Endpoint {
     /// bytes; returns the message length. An error from `inspect` (a payload
     /// check failed) must be returned unchanged.
     fn recv(&mut self, inspect: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<usize>;
+
+    /// When the message last passed to `inspect` was received (`CLOCK_MONOTONIC` ns), for an
+    /// endpoint that receives on another thread (a tokio worker) and hands the message over:
+    /// the paced scenarios then use this instead of the time `inspect` ran. Default: `None`.
+    fn rx_time_ns(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A transport under test. See the [module documentation](self) for how to
@@ -509,6 +559,12 @@ pub trait Contender {
     fn prepare(&self, spec: &RunSpec) -> io::Result<Prepared> {
         let _ = spec;
         Ok(Prepared::new())
+    }
+
+    /// Whether the contender takes part in `scenario` at all; rows are listed only for those.
+    /// Default: the [classic](Scenario::CLASSIC) scenarios (the issue 12 ones are opt-in).
+    fn runs(&self, scenario: Scenario) -> bool {
+        Scenario::CLASSIC.contains(&scenario)
     }
 
     /// Opens the transport for `role` inside a participant process.

@@ -199,3 +199,51 @@ fn a_run_past_its_timeout_is_killed_and_cleaned_up() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(!spec.rendezvous.dir.exists());
 }
+
+/// The issue 12 scenarios: every opt-in contender runs, the paced ones deliver everything in
+/// order and record a wake-up latency, the `waiters` sender records batches.
+#[test]
+fn issue12_scenarios_run_their_contenders() {
+    let coord = coordinator();
+    let runs = [
+        ("shmbus_async_ct", Scenario::AsyncWake),
+        ("shmbus_async_mt", Scenario::AsyncWake),
+        ("tokio_unix_ct", Scenario::AsyncWake),
+        ("tokio_unix_mt", Scenario::AsyncWake),
+        ("shmbus_block", Scenario::AsyncWake),
+        ("shmbus_waitset8", Scenario::WaitSet8),
+        ("shmbus_waitset1", Scenario::WaitSet8),
+        ("shmbus_waiters0", Scenario::Waiters),
+        ("shmbus_waiters8", Scenario::Waiters),
+    ];
+    for (name, scenario) in runs {
+        let contender = find(name).expect("registered");
+        assert!(contender.runs(scenario), "{name} opts in to {scenario}");
+        let spec = coord.spec(&cell(scenario, 64, 1, 1));
+        assert_eq!(contender.supports(&spec), Support::Yes, "{name}");
+        let reports = coord
+            .run(contender.as_ref(), &spec)
+            .unwrap_or_else(|e| panic!("{name} {scenario}: {e}"));
+        let tx = report(&reports, Role::Sender { index: 0 });
+        let rx = report(&reports, Role::Receiver { index: 0 });
+        if scenario == Scenario::Waiters {
+            assert!(tx.measured >= TINY.min_iters, "{name}: {}", tx.measured);
+            assert!(!Hist::from_pairs(&tx.hist).is_empty(), "{name}");
+        } else {
+            assert_eq!(rx.total, tx.total, "{name}");
+            assert_eq!(rx.lost, 0, "{name}");
+            assert!(Hist::from_pairs(&rx.hist).len() >= TINY.min_iters, "{name}");
+        }
+        assert!(
+            !spec.rendezvous.dir.exists(),
+            "{name}: rendezvous left behind"
+        );
+    }
+    // The other contenders do not take part in them.
+    for name in ["pipe", "shmbus_busy", "raw_floor"] {
+        let contender = find(name).expect("registered");
+        for scenario in [Scenario::AsyncWake, Scenario::WaitSet8, Scenario::Waiters] {
+            assert!(!contender.runs(scenario), "{name} {scenario}");
+        }
+    }
+}

@@ -8,14 +8,14 @@ use std::path::PathBuf;
 
 use super::wire::{hub_connections, Conn, StreamRx, StreamTx, WireEndpoint};
 use crate::error::Context;
-use crate::transport::{ChildCtx, Contender, Endpoint, Prepared, Role, RunSpec, Support};
+use crate::transport::{ChildCtx, Contender, Endpoint, Prepared, Role, RunSpec, Scenario, Support};
 
 /// The `unix_stream` baseline.
 pub struct UnixStreamSocket;
 
 const LISTENER_FD: usize = 0;
 
-fn socket_path(spec: &RunSpec) -> PathBuf {
+pub(crate) fn socket_path(spec: &RunSpec) -> PathBuf {
     spec.rendezvous.dir.join("stream.sock")
 }
 
@@ -37,6 +37,11 @@ impl Contender for UnixStreamSocket {
 
     fn supports(&self, _spec: &RunSpec) -> Support {
         Support::Yes
+    }
+
+    fn runs(&self, scenario: Scenario) -> bool {
+        // The blocking reference of `asyncwake` (next to tokio's UnixStream).
+        Scenario::CLASSIC.contains(&scenario) || scenario == Scenario::AsyncWake
     }
 
     fn prepare(&self, spec: &RunSpec) -> io::Result<Prepared> {

@@ -39,9 +39,25 @@ Scenarios:
               N, i.e. N writes for the kernel baselines), msgs/s = publishes/s;
               the note gives the sender's CPU time per message.
   fanin       3 senders, one receiver, 64 B; aggregate rate at the receiver.
-  wakeup      the sender sleeps 1 ms before each send, so the receiver is
+  wakeup      the sender sleeps 1 ms (--wake-interval-us) before each send, so the receiver is
               blocked in the kernel; send-to-wake latency from a
               CLOCK_MONOTONIC stamp in the message.
+
+Issue 12 scenarios (waiting on many topics and async; only the contenders
+that opt in run them, 64 B, same pacing as wakeup):
+  asyncwake   the receiver awaits recv_async in a tokio current-thread
+              runtime (shmbus_async_ct) or in a task of a multi-thread one
+              (shmbus_async_mt), against tokio's UnixStream read the same two
+              ways (tokio_unix_ct, tokio_unix_mt), unix_stream and the futex
+              recv of shmbus_block; send-to-wake latency.
+  waitset8    the sender rotates over 8 topics, the receiver waits on a
+              WaitSet of all 8 (shmbus_waitset8; shmbus_waitset1: one topic in
+              a WaitSet), against shmbus_block's recv; send-to-wake latency.
+  waiters     back-to-back publishes on a lossy topic with 8 idle subscribers
+              of which 0, 1 or 8 hold a registered wake slot that is never
+              armed (shmbus_waiters0/1/8, interleaved); ns per publish timed
+              in batches of 100, the median per round and over rounds.
+  The report then adds a section with the ratios and a verdict per goal.
 
 Output: a markdown table on stdout (with a machine header line), progress on
 stderr, the plot of ping-pong p50 latency against payload size as SVG, and
@@ -93,6 +109,12 @@ struct Cli {
     /// Warm-up time per run in milliseconds (overrides the mode's default).
     #[arg(long, value_name = "MS")]
     warmup_ms: Option<u64>,
+
+    /// Pause before each send of the paced scenarios (wakeup, asyncwake,
+    /// waitset8) in microseconds (default 1000). Short pauses let a VM's idle
+    /// vCPU poll instead of halting, which shows the software path alone.
+    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u64).range(1..))]
+    wake_interval_us: Option<u64>,
 
     /// Do not pin participant processes to CPUs.
     #[arg(long)]
@@ -204,6 +226,9 @@ fn coordinate(cli: &Cli) -> io::Result<ExitCode> {
     if let Some(ms) = cli.warmup_ms {
         timing.warmup_ms = ms;
     }
+    if let Some(us) = cli.wake_interval_us {
+        timing.wake_interval_us = us;
+    }
     let rounds = cli.rounds.unwrap_or(3);
 
     coordinator::install_interrupt_handler()?;
@@ -225,12 +250,13 @@ fn coordinate(cli: &Cli) -> io::Result<ExitCode> {
         cpus => format!("pinned to CPUs {cpus:?}"),
     };
     let header = format!(
-        "# busbench — {} — {} mode: {} rounds × {} ms, warm-up {} ms, {}",
+        "# busbench — {} — {} mode: {} rounds × {} ms, warm-up {} ms, paced sends every {} us, {}",
         machine_line(),
         if cli.quick { "quick" } else { "full" },
         rounds,
         timing.measure_ms,
         timing.warmup_ms,
+        timing.wake_interval_us,
         pinning
     );
 
