@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 counts.odom += 1;
             }
             m = imu.recv_async() => counts.imu(&*m?),
-            m = scan.recv_async() => counts.scan(&*m?),
+            m = scan.recv_async() => counts.scan(&m?),
             _ = control.tick() => {
                 let command = sensors::steer(&last_odom);
                 // Lossless back-pressure: waits (without blocking the runtime) if the topic is

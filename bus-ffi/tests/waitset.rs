@@ -77,7 +77,7 @@ fn hint(ws: *mut ShmbusWaitset) -> i64 {
 
 #[test]
 fn a_waitset_reports_ready_subscribers_through_its_descriptor_and_queues_what_did_not_fit() {
-    // SAFETY (the whole test): handles come from the API and stay live until closed; every
+    // SAFETY: (the whole test) handles come from the API and stay live until closed; every
     // out-pointer is a writable local.
     unsafe {
         let mut bus = null_mut();
