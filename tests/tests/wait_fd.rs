@@ -183,3 +183,109 @@ fn poll_on_a_waitset_fd_wakes_for_other_processes_and_sleeps_when_quiet() {
     assert!(t.readable && t.ready == [ids[0]], "after a new message");
     drop(attachments);
 }
+
+/// Read what a subscriber has, tolerating the errors a port may report around a daemon
+/// restart; returns how many errors it saw.
+fn drain_lenient(sub: &mut Subscriber<TestMsg>, checker: &mut Checker) -> u32 {
+    let mut errors = 0;
+    loop {
+        match sub.try_recv() {
+            Ok(m) => {
+                let seq = m.sequence();
+                checker.check(&m, seq);
+            }
+            Err(TryRecvError::Empty) => return errors,
+            Err(_) => {
+                errors += 1;
+                if errors > 100 {
+                    return errors;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_poll_loop_on_the_fd_follows_a_daemon_restart() {
+    let mut d = Daemon::start(PEER, &[]);
+    let bus = d.bus();
+    let topic = unique_topic("fd-restart");
+    let mut sub = bus
+        .subscriber::<TestMsg>(&topic)
+        .open_or_create()
+        .expect("subscriber");
+    let mut set = WaitSet::new().expect("wait set");
+    let attachment = set.attach_subscriber(&sub).expect("attach");
+    assert!(set.try_wait().expect("first pass").is_empty());
+
+    let n = 50u64;
+    let mut checker = Checker::new(true);
+    let mut first = publisher(&d, &topic, 1, n, 100);
+    let deadline = Instant::now() + TRANSFER;
+    while checker.received < n {
+        assert!(
+            Instant::now() < deadline,
+            "received {} of {n}",
+            checker.received
+        );
+        if turn(&mut set, Duration::from_secs(1))
+            .ready
+            .contains(&attachment.id())
+        {
+            drain(&mut sub, &mut checker);
+        }
+    }
+    assert!(first.wait_exit(TRANSFER).success(), "{}", first.stderr());
+    assert_eq!(checker.error_count, 0, "{:?}", checker.errors);
+
+    // The daemon restarts. Its descriptor stays quiet, but the hint brings the loop back
+    // every 100 ms and try_wait reports the orphaned port until a receive hands it back;
+    // then the wait set registers with the new daemon.
+    drop(bus);
+    d.kill();
+    d.restart(&[]);
+    let bus = d.bus();
+    let registered = || {
+        bus.stats(Some(&topic))
+            .is_ok_and(|s| s.iter().all(|t| t.wakers.len() == 1))
+    };
+    let mut checker = Checker::new(true);
+    let start = Instant::now();
+    let (mut turns, mut reports) = (0u32, 0u32);
+    while !registered() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not registered with the new daemon after {turns} turns, {reports} reports: {:?}",
+            bus.stats(None)
+        );
+        let t = turn(&mut set, Duration::from_secs(1));
+        turns += 1;
+        if t.ready.contains(&attachment.id()) {
+            reports += 1;
+            drain_lenient(&mut sub, &mut checker);
+        }
+    }
+    assert!(reports >= 1, "the orphaned port was never reported");
+    // Then a publisher of the new daemon wakes the loop as before.
+    let mut second = publisher(&d, &topic, 2, n, 100);
+    let deadline = Instant::now() + TRANSFER;
+    let mut readable = 0;
+    while checker.count.get(&2).copied().unwrap_or(0) < n {
+        assert!(
+            Instant::now() < deadline,
+            "received {:?} after the restart",
+            checker.count
+        );
+        let t = turn(&mut set, Duration::from_secs(1));
+        readable += u32::from(t.readable);
+        if t.ready.contains(&attachment.id()) {
+            drain(&mut sub, &mut checker);
+        }
+    }
+    assert!(second.wait_exit(TRANSFER).success(), "{}", second.stderr());
+    assert_eq!(checker.error_count, 0, "{:?}", checker.errors);
+    assert!(
+        readable > 0,
+        "the descriptor never woke the loop after the restart"
+    );
+}
