@@ -11,7 +11,14 @@
 //! per change: a subscriber is reported again only after it read something (its cursor moved)
 //! or something new was published; a publisher only after it published. So a loop that ignores
 //! a ready subscriber sleeps instead of spinning, which a level-triggered wait would not do.
+//!
+//! **Foreign event loops.** A wait set is also a descriptor ([`AsFd`]) for `poll`, `epoll`,
+//! an asyncio or a GLib loop: wait for it to be readable (at most [`WaitSet::timeout_hint`]),
+//! then call [`WaitSet::try_wait`], which never blocks. It reports with the same once-per-change
+//! rule, and leaves every port armed, so the descriptor becomes readable again only when
+//! something changes: a loop that leaves a subscriber unread sleeps, it does not spin.
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -128,6 +135,10 @@ pub struct WaitSet {
     pub(crate) efd: Efd,
     entries: Arc<Mutex<Entries>>,
     pub(crate) ready: Vec<AttachmentId>,
+    /// When [`WaitSet::try_wait`] must be called again even if the descriptor stays quiet:
+    /// set by every readiness pass (its next timer, or the periodic check); `None` before
+    /// the first pass.
+    recheck_at: Option<Instant>,
     /// The executor's view of the eventfd, made at the first async wait.
     #[cfg(any(feature = "tokio", feature = "async-io"))]
     pub(crate) reactor: Option<crate::asynch::Reactor>,
@@ -146,6 +157,7 @@ impl WaitSet {
             efd: Efd::new()?,
             entries: Arc::new(Mutex::new(Entries::default())),
             ready: Vec::new(),
+            recheck_at: None,
             #[cfg(any(feature = "tokio", feature = "async-io"))]
             reactor: None,
         })
@@ -282,9 +294,93 @@ impl WaitSet {
         }
     }
 
+    /// [`WaitSet::wait`] without waiting, for a foreign event loop that polls the wait set's
+    /// descriptor ([`AsFd`]): consumes the descriptor's wake-up, makes one readiness pass and
+    /// returns what is ready (often nothing: a wake-up means "something may have changed").
+    /// Every port is left armed, so the descriptor becomes readable at the next change; the
+    /// once-per-change rule of [`WaitSet::wait`] holds, so a ready subscriber left unread is
+    /// not reported again and does not keep the descriptor readable.
+    ///
+    /// Deadlines, intervals and the periodic check (a restarted daemon, a port without a wake
+    /// slot) do not make the descriptor readable: poll with a timeout of at most
+    /// [`WaitSet::timeout_hint`] and call `try_wait` when it expires.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::os::fd::AsFd;
+    /// use std::time::Duration;
+    /// use bus_client::{Bus, WaitSet};
+    /// use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    /// let bus = Bus::embedded()?;
+    /// let mut subscriber = bus.subscriber::<u64>("doc/ws/fd").open_or_create()?;
+    /// let mut publisher = bus.publisher::<u64>("doc/ws/fd").open()?;
+    /// let mut set = WaitSet::new()?;
+    /// let ready = set.attach_subscriber(&subscriber)?;
+    /// assert!(set.try_wait()?.is_empty());              // arms the ports: nothing yet
+    ///
+    /// publisher.publish(&7)?;
+    /// let hint = set.timeout_hint().unwrap_or(Duration::from_secs(1));
+    /// let ms = PollTimeout::try_from(hint.as_millis() as i32 + 1)?;
+    /// let mut fds = [PollFd::new(set.as_fd(), PollFlags::POLLIN)];
+    /// assert_eq!(poll(&mut fds, ms)?, 1);                // readable: the publish wrote it
+    /// assert_eq!(set.try_wait()?, [ready.id()]);
+    /// assert_eq!(*subscriber.try_recv()?, 7);
+    /// # Ok(()) }
+    /// ```
+    pub fn try_wait(&mut self) -> Result<&[AttachmentId], WaitError> {
+        self.efd.drain();
+        self.pass(false)?;
+        Ok(&self.ready)
+    }
+
+    /// How long a foreign event loop may wait on the descriptor before it must call
+    /// [`WaitSet::try_wait`] anyway: until the next deadline or interval tick, or the periodic
+    /// check (every 100 ms while ports are attached). Zero before the first `try_wait` (which
+    /// arms the ports) and when something is due; `None` when nothing is attached.
+    pub fn timeout_hint(&self) -> Option<Duration> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut at: Option<Instant> = None;
+        let mut ports = false;
+        for e in entries.slots.iter().flatten() {
+            let due = match &e.kind {
+                Kind::Port(_) => {
+                    ports = true;
+                    continue;
+                }
+                Kind::Deadline(_) if e.fired => continue,
+                Kind::Deadline(d) => *d,
+                Kind::Interval { next, .. } => *next,
+            };
+            at = Some(at.map_or(due, |t| t.min(due)));
+        }
+        drop(entries);
+        if ports || at.is_some() {
+            // A pass made before the first attachment (or never) leaves nothing armed.
+            let recheck = self.recheck_at.unwrap_or_else(Instant::now);
+            at = Some(at.map_or(recheck, |t| t.min(recheck)));
+        }
+        at.map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// One readiness pass that records when the next one is due (see
+    /// [`WaitSet::timeout_hint`]); `disarm`: disarm every port when something is ready.
+    fn pass(&mut self, disarm: bool) -> Result<Option<Instant>, WaitError> {
+        let next_timer = self.check_with(disarm)?;
+        let periodic = Instant::now() + CHECK_EVERY;
+        self.recheck_at = Some(next_timer.map_or(periodic, |t| t.min(periodic)));
+        Ok(next_timer)
+    }
+
     /// One pass: arm every port, one barrier, check everything. Fills `self.ready`; returns
     /// the earliest pending timer. Ports that are ready are disarmed before returning.
     pub(crate) fn check(&mut self) -> Result<Option<Instant>, WaitError> {
+        self.pass(true)
+    }
+
+    /// [`WaitSet::check`]; `disarm`: disarm every port when something is ready (a thread
+    /// about to handle it is not woken again meanwhile), or leave them armed (the descriptor
+    /// of a foreign event loop).
+    fn check_with(&mut self, disarm_ready: bool) -> Result<Option<Instant>, WaitError> {
         self.ready.clear();
         let entries = self.entries.clone();
         let mut entries = entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -376,7 +472,7 @@ impl WaitSet {
                 }
             }
         }
-        if !self.ready.is_empty() {
+        if disarm_ready && !self.ready.is_empty() {
             disarm(&entries);
         }
         Ok(next_timer)
@@ -385,6 +481,15 @@ impl WaitSet {
     pub(crate) fn disarm_all(&self) {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         disarm(&entries);
+    }
+}
+
+/// The wait set's eventfd: readable when something may be ready (see
+/// [`WaitSet::try_wait`]). Read it only through `try_wait` (which drains it); register it for
+/// readability (`POLLIN`, `EPOLLIN`), level- or edge-triggered.
+impl AsFd for WaitSet {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.efd.as_fd()
     }
 }
 

@@ -15,11 +15,12 @@
  * last failure. No panic crosses this boundary: an internal one is caught and returned as
  * SHMBUS_ERR_PANIC.
  *
- * HANDLES. shmbus_bus, shmbus_publisher and shmbus_subscriber are opaque; each is made by
- * one function and freed by its *_close. Close accepts NULL (does nothing). What is
+ * HANDLES. shmbus_bus, shmbus_publisher, shmbus_subscriber and shmbus_waitset are opaque;
+ * each is made by one function and freed by its *_close (shmbus_waitset_free for a wait
+ * set). Close and free accept NULL (do nothing). What is
  * detected:
  *   - a NULL handle or out-pointer: SHMBUS_ERR_NULL, always;
- *   - a double close, or closing a pointer that is no live handle of that kind:
+ *   - a double close or free, or closing a pointer that is no live handle of that kind:
  *     SHMBUS_ERR_BAD_HANDLE, always (close looks the address up in a table of live handles
  *     before touching it);
  *   - a call on a closed handle, or on a handle of another kind: SHMBUS_ERR_BAD_HANDLE, by a
@@ -35,8 +36,9 @@
  * release, send or close.
  *
  * THREAD SAFETY. shmbus_bus: thread-safe (ports may be opened from any thread at once).
- * shmbus_publisher, shmbus_subscriber: one thread at a time, any thread (they may move);
- * a concurrent second call gets SHMBUS_ERR_STATE. shmbus_last_error_message: per thread.
+ * shmbus_publisher, shmbus_subscriber, shmbus_waitset: one thread at a time, any thread
+ * (they may move); a concurrent second call gets SHMBUS_ERR_STATE. A wait set does not own
+ * its ports: another thread may receive from a subscriber while a wait set waits on it. shmbus_last_error_message: per thread.
  * Close a handle only when no other thread is inside a call on it.
  *
  * SAMPLES AND LOANS. A subscriber holds at most one sample (shmbus_subscriber_recv ...
@@ -44,11 +46,27 @@
  * publisher holds at most one loan (shmbus_publisher_loan ... shmbus_publisher_send or
  * shmbus_publisher_discard).
  *
- * NOT YET: a descriptor a C event loop can poll (epoll, select) for a subscriber's readiness
- * depends on shmbus's wait-on-many-topics work and is not in this version. It will come as
- * new functions (a subscriber's waiting descriptor, and a wait set over several
- * subscribers) beside these, with no change to any function here: the handles stay the same
- * opaque pointers, and receive stays the same call after the descriptor says "ready".
+ * WAIT SETS AND EVENT LOOPS. A shmbus_waitset watches subscribers (a message to read),
+ * publishers (room on a full lossless topic) and intervals; shmbus_waitset_wait blocks
+ * until one is ready and returns the ready attachment ids. For an event loop (poll, epoll,
+ * select, libuv, GLib): poll shmbus_waitset_fd for reading with a timeout of
+ * shmbus_waitset_timeout_hint_ms, then call shmbus_waitset_try_wait (never blocks):
+ *
+ *   shmbus_waitset *ws;  uint64_t odom_id, ids[8];  size_t n;  int fd;  int64_t ms;
+ *   shmbus_waitset_new(&ws);
+ *   shmbus_waitset_attach_subscriber(ws, odom, &odom_id);
+ *   shmbus_waitset_fd(ws, &fd);
+ *   for (;;) {
+ *       struct pollfd p = {fd, POLLIN, 0};
+ *       shmbus_waitset_timeout_hint_ms(ws, &ms);
+ *       poll(&p, 1, (int)ms);
+ *       shmbus_waitset_try_wait(ws, ids, 8, &n);
+ *       for (size_t i = 0; i < n; i++) ...receive from that subscriber until SHMBUS_ERR_EMPTY
+ *   }
+ *
+ * Each attachment is reported once per change, so a subscriber left unread neither spins
+ * the loop nor keeps the descriptor readable. Attach a port only while it holds no sample
+ * or loan (else SHMBUS_ERR_STATE), and detach it (or free the set) before closing it.
  */
 
 #ifndef SHMBUS_H
@@ -101,6 +119,13 @@ typedef struct shmbus_publisher shmbus_publisher;
 // between threads). A second thread calling in while a call runs (a blocking receive
 // included) gets `SHMBUS_ERR_STATE`.
 typedef struct shmbus_subscriber shmbus_subscriber;
+
+// A wait set: subscribers, publishers and intervals watched together. Opaque.
+//
+// Not thread-safe, but not tied to a thread: use it from one thread at a time (a second
+// thread calling in while a call runs, a blocking wait included, gets `SHMBUS_ERR_STATE`).
+// The ports it watches stay usable from any thread while it waits.
+typedef struct shmbus_waitset shmbus_waitset;
 
 // What every function returns: `SHMBUS_OK` (0) or one of the `SHMBUS_ERR_*` codes (positive,
 // like errno values).
@@ -450,6 +475,112 @@ shmbus_status shmbus_subscriber_release(shmbus_subscriber *subscriber);
 // `subscriber` is anything (checked against live handles); no other thread is inside a call
 // on it.
 shmbus_status shmbus_subscriber_close(shmbus_subscriber *subscriber);
+
+// Make a new, empty wait set (it holds one eventfd). On success `*out` is the set; free it
+// with `shmbus_waitset_free`. `out`: non-NULL.
+//
+// # Safety
+// `out` is NULL or writable.
+shmbus_status shmbus_waitset_new(shmbus_waitset **out);
+
+// Watch `subscriber`: ready when it has a message to read (or an error to report: the topic
+// closed, the subscriber evicted). `*id_out` is the attachment's id (never 0), what the
+// waits report. Refused with `SHMBUS_ERR_STATE` while the subscriber holds a sample: release
+// it first. Detach (or free the set) before closing the subscriber. `SHMBUS_ERR_OTHER` if
+// the topic has no free wake slot or the process is out of descriptors (the message says).
+//
+// # Safety
+// `waitset` and `subscriber` are anything (checked against live handles); `id_out` is NULL
+// or writable.
+shmbus_status shmbus_waitset_attach_subscriber(shmbus_waitset *waitset,
+                                               shmbus_subscriber *subscriber,
+                                               uint64_t *id_out);
+
+// Watch `publisher`: ready when its lossless topic has room again (a lossy topic always
+// has). Like `shmbus_waitset_attach_subscriber`; refused while a loan is held.
+//
+// # Safety
+// As for `shmbus_waitset_attach_subscriber`.
+shmbus_status shmbus_waitset_attach_publisher(shmbus_waitset *waitset,
+                                              shmbus_publisher *publisher,
+                                              uint64_t *id_out);
+
+// Ready every `period_us` microseconds (at least 1), from one period from now; missed ticks
+// are not made up. `*id_out` is the attachment's id.
+//
+// # Safety
+// `waitset` is anything (checked against live handles); `id_out` is NULL or writable.
+shmbus_status shmbus_waitset_attach_interval(shmbus_waitset *waitset,
+                                             uint64_t period_us,
+                                             uint64_t *id_out);
+
+// Stop watching attachment `id` (its wake slot goes back to the topic).
+// `SHMBUS_ERR_INVALID_ARGUMENT` if `id` is not attached to this set.
+//
+// # Safety
+// `waitset` is anything (checked against live handles).
+shmbus_status shmbus_waitset_detach(shmbus_waitset *waitset,
+                                    uint64_t id);
+
+// The wait set's descriptor, for poll, select or epoll (readable: `POLLIN`, `EPOLLIN`,
+// level- or edge-triggered). Readable means "something may be ready": call
+// `shmbus_waitset_try_wait`, which consumes it. Never read, write or close it yourself; it
+// lives as long as the set. Intervals and the set's periodic check do not make it readable:
+// poll with a timeout of `shmbus_waitset_timeout_hint_ms`.
+//
+// # Safety
+// `waitset` is anything (checked against live handles); `fd_out` is NULL or writable.
+shmbus_status shmbus_waitset_fd(shmbus_waitset *waitset,
+                                int *fd_out);
+
+// Wait until at least one attachment is ready or `timeout_ms` passes (negative: forever;
+// 0: do not wait). Writes up to `cap` ready ids to `ids_out` and their number to `*n_out`
+// (0 on timeout: not an error). Ids that did not fit are returned first by the next wait.
+// Each attachment is reported once per change: read a ready subscriber (until
+// `SHMBUS_ERR_EMPTY`) before waiting again, or it is reported only when something new
+// arrives. After a daemon restart a port is also reported (at most every 100 ms) until a
+// receive or send on it has followed the new daemon.
+//
+// # Safety
+// `waitset` is anything (checked against live handles); `ids_out` is NULL (only with `cap`
+// 0) or writable for `cap` ids; `n_out` is NULL or writable.
+shmbus_status shmbus_waitset_wait(shmbus_waitset *waitset,
+                                  int64_t timeout_ms,
+                                  uint64_t *ids_out,
+                                  size_t cap,
+                                  size_t *n_out);
+
+// `shmbus_waitset_wait` without waiting, for an event loop that polls `shmbus_waitset_fd`:
+// consumes the descriptor's wake-up, looks once, and leaves every port armed so that the
+// descriptor becomes readable at the next change. `*n_out` is often 0 (a wake-up means
+// "something may have changed"). Once per change, as for `shmbus_waitset_wait`: a ready
+// subscriber left unread does not keep the descriptor readable, so the loop does not spin.
+//
+// # Safety
+// As for `shmbus_waitset_wait`.
+shmbus_status shmbus_waitset_try_wait(shmbus_waitset *waitset,
+                                      uint64_t *ids_out,
+                                      size_t cap,
+                                      size_t *n_out);
+
+// How long (milliseconds, rounded up) an event loop may poll `shmbus_waitset_fd` before it
+// must call `shmbus_waitset_try_wait` anyway: the next interval tick, or the set's periodic
+// check (every 100 ms while ports are attached). 0 before the first try_wait (which arms the
+// ports), when something is due, or when ids are queued; -1 when nothing is attached (poll
+// forever).
+//
+// # Safety
+// `waitset` is anything (checked against live handles); `ms_out` is NULL or writable.
+shmbus_status shmbus_waitset_timeout_hint_ms(shmbus_waitset *waitset,
+                                             int64_t *ms_out);
+
+// Free a wait set and its attachments (the ports stay open). NULL does nothing; a second
+// free is detected (`SHMBUS_ERR_BAD_HANDLE`), never a double free.
+//
+// # Safety
+// `waitset` is anything (checked against live handles); no other thread is inside a call on
+// it.
+shmbus_status shmbus_waitset_free(shmbus_waitset *waitset);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,7 +7,8 @@
 //! contracts, thread safety, and what is detected; `docs/c-api.md` has the guide.
 //!
 //! * Opaque handles: `shmbus_bus` ([`bus`]), `shmbus_publisher` ([`publisher`]),
-//!   `shmbus_subscriber` ([`subscriber`]); how a pointer from C is checked is in [`handle`].
+//!   `shmbus_subscriber` ([`subscriber`]), `shmbus_waitset` ([`waitset`]); how a pointer
+//!   from C is checked is in [`handle`].
 //! * Every function returns a status code ([`status`]); `shmbus_last_error_message()` is the
 //!   text, per thread. No panic crosses into C: every body runs in [`status::guard`].
 
@@ -20,3 +21,4 @@ pub mod options;
 pub mod publisher;
 pub mod status;
 pub mod subscriber;
+pub mod waitset;

@@ -24,7 +24,7 @@ impl Kind for HeldPublisher {
     const NAME: &'static str = "shmbus_publisher";
 }
 
-fn handle(p: *mut ShmbusPublisher) -> *mut Handle<HeldPublisher> {
+pub(crate) fn handle(p: *mut ShmbusPublisher) -> *mut Handle<HeldPublisher> {
     p.cast()
 }
 

@@ -41,7 +41,7 @@ impl Kind for HeldSubscriber {
     const NAME: &'static str = "shmbus_subscriber";
 }
 
-fn handle(s: *mut ShmbusSubscriber) -> *mut Handle<HeldSubscriber> {
+pub(crate) fn handle(s: *mut ShmbusSubscriber) -> *mut Handle<HeldSubscriber> {
     s.cast()
 }
 

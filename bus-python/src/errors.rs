@@ -110,6 +110,12 @@ impl IntoPy for bc::ConnectError {
     }
 }
 
+impl IntoPy for bc::WaitError {
+    fn into_py(self) -> PyErr {
+        ShmbusError::new_err(self.to_string())
+    }
+}
+
 impl IntoPy for bc::RequestError {
     fn into_py(self) -> PyErr {
         ShmbusError::new_err(self.to_string())

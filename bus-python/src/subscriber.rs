@@ -9,19 +9,29 @@
 //! explicitly (`sample.release()`, `with sub.recv() as sample:`) or dropping the last
 //! reference (garbage collection) gives the slot back at once. A sample keeps its subscriber's
 //! Rust port (and so the mapping) alive, so it can never outlive the memory it points to.
+//!
+//! **asyncio.** `await sub.recv_async()` and `async for sample in sub` are written in Python
+//! (`shmbus/_aio.py`) over two private methods here: `_wait_fd` (the descriptor of a wait set
+//! watching this subscriber alone, made at the first asynchronous receive) and `_wait_poll`
+//! (consume its wake-up and re-arm it, without blocking). The event loop watches the
+//! descriptor with `add_reader`: no thread, no polling loop.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bus_client::held::{HeldError, HeldSubscriber};
-use bus_client::{Geometry, Mode, RawSubscriber, RecvTimeoutError, TryRecvError};
+use std::os::fd::{AsFd, AsRawFd};
+
+use bus_client::{
+    Attachment, Geometry, Mode, RawSubscriber, RecvTimeoutError, TryRecvError, WaitSet,
+};
 use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use pyo3::{ffi, PyErr};
 
-use crate::errors::{ClosedError, IntoPy, SampleInUseError};
+use crate::errors::{ClosedError, IntoPy, SampleInUseError, StateError};
 use crate::exports::{fill_view, ExportState};
 
 /// Longest wait without a look at Python's signals (so Ctrl-C interrupts a blocking receive).
@@ -55,9 +65,19 @@ impl Core {
     }
 }
 
+/// The wait set of asynchronous receives: this subscriber alone.
+struct AsyncWait {
+    /// Dropped (giving its wake slot back) before the set.
+    _attachment: Attachment,
+    set: WaitSet,
+}
+
 struct Shared {
     /// Locked only with the GIL released: a thread blocked in a receive holds it.
     core: Mutex<Core>,
+    /// Made at the first asynchronous receive; dropped on close. Locked with the GIL
+    /// released, never while `core` is held by the same thread (it is taken first).
+    waiter: Mutex<Option<AsyncWait>>,
     topic: String,
     spec: Geometry,
     lagged: AtomicU64,
@@ -98,6 +118,7 @@ impl Subscriber {
                     held: Some(HeldSubscriber::new(port)),
                     current: None,
                 }),
+                waiter: Mutex::new(None),
                 topic,
                 spec,
                 lagged: AtomicU64::new(0),
@@ -250,6 +271,73 @@ impl Subscriber {
         slf
     }
 
+    /// The next message, awaited in asyncio without blocking the event loop (and without a
+    /// thread): the loop watches a descriptor that the publisher's commit makes readable.
+    /// Cancelling it loses no message (none is taken until it returns). Raises as `recv`.
+    /// One task at a time receives from a subscriber (a second concurrent `recv_async` raises
+    /// StateError).
+    fn recv_async<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let aio = slf.py().import("shmbus._aio")?;
+        aio.getattr("recv_async")?.call1((slf,))
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// The next message for `async for`; the iteration ends when the topic is closed and
+    /// drained. Lagged messages (lossy topics) are skipped and counted in `lagged`.
+    fn __anext__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let aio = slf.py().import("shmbus._aio")?;
+        aio.getattr("anext")?.call1((slf,))
+    }
+
+    /// Private (for `shmbus._aio`): the descriptor that becomes readable when a message may
+    /// have arrived, made (with its wake slot on the topic) at the first call. Releases a held
+    /// sample first, as a receive does.
+    fn _wait_fd(&self, py: Python<'_>) -> PyResult<i32> {
+        py.detach(|| {
+            let mut waiter = lock(&self.shared.waiter);
+            if waiter.is_none() {
+                let mut core = lock(&self.shared.core);
+                core.settle().map_err(in_use)?;
+                let held = core
+                    .held
+                    .as_ref()
+                    .ok_or_else(|| ClosedError::new_err("this subscriber is closed"))?;
+                let port = held
+                    .port()
+                    .ok_or_else(|| StateError::new_err("a sample is still held"))?;
+                let mut set = WaitSet::new().map_err(IntoPy::into_py)?;
+                let attachment = set.attach_raw_subscriber(port).map_err(IntoPy::into_py)?;
+                // The first pass arms the wake slot.
+                set.try_wait().map_err(IntoPy::into_py)?;
+                *waiter = Some(AsyncWait {
+                    _attachment: attachment,
+                    set,
+                });
+            }
+            match waiter.as_ref() {
+                Some(w) => Ok(w.set.as_fd().as_raw_fd()),
+                None => Err(ClosedError::new_err("this subscriber is closed")),
+            }
+        })
+    }
+
+    /// Private (for `shmbus._aio`): consume the descriptor's wake-up and re-arm it, without
+    /// blocking; returns how many seconds the event loop may wait for the descriptor before
+    /// calling again (the wait set's periodic check, which follows a restarted daemon).
+    fn _wait_poll(&self, py: Python<'_>) -> PyResult<f64> {
+        py.detach(|| {
+            let mut waiter = lock(&self.shared.waiter);
+            let Some(w) = waiter.as_mut() else {
+                return Ok(0.0);
+            };
+            w.set.try_wait().map_err(IntoPy::into_py)?;
+            Ok(w.set.timeout_hint().map_or(0.1, |d| d.as_secs_f64()))
+        })
+    }
+
     /// The next message; the iteration ends when the topic is closed and drained. Lagged
     /// messages (lossy topics) are skipped and counted in `lagged`.
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Sample>> {
@@ -304,6 +392,7 @@ impl Subscriber {
     /// still views the held sample.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| {
+            *lock(&self.shared.waiter) = None;
             let mut core = lock(&self.shared.core);
             core.settle()?;
             core.held = None;

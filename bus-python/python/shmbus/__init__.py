@@ -10,6 +10,9 @@
 
 Samples support the buffer protocol: ``numpy.frombuffer(sample, dtype)`` reads the slot in
 shared memory without a copy. A subscriber holds one sample at a time; see ``Sample``.
+
+In asyncio, ``await sub.recv_async()`` and ``async for sample in sub`` wait without blocking
+the event loop (it watches a descriptor; no thread, no polling).
 """
 
 from ._shmbus import (

@@ -2,7 +2,7 @@
 
 import sys
 from types import TracebackType
-from typing import Iterator, Literal, Optional, Tuple, Type, Union
+from typing import AsyncIterator, Awaitable, Iterator, Literal, Optional, Tuple, Type, Union
 
 if sys.version_info >= (3, 12):
     from collections.abc import Buffer as BytesLike
@@ -105,6 +105,13 @@ class Subscriber:
         """The next message if one is ready, else None."""
     def __iter__(self) -> Iterator[Sample]: ...
     def __next__(self) -> Sample: ...
+    def recv_async(self) -> Awaitable[Sample]:
+        """The next message, awaited in asyncio (the loop watches a descriptor; no thread).
+
+        Cancelling it loses no message. One task at a time per subscriber (else StateError)."""
+    def __aiter__(self) -> AsyncIterator[Sample]: ...
+    def __anext__(self) -> Awaitable[Sample]:
+        """`async for sample in sub`: ends when the topic is closed and drained."""
     def close(self) -> None: ...
     def __enter__(self) -> Subscriber: ...
     def __exit__(self, *args: object) -> Literal[False]: ...
