@@ -98,6 +98,7 @@ impl Efd {
     }
 
     /// A duplicate, for an async reactor to poll.
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
     pub(crate) fn try_clone(&self) -> Result<OwnedFd, WaitError> {
         self.0.as_fd().try_clone_to_owned().map_err(too_many_files)
     }
