@@ -4,7 +4,7 @@
 //! (`ring::wakers`); the daemon hands slots out and passes the eventfds around.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Once, Weak};
 use std::time::Duration;
 
@@ -99,7 +99,7 @@ impl Efd {
 
     /// A duplicate, for an async reactor to poll.
     #[cfg(any(feature = "tokio", feature = "async-io"))]
-    pub(crate) fn try_clone(&self) -> Result<OwnedFd, WaitError> {
+    pub(crate) fn try_clone(&self) -> Result<std::os::fd::OwnedFd, WaitError> {
         self.0.as_fd().try_clone_to_owned().map_err(too_many_files)
     }
 }
