@@ -204,7 +204,9 @@ pub(crate) struct Exclusive<'a, T> {
 impl<T> std::ops::Deref for Exclusive<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the busy flag, set by this guard, keeps every other call out.
+        // SAFETY: the caller's contract (a port is used by one thread at a time, stated in
+        // the header) keeps every other call out; the busy flag, set by this guard, turns away
+        // a call that breaks it, except one entering at the very same instant.
         unsafe { &*self.handle.value.get() }
     }
 }
