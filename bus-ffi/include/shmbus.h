@@ -28,7 +28,8 @@
  *     table; the data-path calls (loan, set_len, send, discard, publish, recv, release)
  *     check only the magic word, to cost next to nothing, so a closed handle whose memory
  *     was reused by the program can slip through there;
- *   - a publisher or subscriber entered by two threads at once: SHMBUS_ERR_STATE;
+ *   - a publisher or subscriber entered by two threads at once: SHMBUS_ERR_STATE (a
+ *     detector, not a lock: two calls entering at the very same instant can both pass);
  *   - a length past the slot, or not the size of a typed topic's type: SHMBUS_ERR_TOO_LARGE.
  * Not detectable: a data pointer or length that lies (publish reads `len` bytes at `data`),
  * a pointer that never was a handle passed to a data-path call, a handle closed by one

@@ -1,8 +1,8 @@
 //! The C and C++ examples, compiled here with the system's gcc and g++ against the library
 //! just built, run as two separate processes (a subscriber and a publisher) against a real
 //! daemon (the daemon runs in this test process, reached through `SHMBUS_SOCKET`); the
-//! subscriber's output is checked message by message. `valgrind_finds_no_error_in_the_c_example`
-//! runs the same pair under valgrind (ignored by default; `.ci/run` runs it). `poll.c` is a
+//! subscriber's output is checked message by message. `valgrind_finds_no_error_in_the_c_and_cpp_examples`
+//! runs the same pairs, C and C++, under valgrind (ignored by default; `.ci/run` runs it). `poll.c` is a
 //! `poll()` loop on a wait set's descriptor over two topics fed by two more processes; it
 //! runs plainly and under valgrind too.
 
@@ -253,7 +253,7 @@ fn c_example_alone_runs_its_own_embedded_daemon() {
 
 #[test]
 #[ignore = "needs valgrind; .ci/run runs it"]
-fn valgrind_finds_no_error_in_the_c_example() {
+fn valgrind_finds_no_error_in_the_c_and_cpp_examples() {
     let exe = compile("pubsub.c", false);
     let valgrind = Path::new("valgrind");
     let flags = [
@@ -273,6 +273,16 @@ fn valgrind_finds_no_error_in_the_c_example() {
         Duration::from_secs(300),
     );
     assert_readings(&pub_lines, &sub_lines);
+    // The C++ pair (RAII wrappers over the same ABI).
+    let cpp = compile("pubsub.cpp", true);
+    let (pub_lines, sub_lines) =
+        run_pair(&wrapper, &cpp, "ffi/valgrind/cpp", Duration::from_secs(300));
+    assert_eq!(pub_lines, [format!("sent {COUNT}")]);
+    let expected: Vec<String> = (0..COUNT)
+        .map(|i| format!("{i} message {i}"))
+        .chain([format!("received {COUNT}")])
+        .collect();
+    assert_eq!(sub_lines, expected);
     // The poll loop over a wait set's descriptor: three processes under valgrind.
     let poll = compile("poll.c", false);
     run_poll(&wrapper, &poll, "valgrind-poll", Duration::from_secs(300));
