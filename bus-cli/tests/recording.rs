@@ -1,6 +1,7 @@
 //! `shmbus record`, `play` and `info` against real daemons, as separate processes: a
 //! recording played into a fresh daemon gives back every payload in order; the Python `mcap`
-//! package reads what the recorder wrote; splits, SIGINT, SIGTERM, kill -9 and a full disk each
+//! package reads what the recorder wrote; splits, SIGINT, SIGTERM, kill -9 and a full disk (a
+//! file-size limit, and as root a really full tmpfs) each
 //! leave readable files; rate, loop, start offset, filters and remaps do what they say.
 //!
 //! The Python checks run when `SHMBUS_TEST_PYTHON` names an interpreter (`.ci/run` makes a
@@ -458,7 +459,36 @@ fn kill_9_leaves_a_file_readable_up_to_its_last_complete_chunk() {
 
 #[test]
 fn a_full_disk_is_a_clear_error_and_leaves_a_valid_file() {
-    let d = Daemon::start("full");
+    // A file-size limit of 256 KiB on the recorder: its writes past it fail with EFBIG, as
+    // they would with ENOSPC on a full disk. Works for any user.
+    full_disk_case("full-fsize", |shmbus, file| {
+        format!("ulimit -f 256 && exec {shmbus} record full/t -o {file} --compression none --chunk-size 16384")
+    });
+}
+
+#[test]
+fn a_really_full_filesystem_is_a_clear_error_and_leaves_a_valid_file() {
+    // A real ENOSPC: a 256 KiB tmpfs in a private mount namespace (root only). The namespace
+    // and its tmpfs go with the script, so the file is copied out after the recorder exits.
+    let probe = Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("NOTICE: no private mount namespace with a tmpfs here (not root?); the ENOSPC case is skipped, the EFBIG case covers the same path");
+        return;
+    }
+    full_disk_case("full-tmpfs", |shmbus, file| {
+        format!(
+            "unshare -m sh -c 'mount -t tmpfs -o size=256k tmpfs /mnt && {shmbus} record full/t -o /mnt/full.mcap --compression none --chunk-size 16384; rc=$?; cp /mnt/full.mcap {file}; exit $rc'"
+        )
+    });
+}
+
+/// Record `full/t` with the command `script(shmbus, file)` makes (one whose writes fail past
+/// 256 KiB) while a publisher floods it: the recorder exits 1 saying the disk is full, and the
+/// file is a valid, finished MCAP file whose messages Python reads too.
+fn full_disk_case(tag: &str, script: impl Fn(&str, &str) -> String) {
+    let d = Daemon::start(tag);
     let mut publisher = d
         .bus
         .publisher::<[u8]>("full/t")
@@ -466,16 +496,13 @@ fn a_full_disk_is_a_clear_error_and_leaves_a_valid_file() {
         .create()
         .unwrap();
     let file = d.dir.0.join("full.mcap");
-    // A file-size limit of 256 KiB on the recorder: its writes past it fail with EFBIG, as
-    // they would with ENOSPC on a full disk.
-    let script = format!(
-        "ulimit -f 256 && exec {} --socket {} record full/t -o {} --compression none --chunk-size 16384",
+    let shmbus = format!(
+        "{} --socket {}",
         env!("CARGO_BIN_EXE_shmbus"),
-        d.socket.display(),
-        file.display()
+        d.socket.display()
     );
     let mut cmd = Command::new("bash");
-    cmd.args(["-c", &script])
+    cmd.args(["-c", &script(&shmbus, &file.display().to_string())])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
