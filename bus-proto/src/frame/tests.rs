@@ -8,6 +8,10 @@ use bus_core::ring::StartAt;
 use proptest::prelude::*;
 use std::io::Cursor;
 
+#[path = "../../tests/support/messages.rs"]
+mod messages;
+use messages::{every_request, every_response};
+
 fn odom() -> Geometry {
     Geometry {
         capacity: 1024,
@@ -48,89 +52,6 @@ impl Read for CountingReader {
     }
 }
 
-fn every_request() -> Vec<Request> {
-    vec![
-        Request::Hello {
-            version: PROTOCOL_VERSION,
-            client_name: "test".into(),
-        },
-        Request::Attach {
-            topic: "robot/odom".into(),
-            role: Role::Publisher,
-            how: How::Create {
-                spec: odom(),
-                exact: true,
-            },
-            start: StartAt::Latest,
-        },
-        Request::Attach {
-            topic: "robot/odom".into(),
-            role: Role::Subscriber,
-            how: How::Open {
-                type_info: Some(odom().type_info),
-            },
-            start: StartAt::Oldest,
-        },
-        Request::Attach {
-            topic: "robot/odom".into(),
-            role: Role::Subscriber,
-            how: How::Open { type_info: None },
-            start: StartAt::Latest,
-        },
-        Request::Attach {
-            topic: "logs".into(),
-            role: Role::Publisher,
-            how: How::Create {
-                spec: odom(),
-                exact: false,
-            },
-            start: StartAt::Latest,
-        },
-        Request::Detach {
-            topic: "robot/odom".into(),
-            role: Role::Subscriber,
-            index: 3,
-            generation: u64::MAX,
-        },
-        Request::List,
-        Request::ListAfter {
-            after: "robot/odom".into(),
-        },
-        Request::Status,
-        Request::Held {
-            topic: "md/XNAS/AAPL".into(),
-            index: 2,
-            generation: 9,
-        },
-        Request::Stats { topic: None },
-        Request::StatsAfter { after: "a".into() },
-        Request::Delete { topic: "a".into() },
-        Request::Shutdown,
-        Request::Reattach {
-            topic: "a".into(),
-            role: Role::Publisher,
-            index: 0,
-            generation: 1,
-        },
-        Request::AddWaker {
-            topic: "a".into(),
-            role: Role::Subscriber,
-            index: 2,
-            generation: 3,
-        },
-        Request::RemoveWaker {
-            topic: "a".into(),
-            slot: 5,
-            generation: 6,
-        },
-        Request::WakerFd {
-            topic: "a".into(),
-            slot: 127,
-            generation: u64::MAX,
-        },
-    ]
-}
-
 #[test]
 fn frame_round_trips_every_request_kind() {
     let reqs = every_request();
@@ -151,104 +72,7 @@ fn frame_round_trips_every_request_kind() {
 
 #[test]
 fn frame_round_trips_every_response_kind() {
-    let resps = vec![
-        Response::HelloOk {
-            version: 1,
-            daemon_version: "0.1.0".into(),
-            daemon_pid: 42,
-            epoch: 7,
-        },
-        Response::Attached {
-            topic: "t".into(),
-            spec: odom(),
-            index: 0,
-            generation: 1,
-            segment_len: 1 << 20,
-            created: true,
-        },
-        Response::Detached,
-        Response::Deleted,
-        Response::Stopping,
-        Response::WakerAdded {
-            slot: 1,
-            generation: 2,
-        },
-        Response::WakerRemoved,
-        Response::WakerFd {
-            slot: 3,
-            generation: 4,
-        },
-        Response::Topics {
-            topics: vec![TopicInfo {
-                name: "t".into(),
-                spec: odom(),
-                publishers: 1,
-                subscribers: 2,
-                published: 3,
-                bytes: 4096,
-            }],
-            next: Some("t".into()),
-        },
-        Response::Stats {
-            topics: vec![TopicStats {
-                name: "t".into(),
-                spec: odom(),
-                bytes: 8192,
-                published: 10,
-                publishers: vec![PublisherStat {
-                    index: 0,
-                    pid: 1,
-                    published: 10,
-                }],
-                subscribers: vec![SubscriberStat {
-                    index: 0,
-                    pid: 2,
-                    cursor: 8,
-                    lag: 2,
-                    lagged: 0,
-                }],
-                drops: 0,
-                stalls: 1,
-                wakers: vec![WakerStat {
-                    slot: 3,
-                    pid: 42,
-                    role: Role::Subscriber,
-                    index: 0,
-                    armed: true,
-                }],
-            }],
-            next: None,
-        },
-        Response::Status {
-            status: DaemonStatus {
-                daemon_pid: 7,
-                daemon_version: "0.1.0".into(),
-                totals: Totals {
-                    topics: 10_000,
-                    bytes: 1 << 33,
-                    clients: 500,
-                    watched: 1,
-                    open_files: 20_512,
-                },
-                uid: 1000,
-                usage: Usage {
-                    topics: 3,
-                    bytes: 1 << 20,
-                    clients: 2,
-                },
-                limits: LimitsInfo {
-                    max_topics: 16_384,
-                    max_bytes_per_uid: 1 << 30,
-                    max_clients_per_uid: 1024,
-                    max_publishers_per_topic: 256,
-                    max_subscribers_per_topic: 256,
-                    max_open_files: 1 << 20,
-                    max_frame: 65_536,
-                },
-            },
-        },
-        Response::error(ErrorCode::NoSuchTopic, "no topic 'x'"),
-    ];
+    let resps = every_response();
     let mut buf = Vec::new();
     for r in &resps {
         write_frame(&mut buf, r).unwrap();
