@@ -334,8 +334,9 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         self.wake_if_waited(bell);
     }
 
-    /// The loads of the bell's line that decide whether anybody waits (three words of one
-    /// line, written only by waiters): nothing else happens while nobody does.
+    /// The loads of the bell's line that decide whether anybody waits (the waiter count and the
+    /// four armed words, one line written only by waiters): nothing else happens while nobody
+    /// does.
     #[inline]
     fn wake_if_waited(&self, bell: &Bell) {
         let sleepers = bell.waiters.load(Ordering::Relaxed);
