@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use bus_client::Bus;
@@ -25,8 +25,24 @@ fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Compile an example; `cpp` links the static library, C the shared one.
+/// Compile an example once per test process; `cpp` links the static library, C the shared
+/// one. Tests run on parallel threads and several use the same example: each must get a
+/// finished executable, never one that another test's linker is still writing (exec fails
+/// with ETXTBSY on such a file), so compiles are cached under one lock.
 fn compile(example: &str, cpp: bool) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, exe)) = built.iter().find(|(name, _)| name == example) {
+        return exe.clone();
+    }
+    let exe = compile_now(example, cpp);
+    built.push((example.to_string(), exe.clone()));
+    exe
+}
+
+fn compile_now(example: &str, cpp: bool) -> PathBuf {
     let lib = lib_dir();
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "{}-{}",
