@@ -306,7 +306,17 @@ fn echo_reads_typed_topic_as_hex_and_exits_0_when_deleted() {
 fn echo_waits_for_a_missing_topic_and_never_creates_it() {
     let d = Daemon::start("wait");
     let echo = Running::spawn(&mut d.shmbus(&["echo", "later/t", "-n", "1"]));
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until echo has looked, found nothing and said so (a fixed sleep would race a slow
+    // start on a loaded machine).
+    let deadline = std::time::Instant::now() + WAIT;
+    while !echo.stderr.text().contains("does not exist yet; waiting") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "echo never said it waits: {}",
+            echo.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(
         d.bus.list().unwrap().iter().all(|t| t.name != "later/t"),
         "echo created the topic it watches"

@@ -338,14 +338,28 @@ fn a_subscriber_entered_by_two_threads_at_once_refuses_the_second() {
         let waiter = std::thread::spawn(move || {
             let handle = handle;
             let mut sample = empty_sample();
-            let status = shmbus_subscriber_recv_timeout(handle.0, 10_000_000, &mut sample);
-            let got = std::slice::from_raw_parts(sample.data, sample.len).to_vec();
+            // The main thread's probes below may hold the handle for an instant just as this
+            // thread enters: then this one is the refused one, and tries again.
+            let status = loop {
+                match shmbus_subscriber_recv_timeout(handle.0, 10_000_000, &mut sample) {
+                    SHMBUS_ERR_STATE => std::thread::sleep(Duration::from_millis(1)),
+                    status => break status,
+                }
+            };
+            let got = if status == SHMBUS_OK {
+                std::slice::from_raw_parts(sample.data, sample.len).to_vec()
+            } else {
+                Vec::new()
+            };
             (status, got, Send(handle.0))
         });
-        // Wait until the other thread is inside its receive.
+        // Wait until the other thread is inside its receive. Give it a head start first, so
+        // that the two rarely enter at the same instant (the busy flag is a detector, not a
+        // lock: two calls entering at the very same instant can both pass).
+        std::thread::sleep(Duration::from_millis(20));
         let mut sample = empty_sample();
         let mut refused = false;
-        for _ in 0..2000 {
+        for _ in 0..5000 {
             match shmbus_subscriber_try_recv(s, &mut sample) {
                 SHMBUS_ERR_STATE => {
                     refused = true;

@@ -808,10 +808,13 @@ fn port_that_sees_the_new_epoch_before_the_new_daemon_listens_still_reattaches()
             up = Some(Instant::now());
         }
     }
-    // The publisher's own connection must be the new daemon's now.
-    let reattached = log_lines(&d, "port re-attached after a daemon restart")
-        .iter()
-        .any(|l| l.contains(&topic) && !l.contains("/filler"));
+    // The publisher's own connection must be the new daemon's now (the daemon logs it once the
+    // re-attach is served; allow a loaded machine a few seconds for that).
+    let reattached = wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        log_lines(&d, "port re-attached after a daemon restart")
+            .iter()
+            .any(|l| l.contains(&topic) && !l.contains("/filler"))
+    });
     let listed = bus.list();
     eprintln!(
         "epoch-before-listen: {seq} sends through the restart; re-attached: {reattached}; list on the publisher's bus: {:?}",
