@@ -472,6 +472,21 @@ impl std::fmt::Debug for HeldNotice {
 }
 
 impl HeldNotice {
+    /// What a try operation (`try_send`, `try_loan`, an async claim) returns when the ring
+    /// refused it; a full lossless ring is told to the daemon first ([`HeldNotice::full`]).
+    #[inline]
+    pub(crate) fn try_failed(
+        &mut self,
+        e: bus_core::ring::SendError,
+        index: usize,
+        generation: u64,
+    ) -> crate::error::TrySendError {
+        if e == bus_core::ring::SendError::Full {
+            self.full(index, generation);
+        }
+        e.into()
+    }
+
     /// The ring was full for the publisher at `index`, `generation`.
     #[cold]
     pub(crate) fn full(&mut self, index: usize, generation: u64) {

@@ -166,16 +166,10 @@ impl Sender {
         self.port
             .ensure_attached()
             .map_err(|Lost| TrySendError::Evicted)?;
-        match self.port.ring.try_claim() {
-            Ok(claim) => Ok(claim),
-            Err(e) => {
-                if e == CoreSend::Full {
-                    let ring = &self.port.ring;
-                    self.held.full(ring.index(), ring.generation());
-                }
-                Err(e.into())
-            }
-        }
+        self.port.ring.try_claim().map_err(|e| {
+            let ring = &self.port.ring;
+            self.held.try_failed(e, ring.index(), ring.generation())
+        })
     }
 
     /// The loan of a sequence [`Sender::try_claim`] claimed.
@@ -196,15 +190,11 @@ impl Sender {
             .ensure_attached()
             .map_err(|Lost| TrySendError::Evicted)?;
         let (index, generation) = (self.port.ring.index(), self.port.ring.generation());
-        let loan = match self.port.ring.try_loan() {
-            Ok(loan) => loan,
-            Err(e) => {
-                if e == CoreSend::Full {
-                    self.held.full(index, generation);
-                }
-                return Err(e.into());
-            }
-        };
+        let loan = self
+            .port
+            .ring
+            .try_loan()
+            .map_err(|e| self.held.try_failed(e, index, generation))?;
         Ok(BytesLoan::new(loan, self.scratch.as_mut(), self.exact))
     }
 
@@ -229,16 +219,10 @@ impl Sender {
         self.port
             .ensure_attached()
             .map_err(|Lost| TrySendError::Evicted)?;
-        match self.port.ring.try_send(bytes) {
-            Ok(seq) => Ok(seq),
-            Err(e) => {
-                if e == CoreSend::Full {
-                    let ring = &self.port.ring;
-                    self.held.full(ring.index(), ring.generation());
-                }
-                Err(e.into())
-            }
-        }
+        self.port.ring.try_send(bytes).map_err(|e| {
+            let ring = &self.port.ring;
+            self.held.try_failed(e, ring.index(), ring.generation())
+        })
     }
 
     /// A typed topic takes messages of exactly its type's size.

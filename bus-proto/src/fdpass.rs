@@ -86,6 +86,20 @@ pub fn peer_groups<S: AsFd>(sock: &S) -> io::Result<Vec<u32>> {
     }
 }
 
+/// At most [`SCM_MAX_FD`] descriptors travel in one message.
+fn check_fd_count(fds: &[RawFd]) -> io::Result<()> {
+    if fds.len() > SCM_MAX_FD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} file descriptors exceed the {SCM_MAX_FD} that one message can carry",
+                fds.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Sends `bytes` with `fds` attached to the first byte (`SCM_RIGHTS`).
 ///
 /// Uses `MSG_NOSIGNAL`, so a closed peer is an `EPIPE` error, not a signal. If
@@ -102,15 +116,7 @@ pub fn send_with_fds<S: AsFd>(sock: &S, bytes: &[u8], fds: &[RawFd]) -> io::Resu
             "file descriptors need at least one byte of data to travel with",
         ));
     }
-    if fds.len() > SCM_MAX_FD {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{} file descriptors exceed the {SCM_MAX_FD} that one message can carry",
-                fds.len()
-            ),
-        ));
-    }
+    check_fd_count(fds)?;
     let fd = sock.as_fd().as_raw_fd();
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
@@ -265,15 +271,7 @@ pub fn send_some_with_fds<S: AsFd>(sock: &S, bytes: &[u8], fds: &[RawFd]) -> io:
     if bytes.is_empty() {
         return Ok(0);
     }
-    if fds.len() > SCM_MAX_FD {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{} file descriptors exceed the {SCM_MAX_FD} that one message can carry",
-                fds.len()
-            ),
-        ));
-    }
+    check_fd_count(fds)?;
     let rights = [ControlMessage::ScmRights(fds)];
     let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     loop {

@@ -278,8 +278,11 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         }
     }
 
-    /// Loan the next slot without waiting: `Full` when a lossless ring has no free slot.
-    pub fn try_loan(&mut self) -> Result<Loan<'_, S, D>, SendError> {
+    /// Claim the next sequence without waiting and make its slot ready to write; a lossless
+    /// ring with no free slot counts a stall and is `Full`. The start of both
+    /// [`PublisherPort::try_loan`] and [`PublisherPort::try_claim`].
+    #[inline]
+    fn claim_now(&mut self) -> Result<u64, SendError> {
         let s = match self.claim() {
             Err(SendError::Full) => {
                 let flags = &self.ring.storage.control().flags;
@@ -289,6 +292,12 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
             other => other?,
         };
         self.begin_write(s)?;
+        Ok(s)
+    }
+
+    /// Loan the next slot without waiting: `Full` when a lossless ring has no free slot.
+    pub fn try_loan(&mut self) -> Result<Loan<'_, S, D>, SendError> {
+        let s = self.claim_now()?;
         Ok(Loan {
             port: self,
             seq: s,
@@ -302,15 +311,7 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
     /// For callers that must decide whether they got a slot before they lend the port out
     /// (an async loan); `Full` as [`PublisherPort::try_loan`].
     pub fn try_claim(&mut self) -> Result<Claim<S, D>, SendError> {
-        let s = match self.claim() {
-            Err(SendError::Full) => {
-                let flags = &self.ring.storage.control().flags;
-                flags.stalls.fetch_add(1, Ordering::Relaxed);
-                return Err(SendError::Full);
-            }
-            other => other?,
-        };
-        self.begin_write(s)?;
+        let s = self.claim_now()?;
         Ok(Claim {
             ring: self.ring.clone(),
             seq: s,
