@@ -7,10 +7,12 @@
 //! calls [`Conn::follow`], which reconnects (once for all ports of the connection), and then
 //! re-attaches itself, handing the topic's segment files back.
 
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bus_proto::fdpass;
 use bus_proto::protocol::{self, ProtocolError, Request, Response};
@@ -38,6 +40,32 @@ struct Link {
     stream: UnixStream,
     epoch: u32,
     status: Arc<StatusPage>,
+    /// A call on it timed out: an answer may still come and would be taken for the next
+    /// call's, so the next call connects anew.
+    broken: bool,
+}
+
+/// The control timeout when `SHMBUS_CONTROL_TIMEOUT_MS` does not set one.
+const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a call waits for the daemon (to accept, to take a request, to answer):
+/// `SHMBUS_CONTROL_TIMEOUT_MS`, else 30 s. A daemon never takes that long for anything it
+/// serves (topics are made off its loop); one that does is hung, and the caller gets an error
+/// instead of hanging with it.
+pub(crate) fn control_timeout() -> Duration {
+    static TIMEOUT: OnceLock<Duration> = OnceLock::new();
+    *TIMEOUT.get_or_init(|| {
+        std::env::var("SHMBUS_CONTROL_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&ms| ms > 0)
+            .map_or(DEFAULT_CONTROL_TIMEOUT, Duration::from_millis)
+    })
+}
+
+/// Whether a protocol error is the control timeout running out.
+fn timed_out(e: &ProtocolError) -> bool {
+    matches!(e, ProtocolError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
 }
 
 impl Conn {
@@ -105,7 +133,18 @@ impl Conn {
         fds: &[RawFd],
     ) -> Result<(Response, Vec<OwnedFd>), RequestError> {
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        if link.broken {
+            let (new, pid) = handshake(&self.socket)?;
+            tracing::info!(socket = %self.socket.display(), daemon_pid = pid, "reconnected to shmbusd after a call timed out");
+            *link = new;
+        }
         match exchange(&link.stream, req, fds) {
+            Err(RequestError::Protocol(e)) if timed_out(&e) => {
+                link.broken = true;
+                Err(RequestError::TimedOut {
+                    after: control_timeout(),
+                })
+            }
             Err(RequestError::Protocol(e)) if e.is_disconnect() => {
                 let (new, pid) = handshake(&self.socket)?;
                 tracing::info!(socket = %self.socket.display(), daemon_pid = pid, "reconnected to shmbusd");
@@ -137,9 +176,20 @@ fn handshake(socket: &Path) -> Result<(Link, u32), ConnectError> {
         socket: socket.to_path_buf(),
         source,
     };
-    let stream = UnixStream::connect(socket).map_err(|source| ConnectError::Unreachable {
+    let timeout = control_timeout();
+    let timed_out_err = || ConnectError::TimedOut {
         socket: socket.to_path_buf(),
-        source,
+        after: timeout,
+    };
+    let stream = connect_within(socket, timeout).map_err(|source| {
+        if source.kind() == io::ErrorKind::TimedOut {
+            timed_out_err()
+        } else {
+            ConnectError::Unreachable {
+                socket: socket.to_path_buf(),
+                source,
+            }
+        }
     })?;
     let name = std::env::args().next().unwrap_or_default();
     let hello = Request::Hello {
@@ -151,6 +201,7 @@ fn handshake(socket: &Path) -> Result<(Link, u32), ConnectError> {
     // and closes at once, and its answer says why, where the write error would not.
     let (resp, mut fds) = match (fdpass::read_frame_with_fds::<Response>(&stream, 1), sent) {
         (Ok(answer), _) => answer,
+        (Err(e), _) if timed_out(&e) => return Err(timed_out_err()),
         (Err(_), Err(e)) | (Err(e), Ok(())) => return Err(protocol(e)),
     };
     match resp {
@@ -172,6 +223,7 @@ fn handshake(socket: &Path) -> Result<(Link, u32), ConnectError> {
                     stream,
                     epoch,
                     status: Arc::new(status),
+                    broken: false,
                 },
                 daemon_pid,
             ))
@@ -183,6 +235,41 @@ fn handshake(socket: &Path) -> Result<(Link, u32), ConnectError> {
         }),
         other => Err(protocol(unexpected(&other))),
     }
+}
+
+/// Connect to the daemon's socket, waiting at most `timeout` for it to accept (a daemon whose
+/// listen queue is full makes a blocking `connect` wait for as long as it stays full), and set
+/// the stream's read and write timeouts to `timeout`.
+fn connect_within(socket: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType, UnixAddr};
+    let addr = UnixAddr::new(socket).map_err(io::Error::from)?;
+    let fd = sock::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match sock::connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            // A full listen queue: a Unix socket says so at once instead of connecting later.
+            Err(nix::errno::Errno::EAGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(nix::errno::Errno::EAGAIN) => return Err(io::ErrorKind::TimedOut.into()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
 }
 
 pub(crate) fn unexpected(resp: &Response) -> ProtocolError {

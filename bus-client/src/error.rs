@@ -56,6 +56,15 @@ pub enum ConnectError {
         /// What failed.
         source: ProtocolError,
     },
+    /// The daemon accepted no connection, or did not answer `hello`, within the control
+    /// timeout (`SHMBUS_CONTROL_TIMEOUT_MS`, 30 s by default): it is hung or overloaded.
+    #[error("shmbusd at {socket} did not answer within {after:?}; it may be hung (`shmbus doctor` looks at it)")]
+    TimedOut {
+        /// The socket.
+        socket: PathBuf,
+        /// How long the client waited.
+        after: std::time::Duration,
+    },
     /// The embedded daemon could not start.
     #[cfg(feature = "embedded")]
     #[error("starting the embedded daemon: {0}")]
@@ -225,6 +234,13 @@ impl OpenError {
                 topic: topic.to_string(),
                 source: Box::new(source),
             },
+            RequestError::TimedOut { after } => OpenError::Protocol {
+                topic: topic.to_string(),
+                source: ProtocolError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("shmbusd did not answer within {after:?}; it may be hung (`shmbus doctor` looks at it)"),
+                )),
+            },
         }
     }
 }
@@ -247,6 +263,16 @@ pub enum RequestError {
     /// The daemon went away and a new one could not be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// The daemon did not answer within the control timeout (`SHMBUS_CONTROL_TIMEOUT_MS`, 30 s
+    /// by default). The connection is dropped (a late answer would be out of step) and the
+    /// next call connects again; the ports it carried re-attach as after a daemon restart.
+    #[error(
+        "shmbusd did not answer within {after:?}; it may be hung (`shmbus doctor` looks at it)"
+    )]
+    TimedOut {
+        /// How long the client waited.
+        after: std::time::Duration,
+    },
 }
 
 impl RequestError {

@@ -153,11 +153,43 @@ pub fn send_with_fds<S: AsFd>(sock: &S, bytes: &[u8], fds: &[RawFd]) -> io::Resu
 /// Returns `(0, [])` at end of stream. At most `max_fds` descriptors are kept;
 /// the rest are closed. A truncated control message is an error (the
 /// descriptors that did arrive are closed). Retries on `EINTR`.
+///
+/// Closing a descriptor a peer sent can block (a TCP socket with `SO_LINGER`, a file on a
+/// FUSE mount): code that must never block on a peer (the daemon) uses
+/// [`recv_with_all_fds`] and decides where the extra descriptors are closed.
 pub fn recv_with_fds<S: AsFd>(
     sock: &S,
     buf: &mut [u8],
     max_fds: usize,
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let got = recv_with_all_fds(sock, buf)?;
+    let mut fds = got.fds;
+    fds.truncate(max_fds);
+    if got.truncated {
+        return Err(io::Error::other(
+            "file descriptors were cut off (MSG_CTRUNC): the peer sent more than one message can carry",
+        ));
+    }
+    Ok((got.bytes, fds))
+}
+
+/// What one [`recv_with_all_fds`] got.
+#[derive(Debug)]
+pub struct Got {
+    /// Bytes read into the buffer (0: end of stream).
+    pub bytes: usize,
+    /// Every descriptor the kernel installed with them, in order.
+    pub fds: Vec<OwnedFd>,
+    /// The kernel cut the control message (`MSG_CTRUNC`): some descriptors did not arrive.
+    pub truncated: bool,
+}
+
+/// Receives up to `buf.len()` bytes and *every* descriptor sent with them, closing none: the
+/// caller decides which to keep and where to close the others. The control buffer holds
+/// [`SCM_MAX_FD`] descriptors, as many as one message can carry, so the kernel never has to
+/// drop (and so close) one on this thread; only a full descriptor table can cut the message
+/// (`truncated`). Retries on `EINTR`.
+pub fn recv_with_all_fds<S: AsFd>(sock: &S, buf: &mut [u8]) -> io::Result<Got> {
     if buf.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -187,14 +219,11 @@ pub fn recv_with_fds<S: AsFd>(
                 }
             }
         }
-        if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-            drop(fds);
-            return Err(io::Error::other(
-                "file descriptors were cut off (MSG_CTRUNC): the peer sent more than one message can carry",
-            ));
-        }
-        fds.truncate(max_fds);
-        return Ok((msg.bytes, fds));
+        return Ok(Got {
+            bytes: msg.bytes,
+            fds,
+            truncated: msg.flags.contains(MsgFlags::MSG_CTRUNC),
+        });
     }
 }
 
@@ -307,13 +336,16 @@ pub enum Received<M> {
 /// ([`FrameBuf::wanted`]): the length prefix first, then exactly the body. So a frame may
 /// arrive in any number of reads, and the descriptors the kernel hands over with any of them
 /// (they ride on the first byte of the sender's `sendmsg`) are collected for this frame, up to
-/// `max_fds`; more are closed at once. Bodies are decoded by the one strict decoder
+/// `max_fds`; more are set aside for the owner to close ([`FrameReader::take_discarded`]). Bodies are decoded by the one strict decoder
 /// ([`Message::decode`], through [`FrameBuf::pop`]). A bad length prefix is an error before
 /// anything is allocated for the body.
 #[derive(Debug)]
 pub struct FrameReader {
     frame: FrameBuf,
     fds: Vec<OwnedFd>,
+    /// Descriptors beyond `max_fds`: never closed here (a close can block on what a peer
+    /// controls); the owner takes them with [`FrameReader::take_discarded`].
+    discarded: Vec<OwnedFd>,
     max_fds: usize,
     scratch: Vec<u8>,
 }
@@ -324,9 +356,29 @@ impl FrameReader {
         FrameReader {
             frame: FrameBuf::new(),
             fds: Vec::new(),
+            discarded: Vec::new(),
             max_fds,
             scratch: Vec::new(),
         }
+    }
+
+    /// The descriptors that came beyond `max_fds` per frame, for the caller to close where a
+    /// close that blocks harms no one else. Until taken they stay open.
+    pub fn take_discarded(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.discarded)
+    }
+
+    /// Descriptors held: those of the frame being read and the discarded ones not taken yet.
+    pub fn held_fds(&self) -> usize {
+        self.fds.len() + self.discarded.len()
+    }
+
+    /// Every descriptor held, the unfinished frame's and the discarded ones, for a connection
+    /// that is going away.
+    pub fn take_all_fds(&mut self) -> Vec<OwnedFd> {
+        let mut all = std::mem::take(&mut self.fds);
+        all.append(&mut self.discarded);
+        all
     }
 
     /// Bytes of an unfinished frame held.
@@ -350,13 +402,24 @@ impl FrameReader {
             }
             let want = want.min(FRAME_HEADER_LEN + MAX_FRAME);
             self.scratch.resize(want, 0);
-            let room = self.max_fds.saturating_sub(self.fds.len());
-            let (n, fds) = match recv_with_fds(sock, &mut self.scratch[..want], room) {
+            let got = match recv_with_all_fds(sock, &mut self.scratch[..want]) {
                 Ok(got) => got,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Received::WouldBlock),
                 Err(e) => return Err(e.into()),
             };
-            self.fds.extend(fds);
+            let n = got.bytes;
+            for fd in got.fds {
+                if self.fds.len() < self.max_fds {
+                    self.fds.push(fd);
+                } else {
+                    self.discarded.push(fd);
+                }
+            }
+            if got.truncated {
+                return Err(ProtocolError::Io(io::Error::other(
+                    "file descriptors were cut off (MSG_CTRUNC): the peer sent more than one message can carry",
+                )));
+            }
             if n == 0 {
                 // As the blocking reader counts: bytes of the current part (header or body).
                 let pending = self.frame.pending();
@@ -589,9 +652,17 @@ mod tests {
         ));
         assert_eq!(reader.pending(), 2);
         assert_eq!(
+            reader.held_fds(),
+            3,
+            "the third descriptor is set aside, not closed"
+        );
+        let discarded = reader.take_discarded();
+        assert_eq!(discarded.len(), 1);
+        drop(discarded);
+        assert_eq!(
             open_memfds_named(name),
             5,
-            "the third descriptor was closed at once"
+            "the third descriptor was closed by its taker"
         );
         send_with_fds(&a, &frame[2..], &[]).unwrap();
         // A second frame, sent at once, with one descriptor of its own: it must not be taken

@@ -3,13 +3,15 @@
 //!
 //! - **In.** A [`FrameReader`] takes whatever the socket has, never more than the rest of the
 //!   current frame, with the descriptors that come along (at most two per frame: a `Reattach`
-//!   hands a topic's two files back; more are closed at once). Every body goes through the
+//!   hands a topic's two files back; more are set aside and closed where a close that blocks
+//!   harms no one, see `disposal`). Every body goes through the
 //!   protocol's one strict decoder. The loop reads at most [`READ_BUDGET`] requests from one
 //!   connection per turn, so a client that floods cannot starve the others.
 //! - **Out.** Answers are queued as whole frames, their descriptors beside them, and written
 //!   without blocking as far as the socket takes them; the rest waits for the socket to drain.
 //!   A client that does not read its answers cannot hold the loop: once more than
-//!   [`MAX_OUTBOUND`] bytes wait for it, it is dropped (and its ports released).
+//!   [`MAX_OUTBOUND`] bytes or [`MAX_OUTBOUND_FDS`] descriptors wait for it, it is dropped (and
+//!   its ports released).
 
 use std::collections::VecDeque;
 use std::io;
@@ -28,6 +30,11 @@ pub(super) const READ_BUDGET: usize = 16;
 /// thing at a time, so an honest client never has more than one answer (at most one frame)
 /// waiting.
 pub(super) const MAX_OUTBOUND: usize = 256 * 1024;
+
+/// Descriptors an unread client may have waiting in its answers before it is dropped: bytes
+/// alone do not bound them (a small answer can carry two), and each is one of the daemon's.
+/// An honest client reads each answer before it asks again, so it never has more than two.
+pub(super) const MAX_OUTBOUND_FDS: usize = 8;
 
 /// Descriptors kept with one request (a `Reattach` hands two back).
 const MAX_FDS: usize = 2;
@@ -83,6 +90,24 @@ impl Connection {
         self.reader.read(&self.stream)
     }
 
+    /// Descriptors that came beyond what a frame may carry: the caller disposes of them off
+    /// the loop where closing them could block (`disposal`).
+    pub(super) fn take_discarded(&mut self) -> Vec<OwnedFd> {
+        self.reader.take_discarded()
+    }
+
+    /// Descriptors queued with answers not sent yet.
+    pub(super) fn queued_fds(&self) -> usize {
+        self.out.iter().map(|o| o.fds.len()).sum()
+    }
+
+    /// The socket and every descriptor the client sent that is still held, for a connection
+    /// that is going away (answers not sent are dropped: their descriptors are the daemon's).
+    pub(super) fn into_parts(mut self) -> (OwnedFd, Vec<OwnedFd>) {
+        let fds = self.reader.take_all_fds();
+        (OwnedFd::from(self.stream), fds)
+    }
+
     /// Queue an answer with the descriptors that go beside it. An answer too large for a frame
     /// (which the daemon's pages never make) goes as an internal error instead.
     pub(super) fn queue(&mut self, response: &Response, fds: Vec<OwnedFd>) -> Result<(), Overflow> {
@@ -106,7 +131,7 @@ impl Connection {
             sent: 0,
             fds,
         });
-        if self.out_bytes > MAX_OUTBOUND {
+        if self.out_bytes > MAX_OUTBOUND || self.queued_fds() > MAX_OUTBOUND_FDS {
             return Err(Overflow);
         }
         Ok(())

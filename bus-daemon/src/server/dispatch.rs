@@ -183,9 +183,20 @@ fn hello(ctx: &Ctx, state: &mut State, caller: &Caller, version: u32, client_nam
     if let Err(e) = protocol::check_version(version) {
         return (e.to_response(), Vec::new());
     }
-    if let Some(c) = state.clients.get_mut(&caller.id) {
-        c.hello = true;
-        c.name = client_name.chars().take(64).collect();
+    match state.clients.get_mut(&caller.id) {
+        // Answered once per connection: each answer carries a descriptor, and a peer that
+        // repeats hello must not be able to pile them up (`MAX_OUTBOUND` counts bytes).
+        Some(c) if c.hello => {
+            return error(
+                ErrorCode::BadRequest,
+                "hello was already answered on this connection",
+            )
+        }
+        Some(c) => {
+            c.hello = true;
+            c.name = client_name.chars().take(64).collect();
+        }
+        None => {}
     }
     (
         Response::HelloOk {

@@ -30,6 +30,7 @@ use super::attach::{self, AttachRequest, CreateJob};
 use super::connection::{Connection, Flushed, READ_BUDGET};
 use super::creator::{Creator, Job};
 use super::dispatch::{self, Outcome};
+use super::disposal::{self, Disposer};
 use super::registry::{Caller, Client, ClientId, Ctx, State};
 use super::timers::{Timer, Timers};
 use super::{watch, Answer};
@@ -96,6 +97,8 @@ pub(super) struct Server {
     next_client: ClientId,
     /// A `Shutdown` was answered: stop after this turn.
     stop_now: bool,
+    /// Closes what clients sent, off the loop where a close could block.
+    disposer: Disposer,
 }
 
 impl Server {
@@ -142,6 +145,7 @@ impl Server {
             signals,
             next_client: 1,
             stop_now: false,
+            disposer: Disposer::default(),
         })
     }
 
@@ -252,6 +256,8 @@ impl Server {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "no peer credentials; dropping the connection");
+                // Whose it is is unknown: the daemon's own lane closes it.
+                self.disposer.socket(self.ctx.uid, OwnedFd::from(stream));
                 return;
             }
         };
@@ -267,18 +273,28 @@ impl Server {
             .copied()
             .unwrap_or(0);
         let max = self.state.acl.limits.max_clients_per_uid;
-        if per_uid >= u64::from(max) {
-            let resp = Response::error(
-                ErrorCode::LimitReached,
-                format!(
-                    "uid {} already has {per_uid} connections open, its limit (limits.max_clients_per_uid = {max}); close some or raise the limit",
-                    cred.uid
-                ),
-            );
+        let refusal = if per_uid >= u64::from(max) {
+            Some(format!(
+                "uid {} already has {per_uid} connections open, its limit (limits.max_clients_per_uid = {max}); close some or raise the limit",
+                cred.uid
+            ))
+        } else if self.disposer.over(cred.uid) {
+            Some(format!(
+                "uid {} sent more descriptors than the daemon can close at once ({} wait); try again later",
+                cred.uid,
+                self.disposer.backlog(cred.uid)
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            let resp = Response::error(ErrorCode::LimitReached, why);
             // A new socket's buffer is empty: a short answer goes in one non-blocking send.
             if let Ok(bytes) = frame::encode_frame(&resp) {
                 let _ = fdpass::send_some_with_fds(&stream, &bytes, &[]);
             }
+            // What it may have queued before it was accepted is not closed on the loop.
+            self.disposer.socket(cred.uid, OwnedFd::from(stream));
             return;
         }
         let id = self.next_client;
@@ -290,6 +306,7 @@ impl Server {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             tracing::warn!(error = %e, "cannot watch a client connection; dropping it");
+            self.disposer.socket(cred.uid, OwnedFd::from(stream));
             return;
         }
         tracing::debug!(
@@ -321,7 +338,20 @@ impl Server {
             if conn.busy || conn.closing {
                 return;
             }
-            match conn.read() {
+            let uid = conn.caller.cred.uid;
+            if self.disposer.over(uid) {
+                tracing::warn!(
+                    client = id,
+                    uid,
+                    backlog = self.disposer.backlog(uid),
+                    "a uid sent more descriptors than the daemon can close at once; dropping its connection"
+                );
+                return self.close(id);
+            }
+            let read = conn.read();
+            let discarded = conn.take_discarded();
+            self.disposer.fds(uid, discarded);
+            match read {
                 Ok(Received::Frame(request, fds)) => self.request(id, request, fds),
                 Ok(Received::WouldBlock) => return,
                 Ok(Received::Closed) => return self.close(id),
@@ -345,6 +375,16 @@ impl Server {
     fn request(&mut self, id: ClientId, request: Request, fds: Vec<OwnedFd>) {
         let Some(caller) = self.conns.get(&id).map(|c| c.caller.clone()) else {
             return;
+        };
+        // Only a `Reattach` (two memory files) and an `AddWaker` (an eventfd) carry
+        // descriptors, and only of kinds that close at once; anything else is disposed of off
+        // the loop and the request goes on without it.
+        let wants_fds = matches!(request, Request::Reattach { .. } | Request::AddWaker { .. });
+        let fds = if wants_fds && fds.iter().all(disposal::closes_at_once) {
+            fds
+        } else {
+            self.disposer.fds(caller.cred.uid, fds);
+            Vec::new()
         };
         let outcome = dispatch::handle(&self.ctx, &mut self.state, &caller, request, fds);
         self.apply(id, outcome);
@@ -474,7 +514,10 @@ impl Server {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        drop(conn);
+        let uid = conn.caller.cred.uid;
+        let (stream, held) = conn.into_parts();
+        self.disposer.fds(uid, held);
+        self.disposer.socket(uid, stream);
         let Some(client) = self.state.clients.remove(&id) else {
             return;
         };
@@ -552,7 +595,12 @@ impl Server {
         for conn in self.conns.values_mut() {
             let _ = conn.flush();
         }
-        self.conns.clear();
+        for (_, conn) in self.conns.drain() {
+            let uid = conn.caller.cred.uid;
+            let (stream, held) = conn.into_parts();
+            self.disposer.fds(uid, held);
+            self.disposer.socket(uid, stream);
+        }
         SIGNAL_FD.store(-1, Ordering::SeqCst);
         self.signals = None;
         self.creator.stop();

@@ -8,6 +8,7 @@
 //! | `event_loop.rs` | one thread on `epoll`: accept, read and answer every connection fairly, park what must wait, timers |
 //! | `connection.rs` | one client's connection: frames in (the strict decoder, descriptors), answers out (bounded) |
 //! | `dispatch.rs` | one request in, one outcome out |
+//! | `disposal.rs` | closing what clients sent (descriptors, connections) without blocking the loop |
 //! | `attach.rs` | attach a port; plan a topic's creation and register it |
 //! | `creator.rs` | worker threads that make segments off the loop |
 //! | `adopt.rs` | after a restart: take topics back, re-attach ports, give up dead orphans |
@@ -25,6 +26,7 @@ mod attach;
 mod connection;
 mod creator;
 mod dispatch;
+mod disposal;
 mod event_loop;
 mod lifecycle;
 mod registry;
