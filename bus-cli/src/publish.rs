@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bus_client::Publisher;
+use bus_client::{Bus, ErrorCode, Mode, Publisher};
 use clap::Args;
 
 use crate::error::CliError;
@@ -55,11 +55,16 @@ pub fn run(socket: &Path, args: &PubArgs) -> Result<(), CliError> {
     util::check_topic(&args.topic)?;
     let bus = util::connect(socket)?;
     let mut builder = bus.publisher::<[u8]>(&args.topic);
-    if let Some(n) = args.slot_size {
-        builder = builder.slot_size(n);
-    }
-    if args.lossy {
-        builder = builder.lossy();
+    // An existing topic is checked against the options given here, and only those: a default
+    // the user never gave (like the capacity that follows from --slot-size) is not compared,
+    // nor named in the error.
+    if !topic_has_options(&bus, socket, args)? {
+        if let Some(n) = args.slot_size {
+            builder = builder.slot_size(n);
+        }
+        if args.lossy {
+            builder = builder.lossy();
+        }
     }
     let mut publisher = builder
         .open_or_create()
@@ -91,6 +96,44 @@ pub fn run(socket: &Path, args: &PubArgs) -> Result<(), CliError> {
         pacer.wait();
         send(&mut publisher, &line, &args.topic)?;
     }
+}
+
+/// Whether `args.topic` exists and has the options given on the command line (then it is opened
+/// as it is); `false` when it does not exist (it is created with them). An existing topic with
+/// other options is an error naming only the options given.
+fn topic_has_options(bus: &Bus, socket: &Path, args: &PubArgs) -> Result<bool, CliError> {
+    if args.slot_size.is_none() && !args.lossy {
+        return Ok(false);
+    }
+    let existing = match bus.stats(Some(&args.topic)) {
+        Ok(t) => t.into_iter().next(),
+        Err(e) if e.code() == Some(ErrorCode::NoSuchTopic) => None,
+        Err(e) => return Err(CliError::request(e, socket)),
+    };
+    let Some(existing) = existing else {
+        return Ok(false);
+    };
+    let spec = &existing.spec;
+    let mut theirs = Vec::new();
+    let mut ours = Vec::new();
+    if let Some(n) = args.slot_size.filter(|&n| n != spec.slot_size) {
+        theirs.push(format!("slot size {}", spec.slot_size));
+        ours.push(format!("--slot-size {n}"));
+    }
+    if args.lossy && spec.mode != Mode::Lossy {
+        theirs.push(format!("mode {}", spec.mode));
+        ours.push("--lossy".to_string());
+    }
+    if ours.is_empty() {
+        return Ok(true);
+    }
+    let topic = &args.topic;
+    Err(CliError::refused(format!(
+        "topic '{topic}' exists with {} but this command asked for {}; leave out {} to use the topic as it is, delete it first with `shmbus delete {topic}` (when no one uses it), or use another topic name",
+        theirs.join(", "),
+        ours.join(" "),
+        if ours.len() == 1 { "that option" } else { "those options" }
+    )))
 }
 
 fn send(publisher: &mut Publisher<[u8]>, bytes: &[u8], topic: &str) -> Result<(), CliError> {

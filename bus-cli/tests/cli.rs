@@ -252,10 +252,25 @@ fn pub_errors_have_distinct_exit_codes() {
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("slot size"), "{}", out.stderr);
 
-    // The topic exists with 4-byte slots: asking for others is a refusal (3).
+    // The topic exists with 4-byte slots: asking for others is a refusal (3) that names only
+    // what was asked (not the capacity that follows from it) and the command that deletes it.
     let out = run(&mut d.shmbus(&["pub", "small", "--slot-size", "8", "x"]));
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
-    assert!(out.stderr.contains("slot_size"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("exists with slot size 4 but this command asked for --slot-size 8"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("`shmbus delete small`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("capacity"), "{}", out.stderr);
+    // The options given, when they match, are all that is compared.
+    let out = run(&mut d.shmbus(&["pub", "small", "--slot-size", "4", "x"]));
+    assert_ok(&out);
 
     let out = run(&mut d.shmbus(&["pub", "small", "--rate", "0", "x"]));
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
@@ -382,6 +397,7 @@ fn help_documents_exit_codes_and_subcommands() {
         "pub",
         "hz",
         "doctor",
+        "delete",
         "record",
         "play",
         "info",
@@ -394,7 +410,7 @@ fn help_documents_exit_codes_and_subcommands() {
         );
     }
     for sub in [
-        "list", "stat", "echo", "pub", "hz", "doctor", "record", "play", "info",
+        "list", "stat", "echo", "pub", "hz", "doctor", "delete", "record", "play", "info",
     ] {
         let out = run(Command::new(env!("CARGO_BIN_EXE_shmbus"))
             .args([sub, "--help"])
@@ -407,4 +423,106 @@ fn help_documents_exit_codes_and_subcommands() {
             out.stdout
         );
     }
+}
+
+fn topic_names(d: &Daemon) -> Vec<String> {
+    d.bus.list().unwrap().into_iter().map(|t| t.name).collect()
+}
+
+#[test]
+fn delete_refuses_while_ports_are_attached_unless_forced() {
+    let d = Daemon::start("delbusy");
+    drop(d.bus.publisher::<[u8]>("del/busy").create().unwrap());
+    drop(d.bus.publisher::<[u8]>("del/idle").create().unwrap());
+    let echo = Running::spawn(&mut d.shmbus(&["echo", "del/busy"]));
+    d.wait_subscribers("del/busy", 1);
+
+    // Refused, naming the subscriber's process; with a pattern, nothing at all is deleted.
+    let pid = echo.child.id().to_string();
+    for args in [
+        &["delete", "del/busy", "--yes"][..],
+        &["delete", "del/**", "--yes"],
+    ] {
+        let out = run(&mut d.shmbus(args));
+        assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("'del/busy' has 1 subscriber (pid {pid}) attached")),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("--force"), "{}", out.stderr);
+        assert_eq!(topic_names(&d), ["del/busy", "del/idle"]);
+    }
+
+    // --force closes it for the subscriber, which drains and exits 0 as on Bus::delete.
+    let out = run(&mut d.shmbus(&["delete", "del/busy", "--yes", "--force"]));
+    assert_ok(&out);
+    assert_eq!(out.stdout, "deleted del/busy\n");
+    assert_ok(&echo.wait());
+    assert_eq!(topic_names(&d), ["del/idle"]);
+}
+
+#[test]
+fn delete_takes_names_and_patterns_and_refuses_unknown_names() {
+    let d = Daemon::start("delpat");
+    for t in ["del/x/1", "del/x/2", "del/y", "keep/1"] {
+        drop(d.bus.publisher::<[u8]>(t).create().unwrap());
+    }
+    // A name that matches nothing: refused, and nothing else is deleted either.
+    let out = run(&mut d.shmbus(&["delete", "del/y", "no/such", "--yes"]));
+    assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
+    assert!(out.stderr.contains("no topic 'no/such'"), "{}", out.stderr);
+    assert_eq!(topic_names(&d).len(), 4);
+
+    let out = run(&mut d.shmbus(&["delete", "del/x/*", "del/y", "--yes"]));
+    assert_ok(&out);
+    assert_eq!(
+        out.stdout,
+        "deleted del/x/1\ndeleted del/x/2\ndeleted del/y\n"
+    );
+    assert_eq!(topic_names(&d), ["keep/1"]);
+
+    let out = run(&mut d.shmbus(&["delete", "bad//name", "--yes"]));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+}
+
+#[test]
+fn delete_without_yes_asks_on_a_terminal_and_refuses_without_one() {
+    let d = Daemon::start("delask");
+    drop(d.bus.publisher::<[u8]>("del/t").create().unwrap());
+    // Standard input is /dev/null: no one can confirm.
+    let out = run(&mut d.shmbus(&["delete", "del/t"]));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("not a terminal"), "{}", out.stderr);
+    assert!(out.stderr.contains("--yes"), "{}", out.stderr);
+    assert_eq!(topic_names(&d), ["del/t"]);
+
+    // On a terminal (a pseudo-terminal from script(1)), "n" keeps it and "y" deletes it.
+    let on_tty = |answer: &str| {
+        let command = format!(
+            "{} --socket {} delete del/t",
+            env!("CARGO_BIN_EXE_shmbus"),
+            d.socket.display()
+        );
+        let mut c = Command::new("script");
+        c.args(["-qec", &command, "/dev/null"])
+            .env_remove("SHMBUS_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        run_with_input(&mut c, answer.as_bytes())
+    };
+    let out = on_tty("n\n");
+    assert_eq!(out.status.code(), Some(1), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("delete 1 topic: del/t? [y/N]"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("nothing was deleted"), "{}", out.stdout);
+    assert_eq!(topic_names(&d), ["del/t"]);
+    let out = on_tty("y\n");
+    assert_ok(&out);
+    assert!(out.stdout.contains("deleted del/t"), "{}", out.stdout);
+    assert!(topic_names(&d).is_empty());
 }
