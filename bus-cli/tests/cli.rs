@@ -526,3 +526,24 @@ fn delete_without_yes_asks_on_a_terminal_and_refuses_without_one() {
     assert!(out.stdout.contains("deleted del/t"), "{}", out.stdout);
     assert!(topic_names(&d).is_empty());
 }
+
+#[test]
+fn pub_rate_above_machine_speed_sends_everything_unthrottled() {
+    let d = Daemon::start("rate");
+    drop(d.bus.publisher::<[u8]>("rate/t").create().unwrap());
+    let echo = Running::spawn(&mut d.shmbus(&["echo", "rate/t", "-n", "100000"]));
+    d.wait_subscribers("rate/t", 1);
+    let input: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+    // A billion messages per second is beyond any machine: the pacer never sleeps.
+    let published = run_with_input(
+        &mut d.shmbus(&["pub", "rate/t", "--rate", "1000000000"]),
+        input.as_bytes(),
+    );
+    assert_ok(&published);
+    let echoed = echo.wait();
+    assert_ok(&echoed);
+    assert!(
+        echoed.stdout == input,
+        "lost, duplicated or reordered lines"
+    );
+}
