@@ -82,7 +82,7 @@ enum Command {
     /// Delete topics (by name or pattern), after a confirmation.
     Delete(delete::DeleteArgs),
     /// Check the machine and the daemon: sealed shared memory, memory and file limits, socket,
-    /// old /dev/shm files.
+    /// old /dev/shm files, files left by embedded daemons of exited processes.
     Doctor(doctor::DoctorArgs),
     /// Record topics into an MCAP file (Ctrl-C finishes it).
     Record(record::RecordArgs),

@@ -575,3 +575,43 @@ fn pub_rate_above_machine_speed_sends_everything_unthrottled() {
         "lost, duplicated or reordered lines"
     );
 }
+
+#[test]
+fn doctor_reports_files_of_embedded_daemons_whose_process_is_gone() {
+    let d = Daemon::start("embleft");
+    let out = run(&mut d.shmbus(&["doctor"]));
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("embedded daemons:"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(line.starts_with("OK"), "{line}");
+    assert!(line.contains("no files left by exited processes"), "{line}");
+    // A process that has exited (and been reaped) and this live one.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let live = std::process::id();
+    for pid in [dead, live] {
+        for suffix in ["", ".lock", ".status", ".topics"] {
+            let name = format!("shmbus-embedded-{pid}-0.sock{suffix}");
+            std::fs::write(d.dir.0.join(name), b"").unwrap();
+        }
+    }
+    let out = run(&mut d.shmbus(&["doctor"]));
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("embedded daemons:"))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(line.starts_with("WARN"), "{line}");
+    assert!(line.contains("4 file(s)"), "{line}");
+    assert!(
+        line.contains(&format!("shmbus-embedded-{dead}-0.sock.lock")),
+        "{line}"
+    );
+    assert!(
+        !line.contains(&format!("shmbus-embedded-{live}-")),
+        "{line}"
+    );
+}
