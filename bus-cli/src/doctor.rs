@@ -99,6 +99,7 @@ pub fn run(socket: &Path, _args: &DoctorArgs) -> Result<(), CliError> {
     ];
     checks.extend(check_daemon(socket));
     checks.push(check_stale_files());
+    checks.push(check_embedded_leftovers(socket));
     for c in &checks {
         let tag = match c.level {
             Level::Ok => "OK  ",
@@ -651,6 +652,40 @@ fn check_stale_files() -> Check {
         stale.len(),
         human_bytes(bytes as f64),
         names.join(", ")
+    ))
+}
+
+/// Files of embedded daemons (`Bus::embedded()`) whose process is gone, in the socket's
+/// directory: a process killed by a signal leaves them (the next embedded start there removes
+/// them).
+fn check_embedded_leftovers(socket: &Path) -> Check {
+    let dir = match socket.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let stale = bus_proto::paths::stale_embedded_files(dir);
+    if stale.is_empty() {
+        return ok(format!(
+            "embedded daemons: no files left by exited processes in {}",
+            dir.display()
+        ));
+    }
+    let mut names: Vec<String> = stale
+        .iter()
+        .take(8)
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    if stale.len() > names.len() {
+        names.push("...".into());
+    }
+    warn(format!(
+        "embedded daemons: {} file(s) in {} left by processes that are gone (killed while \
+         running an embedded daemon): {}. The next embedded start there removes them, or \
+         remove them now: `rm {}/shmbus-embedded-<pid>-*`",
+        stale.len(),
+        dir.display(),
+        names.join(", "),
+        dir.display()
     ))
 }
 

@@ -1,9 +1,10 @@
 //! `shmbus`: the command-line tool of the shmbus shared-memory bus.
 //!
 //! Each subcommand lives in its own module: [`list`], [`stat`], [`echo`], [`publish`] (`pub`),
-//! [`hz`], [`doctor`], [`record`], [`play`] and [`info`] (the last three share
+//! [`hz`], [`delete`], [`doctor`], [`record`], [`play`] and [`info`] (the last three share
 //! [`recording`]). [`error`] maps failures to the exit codes documented in `--help`.
 
+mod delete;
 mod doctor;
 mod echo;
 mod error;
@@ -33,10 +34,11 @@ Exit codes:
      the subscriber was evicted, `doctor` found a FAIL, a recording could not be
      written (a full disk: the file is closed at its last complete chunk) or is
      damaged or not MCAP
-  2  usage: bad arguments, an invalid topic name or pattern, or no daemon answering
-     on the socket (start it with `shmbusd`, or point --socket / SHMBUS_SOCKET at it)
+  2  usage: bad arguments, an invalid topic name or pattern, no daemon answering
+     on the socket (start it with `shmbusd`, or point --socket / SHMBUS_SOCKET at it),
+     or `delete` without --yes and without a terminal to confirm on
   3  the daemon refused: no such topic, a type or geometry mismatch, permission
-     denied, a limit reached
+     denied, a limit reached; `delete` of a topic with ports attached (without --force)
 
 Examples:
   shmbus list
@@ -44,6 +46,7 @@ Examples:
   seq 1 100 | shmbus pub numbers --rate 10
   shmbus echo numbers | consumer
   shmbus stat --watch
+  shmbus delete 'test/**' --yes
   shmbus doctor
   shmbus record 'robot/**' -o run1.mcap
   shmbus play run1.mcap --rate 2";
@@ -76,8 +79,10 @@ enum Command {
     Pub(publish::PubArgs),
     /// Measure a topic's message rate and the jitter of its inter-arrival times.
     Hz(hz::HzArgs),
+    /// Delete topics (by name or pattern), after a confirmation.
+    Delete(delete::DeleteArgs),
     /// Check the machine and the daemon: sealed shared memory, memory and file limits, socket,
-    /// old /dev/shm files.
+    /// old /dev/shm files, files left by embedded daemons of exited processes.
     Doctor(doctor::DoctorArgs),
     /// Record topics into an MCAP file (Ctrl-C finishes it).
     Record(record::RecordArgs),
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
         Command::Echo(args) => echo::run(&socket, &args),
         Command::Pub(args) => publish::run(&socket, &args),
         Command::Hz(args) => hz::run(&socket, &args),
+        Command::Delete(args) => delete::run(&socket, &args),
         Command::Doctor(args) => doctor::run(&socket, &args),
         Command::Record(args) => record::run(&socket, &args),
         Command::Play(args) => play::run(&socket, &args),

@@ -1,6 +1,6 @@
 //! `shmbus stat`: rates from two samples of the daemon's counters, drops, stalls, lag.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,8 @@ pub struct StatArgs {
     /// One topic (default: every topic).
     topic: Option<String>,
 
-    /// Refresh in place like `top` until Ctrl-C (with --json: one JSON document per line).
+    /// Refresh in place like `top` until Ctrl-C (into a pipe or file: one report after
+    /// another, without terminal codes; with --json: one JSON document per line).
     #[arg(long)]
     watch: bool,
 
@@ -50,8 +51,8 @@ struct TopicRates {
     type_name: String,
     capacity: u32,
     slot_size: u32,
-    /// Bytes of shared memory the topic commits.
-    memory: u64,
+    /// Bytes of shared memory the topic commits (`bytes`, as in `list --json`).
+    bytes: u64,
     published: u64,
     /// Messages per second over the interval; `null` for a topic that appeared meanwhile.
     messages_per_sec: Option<f64>,
@@ -82,6 +83,7 @@ pub fn run(socket: &Path, args: &StatArgs) -> Result<(), CliError> {
     let interval = Duration::from_millis(args.interval_ms);
     let mut before = sample(&bus, socket, args.topic.as_deref())?;
     let mut stdout = std::io::stdout().lock();
+    let on_terminal = stdout.is_terminal();
     loop {
         std::thread::sleep(interval);
         let after = sample(&bus, socket, args.topic.as_deref())?;
@@ -98,8 +100,13 @@ pub fn run(socket: &Path, args: &StatArgs) -> Result<(), CliError> {
         };
         text.push('\n');
         if args.watch && !args.json {
-            // Clear the screen and go home, like `top`.
-            text.insert_str(0, "\x1b[H\x1b[2J");
+            if on_terminal {
+                // Clear the screen and go home, like `top`.
+                text.insert_str(0, "\x1b[H\x1b[2J");
+            } else {
+                // Into a file or a pipe: one report after another, a blank line between.
+                text.push('\n');
+            }
         }
         match stdout
             .write_all(text.as_bytes())
@@ -164,7 +171,7 @@ fn rates(socket: &Path, before: &Sample, after: &Sample) -> Report {
                 type_name: util::type_label(&t.spec),
                 capacity: t.spec.capacity,
                 slot_size: t.spec.slot_size,
-                memory: t.bytes,
+                bytes: t.bytes,
                 published: t.published,
                 messages_per_sec,
                 bytes_per_sec: messages_per_sec.map(|r| r * f64::from(per_message)),
@@ -228,7 +235,7 @@ fn render(report: &Report, watch: bool) -> String {
         t.row(vec![
             r.name.clone(),
             r.mode.clone(),
-            util::human_bytes(r.memory as f64),
+            util::human_bytes(r.bytes as f64),
             r.messages_per_sec
                 .map_or_else(|| "-".to_string(), util::human_rate),
             bytes,

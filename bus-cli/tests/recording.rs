@@ -526,6 +526,17 @@ fn full_disk_case(tag: &str, script: impl Fn(&str, &str) -> String) {
         "{}",
         out.stderr
     );
+    // One story: the summary names the file it also calls valid, as cut short.
+    assert!(!out.stderr.contains("no complete file"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("into {} (cut short; see below)", file.display()))
+            || out
+                .stderr
+                .contains("into /mnt/full.mcap (cut short; see below)"),
+        "{}",
+        out.stderr
+    );
     let size = std::fs::metadata(&file).unwrap().len();
     assert!(size <= 256 * 1024, "{size}");
 

@@ -51,6 +51,13 @@ impl Bus {
     /// Start a daemon inside this process, on a private socket, and connect to it. Other
     /// processes reach it through [`Bus::socket_path`] (pass it as `SHMBUS_SOCKET`). The daemon
     /// stops, closing every topic, when the last clone of this bus and its ports are gone.
+    ///
+    /// Its socket and the files beside it (`shmbus-embedded-<pid>-<n>.sock`, `.lock`,
+    /// `.status`, `.topics`, in the default socket's directory) are removed when the process
+    /// exits even if the daemon is still running then (a thread still held a port when `main`
+    /// returned); a process killed by a signal leaves them, and the next embedded start in
+    /// that directory removes the files of every embedded daemon whose process is gone
+    /// (`shmbus doctor` reports them meanwhile).
     #[cfg(feature = "embedded")]
     pub fn embedded() -> Result<Bus, ConnectError> {
         use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,8 +66,16 @@ impl Bus {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(std::env::temp_dir);
+        for stale in bus_proto::paths::stale_embedded_files(&dir) {
+            let _ = std::fs::remove_file(stale);
+        }
         let n = EMBEDDED.fetch_add(1, Ordering::Relaxed);
-        Bus::embedded_at(dir.join(format!("shmbus-embedded-{}-{n}.sock", std::process::id())))
+        let socket = dir.join(bus_proto::paths::embedded_socket_name(
+            std::process::id(),
+            n,
+        ));
+        exit_cleanup::register(&socket);
+        Bus::embedded_at(socket)
     }
 
     /// Start a daemon inside this process on `socket` and connect to it.
@@ -311,5 +326,40 @@ impl<T: Payload + ?Sized> SubscriberBuilder<'_, T> {
     pub fn create(self) -> Result<Subscriber<T>, OpenError> {
         let spec = self.options.geometry::<T>();
         self.attach(How::Create { spec, exact: true })
+    }
+}
+
+/// Removing embedded daemons' files when the process exits with their daemons still running.
+#[cfg(feature = "embedded")]
+mod exit_cleanup {
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, Once};
+
+    /// The sockets of this process's embedded daemons.
+    static SOCKETS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// Remove `socket` and its side files when the process exits (a daemon stopped before
+    /// then has removed them already).
+    pub(super) fn register(socket: &Path) {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            // SAFETY: atexit(3) takes a function of no arguments that must not unwind;
+            // `at_exit` is an `extern "C" fn()` (a panic in it aborts instead of unwinding)
+            // that only try-locks a mutex and removes files. Nothing else is required.
+            let _ = unsafe { libc::atexit(at_exit) };
+        });
+        if let Ok(mut sockets) = SOCKETS.lock() {
+            sockets.push(socket.to_path_buf());
+        }
+    }
+
+    extern "C" fn at_exit() {
+        // Never wait at exit: a thread that held the lock is frozen mid-push, rarely.
+        let Ok(sockets) = SOCKETS.try_lock() else {
+            return;
+        };
+        for socket in sockets.iter() {
+            bus_proto::paths::remove_socket_files(socket);
+        }
     }
 }

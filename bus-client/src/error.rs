@@ -26,8 +26,42 @@ pub use bus_daemon::StartError;
 pub use bus_proto::protocol::ProtocolError;
 pub use bus_proto::segment::{MapError, SealStep, SealedFileError};
 
+/// The call that runs a daemon inside the process, as the error texts of this crate name it
+/// for Rust callers. The C and Python bindings show their own call in its place
+/// ([`in_language`]).
+pub const EMBEDDED_CALL: &str = "Bus::embedded()";
+
+/// An error text of this crate for a caller in another language: the Rust call
+/// [`EMBEDDED_CALL`] replaced by `embedded_call`, the binding's own (`shmbus_connect_embedded()`
+/// in C, `shmbus.Bus.embedded()` in Python).
+pub fn in_language(message: &str, embedded_call: &str) -> String {
+    message.replace(EMBEDDED_CALL, embedded_call)
+}
+
+/// `Debug` prints what `Display` does, then each source in turn: a `main` that returns
+/// `Result<(), E>` shows the sentence that says what to do, not the enum's fields.
+macro_rules! debug_as_display {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{self}")?;
+                let mut source = std::error::Error::source(self);
+                if source.is_some() {
+                    f.write_str("\n\nCaused by:")?;
+                }
+                while let Some(s) = source {
+                    write!(f, "\n    {s}")?;
+                    source = s.source();
+                }
+                Ok(())
+            }
+        }
+    )*};
+}
+debug_as_display!(ConnectError, OpenError, RequestError, WaitError);
+
 /// Why connecting to the daemon failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// No daemon answers at the socket.
@@ -72,7 +106,7 @@ pub enum ConnectError {
 }
 
 /// Why a publisher or subscriber could not be opened. Every variant names the topic.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
     /// The topic does not exist (`open()` never creates one).
@@ -246,7 +280,7 @@ impl OpenError {
 }
 
 /// Why a request to the daemon (list, stats, delete, shutdown) failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
     /// The daemon answered with an error.
@@ -286,7 +320,7 @@ impl RequestError {
 }
 
 /// Why a wait set or an async wait could not be set up.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum WaitError {
     /// The process has as many open files as its limit allows (after the soft limit was
@@ -538,5 +572,59 @@ impl FromSend for TrySendError {
 impl FromSend for SendTimeoutError {
     fn from_send(e: CoreSend) -> SendTimeoutError {
         e.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_prints_the_sentence_and_its_sources() {
+        let e = ConnectError::Unreachable {
+            socket: PathBuf::from("/run/x/shmbusd.sock"),
+            source: io::Error::from_raw_os_error(2),
+        };
+        let debug = format!("{e:?}");
+        assert!(
+            debug.starts_with(&format!("{e}\n\nCaused by:\n    No such file or directory")),
+            "{debug}"
+        );
+        assert!(debug.contains(EMBEDDED_CALL), "{debug}");
+        assert!(!debug.contains("Unreachable {"), "{debug}");
+
+        // A chain two deep: the open error, its connect error, the I/O error.
+        let e = OpenError::Connect {
+            topic: "robot/odom".into(),
+            source: Box::new(e),
+        };
+        let debug = format!("{e:?}");
+        let lines: Vec<&str> = debug.lines().collect();
+        assert_eq!(lines[0], e.to_string());
+        assert_eq!(lines[2], "Caused by:");
+        assert!(
+            lines[3].starts_with("    cannot connect to shmbusd"),
+            "{debug}"
+        );
+        assert!(
+            lines[4].starts_with("    No such file or directory"),
+            "{debug}"
+        );
+
+        // No source: the sentence alone.
+        let e = RequestError::Refused {
+            code: ErrorCode::NoSuchTopic,
+            message: "no topic 'x'".into(),
+        };
+        assert_eq!(format!("{e:?}"), e.to_string());
+    }
+
+    #[test]
+    fn in_language_names_the_binding_call() {
+        let m = "…, or use Bus::embedded() to run one inside this process";
+        assert_eq!(
+            in_language(m, "shmbus.Bus.embedded()"),
+            "…, or use shmbus.Bus.embedded() to run one inside this process"
+        );
     }
 }

@@ -76,7 +76,8 @@ impl Error {
     pub(crate) fn new(code: ShmbusStatus, message: impl Into<String>) -> Error {
         Error {
             code,
-            message: message.into(),
+            // Texts from the Rust client name Rust calls; a C caller reads the C one.
+            message: bus_client::error::in_language(&message.into(), "shmbus_connect_embedded()"),
         }
     }
 

@@ -417,6 +417,13 @@ fn the_socket_path_reaches_the_embedded_daemon() {
             SHMBUS_ERR_CONNECT
         );
         assert!(none.is_null());
+        // The suggestion names the C call, not the Rust one.
+        let message = last_error();
+        assert!(
+            message.contains("or use shmbus_connect_embedded() to run one"),
+            "{message}"
+        );
+        assert!(!message.contains("Bus::"), "{message}");
     }
 }
 

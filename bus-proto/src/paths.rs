@@ -26,6 +26,74 @@ pub const STATUS_SUFFIX: &str = ".status";
 /// Appended to the socket path to name the topic records.
 pub const TOPICS_SUFFIX: &str = ".topics";
 
+/// How the socket of a daemon embedded in a process (`Bus::embedded()`) is named, in the
+/// directory of the default socket: `shmbus-embedded-<pid>-<n>.sock`, `n` counting the
+/// process's embedded daemons from 0.
+pub fn embedded_socket_name(pid: u32, n: u64) -> String {
+    format!("{EMBEDDED_PREFIX}{pid}-{n}.sock")
+}
+
+const EMBEDDED_PREFIX: &str = "shmbus-embedded-";
+
+/// The process id in an embedded daemon's file name (its socket, or a file beside it), if
+/// `name` is one.
+pub fn embedded_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(EMBEDDED_PREFIX)?;
+    let (pid, rest) = rest.split_once('-')?;
+    let (n, suffix) = rest.split_once(".sock")?;
+    let known = ["", LOCK_SUFFIX, STATUS_SUFFIX, TOPICS_SUFFIX].contains(&suffix);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (known && digits(n) && digits(pid)).then(|| pid.parse().ok())?
+}
+
+/// The files in `dir` left by embedded daemons whose process is gone (no process has the pid
+/// in the name), sorted. A process that exits without stopping its embedded daemon (a thread
+/// still held a port, or it was killed) leaves them; a live process's files are never listed.
+pub fn stale_embedded_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut stale: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(embedded_pid)
+                .is_some_and(|pid| !process_exists(pid))
+        })
+        .map(|e| e.path())
+        .collect();
+    stale.sort();
+    stale
+}
+
+/// Whether a process with this pid exists (a zombie, or a process of another user, counts).
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return true; // never a real process's pid: not ours to judge
+    }
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Remove `socket` and the files beside it (lock, status page, topic records), ignoring any
+/// that are missing.
+pub fn remove_socket_files(socket: &Path) {
+    for path in [
+        socket.to_path_buf(),
+        lock_path_for(socket),
+        status_path_for(socket),
+        topics_path_for(socket),
+    ] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// The socket path this process should use (see the module docs for the order).
 pub fn default_socket_path() -> PathBuf {
     socket_path_from(
@@ -115,5 +183,28 @@ mod tests {
             topics_path_for(s),
             PathBuf::from("/run/user/1/shmbus/shmbusd.sock.topics")
         );
+    }
+
+    #[test]
+    fn embedded_file_names_give_their_pid() {
+        assert_eq!(embedded_socket_name(42, 3), "shmbus-embedded-42-3.sock");
+        for name in [
+            "shmbus-embedded-42-3.sock",
+            "shmbus-embedded-42-0.sock.lock",
+            "shmbus-embedded-42-10.sock.status",
+            "shmbus-embedded-42-1.sock.topics",
+        ] {
+            assert_eq!(embedded_pid(name), Some(42), "{name}");
+        }
+        for name in [
+            "shmbusd.sock",
+            "shmbus-embedded-42-3.sock.other",
+            "shmbus-embedded-x-3.sock",
+            "shmbus-embedded-42-.sock",
+            "shmbus-embedded-42.sock",
+            "other-embedded-42-3.sock",
+        ] {
+            assert_eq!(embedded_pid(name), None, "{name}");
+        }
     }
 }

@@ -367,7 +367,7 @@ pub fn describe_mismatch(
             Some((
                 ErrorCode::GeometryMismatch,
                 format!(
-                    "topic '{topic}' exists with {} but this {role} asked for {}; open it without options to accept the existing ones, delete the topic (when no one uses it), or use another topic name",
+                    "topic '{topic}' exists with {} but this {role} asked for {}; open it without options to accept the existing ones, delete the topic when no one uses it (`shmbus delete {topic}`), or use another topic name",
                     ours.join(", "),
                     theirs.join(", ")
                 ),

@@ -104,9 +104,14 @@ pub(crate) trait IntoPy {
     fn into_py(self) -> PyErr;
 }
 
+/// A Rust error's text as a Python caller should read it: the calls it suggests are Python's.
+fn text(e: &impl std::fmt::Display) -> String {
+    bc::error::in_language(&e.to_string(), "shmbus.Bus.embedded()")
+}
+
 impl IntoPy for bc::ConnectError {
     fn into_py(self) -> PyErr {
-        ConnectError::new_err(self.to_string())
+        ConnectError::new_err(text(&self))
     }
 }
 
@@ -118,13 +123,25 @@ impl IntoPy for bc::WaitError {
 
 impl IntoPy for bc::RequestError {
     fn into_py(self) -> PyErr {
-        ShmbusError::new_err(self.to_string())
+        let m = text(&self);
+        match self {
+            bc::RequestError::Refused {
+                code: bc::ErrorCode::NoSuchTopic,
+                ..
+            } => NotFoundError::new_err(m),
+            bc::RequestError::Refused {
+                code: bc::ErrorCode::PermissionDenied,
+                ..
+            } => PermissionDeniedError::new_err(m),
+            bc::RequestError::Connect(_) => ConnectError::new_err(m),
+            _ => ShmbusError::new_err(m),
+        }
     }
 }
 
 impl IntoPy for bc::OpenError {
     fn into_py(self) -> PyErr {
-        let m = self.to_string();
+        let m = text(&self);
         match self {
             bc::OpenError::NotFound { .. } => NotFoundError::new_err(m),
             bc::OpenError::TypeMismatch { .. } => TypeMismatchError::new_err(m),

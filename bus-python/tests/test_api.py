@@ -21,8 +21,11 @@ def test_errors_are_python_exceptions_with_the_message(bus, topic):
         bus.publisher(topic, slot_size=16, capacity=2)
     with pytest.raises(ValueError):
         bus.publisher(topic, how="sometimes")
-    with pytest.raises(shmbus.ConnectError):
+    with pytest.raises(shmbus.ConnectError, match=r"or use shmbus\.Bus\.embedded\(\) to run one") as e:
         shmbus.Bus.connect("/nonexistent/shmbus.sock")
+    assert "Bus::" not in str(e.value)
+    with pytest.raises(shmbus.NotFoundError, match="no/such/topic"):
+        bus.delete("no/such/topic")
     assert issubclass(shmbus.FullError, shmbus.ShmbusError)
 
 

@@ -134,6 +134,8 @@ impl Drop for Daemon {
 
 /// Create topics `prefix/0..n` (small typed ones: `u64`, 2 slots, 1 publisher, 1 subscriber)
 /// through one connection; returns how many were made (fewer when the daemon refused).
+/// Make topics `from..to` under `prefix`; the count made so far after (`from` when `to` is not
+/// above it).
 fn fill(bus: &Bus, prefix: &str, from: usize, to: usize) -> usize {
     for i in from..to {
         let made = bus
@@ -147,7 +149,7 @@ fn fill(bus: &Bus, prefix: &str, from: usize, to: usize) -> usize {
             return i;
         }
     }
-    to
+    from.max(to)
 }
 
 /// The topics one daemon can hold under our open-file limit (which it inherits; it may raise
@@ -316,9 +318,17 @@ fn main() -> ExitCode {
             .max_subscribers(256)
             .create()
             .expect("target topic");
+        let mut filled = 0;
+        // Labels say how many topics the daemon holds (the target topic counts too).
         let mut have = 0;
-        for n in [0usize, 1_000, big] {
-            have = fill(&bus, "scale/t", have, n);
+        let mut points = vec![0usize, 1_000.min(big), big];
+        points.dedup();
+        for n in points {
+            filled = fill(&bus, "scale/t", filled, n);
+            have = bus
+                .status()
+                .map(|s| s.totals.topics)
+                .unwrap_or(filled as u64 + 1);
             if part(&cli, "attach") {
                 let l = attach_latency(&d.socket, target, cli.samples);
                 r.row(

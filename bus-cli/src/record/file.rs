@@ -59,6 +59,9 @@ pub struct WriteFailure {
     pub error: McapError,
     /// What was done about it.
     pub kept: String,
+    /// Whether the file holds what was written before the failure (it was cut back or
+    /// closed), rather than nothing.
+    pub file_left: bool,
 }
 
 impl WriteFailure {
@@ -113,6 +116,7 @@ impl File {
             path: path.to_path_buf(),
             error,
             kept: "nothing was written".into(),
+            file_left: false,
         };
         let file = fs::File::create(path).map_err(|e| fail(e.into()))?;
         let pos = Arc::new(AtomicU64::new(0));
@@ -233,6 +237,7 @@ impl File {
             path: path.clone(),
             error: e.into_error().into(),
             kept: "the file may lack its summary".into(),
+            file_left: true,
         })?;
         let _ = file.sync_data();
         Ok(path)
@@ -263,7 +268,12 @@ impl File {
                 "the file was cut at its last complete chunk ({last_good} bytes) but could not be closed ({e}); MCAP readers read it up to there"
             ),
         };
-        WriteFailure { path, error, kept }
+        WriteFailure {
+            path,
+            error,
+            kept,
+            file_left: true,
+        }
     }
 }
 

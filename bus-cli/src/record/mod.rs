@@ -21,6 +21,7 @@ use bus_client::{Bus, OpenError, StartAt, TopicInfo};
 use bus_proto::pattern::TopicPattern;
 use clap::{Args, ValueEnum};
 
+use self::file::WriteFailure;
 use self::queue::{Item, Overflow, Queue};
 use self::reader::Reader;
 use self::writer::{Config, MergeWriter};
@@ -217,12 +218,12 @@ pub fn run(socket: &Path, args: &RecordArgs) -> Result<(), CliError> {
     let (report, written) = writer
         .join()
         .map_err(|_| CliError::failure("the writer thread panicked"))?;
-    print_report(&report, started.elapsed());
+    print_report(&report, &written, started.elapsed());
     found?;
     written.map_err(|f| CliError::failure(f.message()))
 }
 
-fn print_report(report: &writer::Report, took: Duration) {
+fn print_report(report: &writer::Report, written: &Result<(), WriteFailure>, took: Duration) {
     let mut total = recording::Counts::default();
     for (topic, c) in &report.topics {
         total.add(c);
@@ -239,18 +240,24 @@ fn print_report(report: &writer::Report, took: Duration) {
         }
         eprintln!("{line}");
     }
-    let files: Vec<String> = report
+    let mut files: Vec<String> = report
         .files
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    // A failed file is named too, as what it is; the failure's own line says what it keeps.
+    if let Err(f) = written {
+        if f.file_left {
+            files.push(format!("{} (cut short; see below)", f.path.display()));
+        }
+    }
     eprintln!(
         "shmbus record: {} messages on {} topics in {:.1} s into {}",
         total.messages,
         report.topics.len(),
         took.as_secs_f64(),
         if files.is_empty() {
-            "no complete file".to_string()
+            "no file".to_string()
         } else {
             files.join(", ")
         }

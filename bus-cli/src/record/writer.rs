@@ -211,6 +211,7 @@ impl MergeWriter {
                     path: self.config.file_name(self.part),
                     error,
                     kept: "no file was open".into(),
+                    file_left: false,
                 },
             },
         }

@@ -239,6 +239,14 @@ enum Cmd {
         #[arg(long, default_value_t = 16)]
         spare: u64,
     },
+    /// Start an embedded daemon (in the directory of `$SHMBUS_SOCKET`), give a publisher of
+    /// topic `embedded/t` to a thread that never ends, print the socket's path and the files
+    /// in its directory, then return from `main` (or, with `--wait`, sleep until killed).
+    EmbeddedExit {
+        /// Sleep until killed instead of returning.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Receive one message and hold it until killed.
     Hold {
         #[command(flatten)]
@@ -347,6 +355,43 @@ fn client_log() {
 #[path = "peer/wait.rs"]
 mod peer_wait;
 
+fn embedded_exit(wait: bool) -> ExitCode {
+    let bus = match Bus::embedded() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("embedded: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = bus.socket_path().to_path_buf();
+    let publisher = bus
+        .publisher::<[u8]>("embedded/t")
+        .create()
+        .expect("publisher");
+    // The port, and with it the daemon, outlives `main`.
+    std::thread::spawn(move || {
+        let _keep = (bus, publisher);
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    });
+    let dir = socket.parent().expect("socket directory");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list the socket directory")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    println!("socket {}", socket.display());
+    println!("files {}", names.join(" "));
+    if wait {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.cmd, Cmd::Daemon { .. } | Cmd::Bridge { .. }) {
@@ -354,6 +399,7 @@ fn main() -> ExitCode {
     }
     match cli.cmd {
         Cmd::WriteThroughSample { topic } => write_through_sample(&topic),
+        Cmd::EmbeddedExit { wait } => embedded_exit(wait),
         Cmd::ProbeAs {
             socket,
             uid,
