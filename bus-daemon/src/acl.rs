@@ -8,6 +8,7 @@
 //! topics = "robot/**"
 //! publish = { uids = [1000], gids = [] }
 //! subscribe = { uids = [1000, 1001], gids = [100] }
+//! create = { uids = [1002] }
 //!
 //! [limits]
 //! max_topics = 65536
@@ -29,6 +30,11 @@
 //!   including none (so `robot/**` matches `robot`, `robot/odom` and `robot/arm/joint`), and
 //!   any other part matches itself exactly. A wildcard must be a whole part (`odom*` is an
 //!   error).
+//! - **Creating** a topic needs `create` or `publish` on its name: a publisher may make the
+//!   topic it publishes on, and `create` lets a uid make topics it will not write (a launcher
+//!   that sets topics up). `subscribe` alone never creates: a subscriber cannot squat a name
+//!   with a geometry of its choosing before the publisher comes. **Deleting** needs the
+//!   topic's creator's uid or the daemon's.
 //! - Unknown keys anywhere are errors, so a typo cannot silently change access.
 
 use std::fs;
@@ -47,6 +53,8 @@ pub enum Action {
     Publish,
     /// Attach a subscriber.
     Subscribe,
+    /// Create a topic (granted by `create` or by `publish`).
+    Create,
 }
 
 /// Errors loading an access configuration.
@@ -111,13 +119,19 @@ pub struct Rule {
     /// Who may subscribe.
     #[serde(default)]
     pub subscribe: Grant,
+    /// Who may create topics here without publishing (publishers may create too).
+    #[serde(default)]
+    pub create: Grant,
 }
 
 impl Rule {
-    fn grant(&self, action: Action) -> &Grant {
+    fn admits(&self, action: Action, uid: u32, gid: u32, groups: &[u32]) -> bool {
         match action {
-            Action::Publish => &self.publish,
-            Action::Subscribe => &self.subscribe,
+            Action::Publish => self.publish.admits(uid, gid, groups),
+            Action::Subscribe => self.subscribe.admits(uid, gid, groups),
+            Action::Create => {
+                self.create.admits(uid, gid, groups) || self.publish.admits(uid, gid, groups)
+            }
         }
     }
 }
@@ -215,9 +229,7 @@ impl AccessConfig {
             return true;
         }
         self.rules.iter().any(|r| {
-            r.topics.matches(topic)
-                && r.grant(action)
-                    .admits(peer.uid, peer.gid, supplementary_gids)
+            r.topics.matches(topic) && r.admits(action, peer.uid, peer.gid, supplementary_gids)
         })
     }
 }
@@ -295,6 +307,25 @@ max_clients_per_uid = 1024
             Action::Subscribe
         ));
         assert!(!c.allows_with_groups(DAEMON, &peer(3000, 7), &[100], "robot/x", Action::Publish));
+    }
+
+    #[test]
+    fn create_is_granted_by_create_or_publish_never_by_subscribe() {
+        let text = r#"
+[[rule]]
+topics = "robot/**"
+publish = { uids = [1] }
+subscribe = { uids = [2] }
+create = { uids = [3] }
+"#;
+        let c = AccessConfig::from_toml_str(text).unwrap();
+        assert!(c.allows(DAEMON, &peer(1, 9), "robot/odom", Action::Create));
+        assert!(!c.allows(DAEMON, &peer(2, 9), "robot/odom", Action::Create));
+        assert!(c.allows(DAEMON, &peer(3, 9), "robot/odom", Action::Create));
+        assert!(!c.allows(DAEMON, &peer(3, 9), "robot/odom", Action::Publish));
+        assert!(!c.allows(DAEMON, &peer(3, 9), "robot/odom", Action::Subscribe));
+        assert!(!c.allows(DAEMON, &peer(1, 9), "other/odom", Action::Create));
+        assert!(c.allows(DAEMON, &peer(DAEMON, 9), "other/odom", Action::Create));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The daemon's topic records, `<socket>.topics`: for every topic, its spec, its owner and the
-//! identities (device, inode) of its two segment files.
+//! The daemon's topic records, `<socket>.topics`: for every topic, its spec, its owner, the
+//! identities (device, inode) of its two segment files, and the ports it handed out (which
+//! process of which uid holds which table entry, in which role).
 //!
 //! Segments are anonymous sealed files, so a daemon that restarts after a crash cannot find
 //! them by name. It reads these records instead, and when a port re-attaches and hands the
@@ -11,10 +12,17 @@
 //! same with ten thousand topics as with one:
 //!
 //! ```text
-//! {"version":3}
+//! {"version":4}
 //! {"add":{"name":"robot/odom","spec":{...},"owner_uid":1000,"files":[...]}}
+//! {"port":{"topic":"robot/odom","role":"publisher","index":0,"generation":1,"pid":4711,"uid":1000}}
 //! {"remove":"robot/odom"}
 //! ```
+//!
+//! The port lines are what a restarted daemon trusts about who may re-attach to what: a port
+//! comes back only as recorded here (its role, entry and generation, by the recorded process and
+//! uid), never as the topic's control file says, which its subscribers can write. A port that
+//! goes away is not recorded as gone; the record only narrows what may come back, and the next
+//! compaction writes the ports that are live then.
 //!
 //! Replaying it gives the live records (a later `add` of a name replaces an earlier one). When
 //! the lines outnumber twice the live records (and some), it is compacted: the live records are
@@ -32,12 +40,17 @@ use serde::{Deserialize, Serialize};
 
 use bus_core::layout::Geometry;
 use bus_proto::paths::topics_path_for;
+use bus_proto::protocol::Role;
 
 use crate::segment::FileId;
 
 /// Bumped whenever the record's form changes (version 2: the spec is a `Geometry`; version 3:
-/// a journal of lines).
-const VERSION: u32 = 3;
+/// a journal of lines; version 4: port lines).
+const VERSION: u32 = 4;
+
+/// The oldest version still read: version 3 journals have no port lines, so their topics are
+/// adopted but none of their ports may re-attach (they attach anew).
+const OLDEST_READ: u32 = 3;
 
 /// Compact once the journal has this many lines more than twice the live records.
 const SLACK: usize = 256;
@@ -54,6 +67,29 @@ pub struct TopicRecord {
     pub owner_uid: u32,
     /// The control file and the data file.
     pub files: [FileId; 2],
+    /// The ports handed out on it (after a compaction: those live then; later `port` lines
+    /// add to them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortRecord>,
+}
+
+/// A port as the daemon handed it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortRecord {
+    /// The topic (in a `port` line; empty inside a topic's own record).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic: String,
+    /// Publisher or subscriber.
+    pub role: Role,
+    /// Its entry in the topic's table.
+    pub index: u32,
+    /// The entry's generation when it was handed out.
+    pub generation: u64,
+    /// The process it was handed to.
+    pub pid: u32,
+    /// That process's uid.
+    pub uid: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -67,6 +103,7 @@ struct Header {
 enum Line {
     Add(TopicRecord),
     Remove(String),
+    Port(PortRecord),
 }
 
 /// The records a previous daemon on `socket` left, by name. Missing: none. Unreadable or of
@@ -85,7 +122,7 @@ pub fn load(socket: &Path) -> BTreeMap<String, TopicRecord> {
     };
     let mut lines = text.lines();
     match lines.next().map(serde_json::from_str::<Header>) {
-        Some(Ok(h)) if h.version == VERSION => {}
+        Some(Ok(h)) if (OLDEST_READ..=VERSION).contains(&h.version) => {}
         Some(Ok(h)) => {
             tracing::warn!(path = %path.display(), version = h.version, "topic records of another version; no topic will be adopted");
             return live;
@@ -102,6 +139,12 @@ pub fn load(socket: &Path) -> BTreeMap<String, TopicRecord> {
             }
             Ok(Line::Remove(name)) => {
                 live.remove(&name);
+            }
+            Ok(Line::Port(mut port)) => {
+                if let Some(r) = live.get_mut(&port.topic) {
+                    port.topic.clear();
+                    r.ports.push(port);
+                }
             }
             Err(e) => {
                 tracing::warn!(path = %path.display(), line = n + 2, error = %e, "a topic record does not parse (cut short by a crash?); the records after it are ignored");
@@ -143,6 +186,14 @@ impl Journal {
     /// Record that `record` exists (created, or created anew).
     pub fn add(&mut self, record: &TopicRecord) -> io::Result<()> {
         self.append(&Line::Add(record.clone()))
+    }
+
+    /// Record that a port of `topic` was handed out.
+    pub fn port(&mut self, topic: &str, port: &PortRecord) -> io::Result<()> {
+        self.append(&Line::Port(PortRecord {
+            topic: topic.to_string(),
+            ..port.clone()
+        }))
     }
 
     /// Record that the topic `name` is gone.
@@ -229,7 +280,46 @@ mod tests {
                     ino: ino + 1,
                 },
             ],
+            ports: Vec::new(),
         }
+    }
+
+    fn port(role: Role, index: u32, generation: u64) -> PortRecord {
+        PortRecord {
+            topic: String::new(),
+            role,
+            index,
+            generation,
+            pid: 4711,
+            uid: 1000,
+        }
+    }
+
+    #[test]
+    fn port_lines_add_to_their_topic_and_go_with_it() {
+        let s = socket("ports");
+        let mut j = Journal::create(&s, []).unwrap();
+        let a = record("a", 10);
+        j.add(&a).unwrap();
+        j.port("a", &port(Role::Publisher, 0, 1)).unwrap();
+        j.port("a", &port(Role::Subscriber, 2, 3)).unwrap();
+        // A port of a topic not recorded (a line for a name removed meanwhile) is dropped.
+        j.port("gone", &port(Role::Subscriber, 0, 1)).unwrap();
+        let live = load(&s);
+        let ports = &live["a"].ports;
+        assert_eq!(
+            ports,
+            &vec![port(Role::Publisher, 0, 1), port(Role::Subscriber, 2, 3)]
+        );
+        // Compacted with its ports, then replayed the same.
+        j.rewrite(live.values()).unwrap();
+        assert_eq!(load(&s), live);
+        // Created anew: the old ports are not its ports.
+        j.add(&a).unwrap();
+        assert!(load(&s)["a"].ports.is_empty());
+        j.remove("a").unwrap();
+        assert!(load(&s).is_empty());
+        let _ = std::fs::remove_dir_all(s.parent().unwrap());
     }
 
     fn socket(tag: &str) -> PathBuf {

@@ -2133,10 +2133,10 @@ fn sighup(d: &Daemon) {
 fn sighup_reloads_rules_and_a_bad_file_keeps_the_old_rules() {
     let dir = TempDir::new("sec-hup");
     let rules_a = format!(
-        "[[rule]]\ntopics = \"hupa/**\"\nsubscribe = {{ uids = [{NOBODY}] }}\n[limits]\nmax_topics = 1\n"
+        "[[rule]]\ntopics = \"hupa/**\"\nsubscribe = {{ uids = [{NOBODY}] }}\ncreate = {{ uids = [{NOBODY}] }}\n[limits]\nmax_topics = 1\n"
     );
     let rules_b = format!(
-        "[[rule]]\ntopics = \"hupb/**\"\nsubscribe = {{ uids = [{NOBODY}] }}\n[limits]\nmax_topics = 2\n"
+        "[[rule]]\ntopics = \"hupb/**\"\nsubscribe = {{ uids = [{NOBODY}] }}\ncreate = {{ uids = [{NOBODY}] }}\n[limits]\nmax_topics = 2\n"
     );
     let path = write_rules(dir.path(), &rules_a);
     let group = NOBODY.to_string();

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bus_client::{Bus, ConnectError, RequestError};
 use bus_proto::fdpass;
-use bus_proto::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
+use bus_proto::protocol::{ErrorCode, Request, Response, Role, PROTOCOL_VERSION};
 use bus_tests::{unique_topic, wait_until, Daemon, TempDir};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -344,4 +344,90 @@ fn a_hung_daemon_makes_calls_fail_with_a_timeout_instead_of_hanging() {
         bus.list().is_ok()
     });
     assert!(ok, "the bus did not recover after SIGCONT");
+}
+
+/// Attack: a uid with no grant probes which topics exist with every request about a port
+/// (`Detach`, `AddWaker`, `RemoveWaker`, `WakerFd`, `Reattach`). Before the fix they answered
+/// `BadRequest` or `PermissionDenied` for a topic that exists and `NoSuchTopic` for one that
+/// does not. Now each answers a topic it may not see exactly as a missing one (same code, same
+/// message but for the name), and no descriptor comes back.
+#[test]
+fn port_requests_do_not_tell_a_uid_without_access_which_topics_exist() {
+    if skip_unless_root("port_requests_do_not_tell_a_uid_without_access_which_topics_exist") {
+        return;
+    }
+    set_control_timeout();
+    let (_dir, d) = daemon_open_to_nobody("sec-port-oracle");
+    let exists = unique_topic("secret/exists");
+    let missing = unique_topic("secret/missing");
+    let bus = d.bus();
+    let _publisher = bus
+        .publisher::<[u8]>(&exists)
+        .slot_size(64)
+        .create()
+        .expect("the topic that exists");
+    let _subscriber = bus
+        .subscriber::<[u8]>(&exists)
+        .open()
+        .expect("a subscriber on it");
+    let c = RawClient::from_stream(connect_as(NOBODY, NOBODY, d.socket())).say_hello();
+    let requests = |topic: &str| -> Vec<Request> {
+        let topic = topic.to_string();
+        let mut all = Vec::new();
+        for role in [Role::Publisher, Role::Subscriber] {
+            all.push(Request::Detach {
+                topic: topic.clone(),
+                role,
+                index: 0,
+                generation: 1,
+            });
+            all.push(Request::AddWaker {
+                topic: topic.clone(),
+                role,
+                index: 0,
+                generation: 1,
+            });
+            all.push(Request::Reattach {
+                topic: topic.clone(),
+                role,
+                index: 0,
+                generation: 1,
+            });
+        }
+        all.push(Request::RemoveWaker {
+            topic: topic.clone(),
+            slot: 0,
+            generation: 1,
+        });
+        all.push(Request::WakerFd {
+            topic,
+            slot: 0,
+            generation: 1,
+        });
+        all
+    };
+    for (a, b) in requests(&exists).into_iter().zip(requests(&missing)) {
+        let (ra, fa) = c.request(&a).expect("an answer");
+        let (rb, fb) = c.request(&b).expect("an answer");
+        assert!(
+            fa.is_empty() && fb.is_empty(),
+            "{a:?}: descriptors came back"
+        );
+        let text = |r: &Response, name: &str| format!("{r:?}").replace(name, "TOPIC");
+        assert_eq!(
+            text(&ra, &exists),
+            text(&rb, &missing),
+            "{a:?} tells an existing topic from a missing one"
+        );
+        assert!(
+            matches!(
+                ra,
+                Response::Error {
+                    code: ErrorCode::NoSuchTopic,
+                    ..
+                }
+            ),
+            "{a:?}: {ra:?}"
+        );
+    }
 }

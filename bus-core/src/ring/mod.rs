@@ -159,7 +159,16 @@ pub enum AttachError {
     /// The entry no longer belongs to this holder (it was released or evicted).
     #[error("entry {0} is no longer held by this port (released or evicted)")]
     NotHeld(usize),
+    /// Another publisher's claim has been in flight past [`SOLO_CLAIM_PATIENCE`]: its process
+    /// is stopped mid-claim, or the entry was forged. A new publisher of a shared topic waits
+    /// for such claims to finish and gives up rather than wait forever.
+    #[error("publisher entry {0} has had a claim in flight for over a second (a stopped process, or a forged entry); try again")]
+    ClaimInFlight(usize),
 }
+
+/// How long a publisher joining a shared topic waits for another publisher's claim in flight
+/// ([`AttachError::ClaimInFlight`]). A live claim lasts instructions.
+pub const SOLO_CLAIM_PATIENCE: Duration = Duration::from_secs(1);
 
 /// A snapshot of one ring's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -486,14 +495,17 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     /// Wait until no publisher other than `except` is between recording a claim and making
     /// it (`inflight == claim`): after `shared` was set and the heavy barrier ran, no solo
     /// claim can start, and this waits out one that started before. A publisher whose entry
-    /// is released (it died and was repaired) is not waited for.
-    fn wait_for_solo_claims(&self, except: usize) {
+    /// is released (it died and was repaired) is not waited for. One that stays in flight for
+    /// [`SOLO_CLAIM_PATIENCE`] (a stopped process, a forged entry) is an error, not a hang.
+    fn wait_for_solo_claims(&self, except: usize) -> Result<(), AttachError> {
         let control = self.storage.control();
         for i in (0..self.geometry().max_publishers as usize).filter(|&i| i != except) {
             let Some(e) = self.storage.publisher(i) else {
                 break;
             };
             let mut backoff = crate::wait::Backoff::new();
+            #[cfg(not(loom))]
+            let mut give_up = None;
             loop {
                 if entry_state::tag(e.state.load(Ordering::Acquire)) != entry_state::ACTIVE {
                     break;
@@ -503,9 +515,17 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
                 if s == IDLE || control.claim.load(Ordering::Acquire) > s {
                     break;
                 }
+                #[cfg(not(loom))]
+                if backoff.is_sleeping() {
+                    let now = std::time::Instant::now();
+                    if now >= *give_up.get_or_insert(now + SOLO_CLAIM_PATIENCE) {
+                        return Err(AttachError::ClaimInFlight(i));
+                    }
+                }
                 backoff.snooze();
             }
         }
+        Ok(())
     }
 
     /// Whether the topic may have more than one publisher (they claim with a CAS).

@@ -123,7 +123,7 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
         let light = ring.doorbell.register_light();
         if ring.is_shared() {
             ring.doorbell.heavy_barrier();
-            ring.wait_for_solo_claims(index);
+            ring.wait_for_solo_claims(index)?;
         }
         let published = entry_of(&ring, index).published.load(Ordering::Relaxed);
         let resume = (ring.capacity / 8).clamp(1, 64);

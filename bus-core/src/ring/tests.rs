@@ -558,6 +558,32 @@ fn publisher_whose_claim_was_repaired_drops_its_message_with_repaired() {
 // Solo claims, batches
 // ---------------------------------------------------------------------------------------------
 
+/// A publisher entry that claims to have a solo claim in flight forever (a stopped process,
+/// or an entry forged in the control file) makes a publisher joining the shared topic fail
+/// after [`SOLO_CLAIM_PATIENCE`] with `ClaimInFlight`, not wait forever. Once the claim is
+/// gone, joining works again.
+#[test]
+#[cfg(not(miri))] // waits a real second
+fn a_claim_in_flight_forever_fails_a_joining_publisher_instead_of_hanging_it() {
+    let ring = ring(Mode::Lossless, 8);
+    let stuck = publisher(&ring);
+    let second = ring.attach_any_publisher(std::process::id()).unwrap();
+    // The topic is shared now; the first publisher "recorded" the next claim and never made it.
+    let next = ring.storage.control().claim.load(Ordering::Relaxed);
+    let entry = ring.storage.publisher(stuck.index()).unwrap();
+    entry.inflight.store(next, Ordering::Relaxed);
+    ring.release_publisher(second.0, second.1).unwrap();
+    let (i, g) = ring.attach_any_publisher(std::process::id()).unwrap();
+    assert!(ring.is_shared());
+    match PublisherPort::new(ring.clone(), i, g) {
+        Err(AttachError::ClaimInFlight(at)) => assert_eq!(at, stuck.index()),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("joined while a claim was in flight"),
+    }
+    entry.inflight.store(IDLE, Ordering::Relaxed);
+    assert!(PublisherPort::new(ring.clone(), i, g).is_ok());
+}
+
 #[test]
 fn a_lone_publisher_claims_solo_until_a_second_one_attaches_and_again_once_alone() {
     let ring = ring(Mode::Lossless, 8);

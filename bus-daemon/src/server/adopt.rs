@@ -5,10 +5,17 @@
 //! (`crate::state`): segments are anonymous files, so it cannot open them itself. The first
 //! port of a topic to come back (`Reattach`) hands the topic's two files in; the daemon adopts
 //! the topic if they are exactly the recorded files, its own (uid, 0600) and sealed, and the
-//! header validates. The topic's active ports become *orphans*; each `Reattach` must name an
-//! orphan owned by the asking process. After the adopt grace, orphans whose process is gone
-//! are released like the ports of any departed client; orphans whose processes live on keep
-//! their place, and are looked at again every [`ORPHAN_CHECK`] until they re-attach or die.
+//! header validates. The ports the records name (`crate::state::PortRecord`: role, entry,
+//! generation, process and uid, written when the port was handed out) whose entries are still
+//! active become *orphans*; each `Reattach` must name an orphan recorded for the asking process
+//! and uid, in the role recorded, and the rules must grant that uid that role now. Nothing the
+//! control file says decides who comes back or as what: its subscribers can write it. Entries
+//! active in the segment that the records do not name (forged, or never handed out) are orphans
+//! no one may claim, and are released at the end of the grace.
+//!
+//! After the adopt grace, orphans whose process is gone are released like the ports of any
+//! departed client; orphans whose processes live on keep their place, and are looked at again
+//! every [`ORPHAN_CHECK`] until they re-attach or die.
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
@@ -17,8 +24,9 @@ use bus_proto::protocol::{ErrorCode, Response, Role};
 use bus_proto::segment::SegmentFds;
 
 use super::attach::port_fds;
-use super::registry::{Attachment, Caller, Ctx, State, Topic, ORPHAN};
+use super::registry::{Attachment, Caller, Ctx, State, Topic, ORPHAN, UNKNOWN_UID};
 use super::{error, Answer};
+use crate::acl::Action;
 use crate::segment::adopt_segment;
 use crate::state::TopicRecord;
 
@@ -36,29 +44,51 @@ fn adopt(record: &TopicRecord, fds: SegmentFds, uid: u32, epoch: u32) -> Result<
             record.spec
         ));
     }
-    let orphan = |role, (index, generation, pid): (usize, u64, u32)| Attachment {
-        client: ORPHAN,
-        role,
-        index: index as u32,
-        generation,
-        pid,
-    };
     let mut topic = Topic::new(spec, seg, record.files, record.owner_uid);
     let ring = topic.ring.clone();
-    topic.attachments = ring
+    // The entries active in the segment, as (role, index, generation): only to narrow the
+    // recorded ports to those still there. Whatever else is active was never handed out (or
+    // was forged): an orphan with no process and no uid, released at the end of the grace.
+    let active: Vec<(Role, u32, u64)> = ring
         .active_publishers()
         .into_iter()
-        .map(|e| orphan(Role::Publisher, e))
+        .map(|(i, g, _)| (Role::Publisher, i as u32, g))
         .chain(
             ring.active_subscribers()
                 .into_iter()
-                .map(|e| orphan(Role::Subscriber, e)),
+                .map(|(i, g, _)| (Role::Subscriber, i as u32, g)),
         )
         .collect();
+    topic.attachments = active
+        .iter()
+        .map(|&(role, index, generation)| {
+            let recorded = record
+                .ports
+                .iter()
+                .rev()
+                .find(|p| p.role == role && p.index == index && p.generation == generation);
+            Attachment {
+                client: ORPHAN,
+                role,
+                index,
+                generation,
+                pid: recorded.map_or(0, |p| p.pid),
+                uid: recorded.map_or(UNKNOWN_UID, |p| p.uid),
+            }
+        })
+        .collect();
+    // Evicted entries let their own port detach; they grant nothing (no re-attach).
     topic.evicted = ring
         .evicted_subscribers()
         .into_iter()
-        .map(|e| orphan(Role::Subscriber, e))
+        .map(|(index, generation, pid)| Attachment {
+            client: ORPHAN,
+            role: Role::Subscriber,
+            index: index as u32,
+            generation,
+            pid,
+            uid: UNKNOWN_UID,
+        })
         .collect();
     // The waiters on descriptors registered with the daemon that died: this one has none of
     // their eventfds. Their ports see the new epoch and register again.
@@ -147,29 +177,31 @@ pub(super) fn reattach(
             }
         }
     }
-    let Some(t) = state.topics.get_mut(topic) else {
-        return (
-            error(
-                ErrorCode::NoSuchTopic,
-                format!("no topic '{topic}' to re-attach to; attach anew"),
-            ),
-            adopted,
-        );
+    let action = match role {
+        Role::Publisher => Action::Publish,
+        Role::Subscriber => Action::Subscribe,
     };
-    let owner_pid = match role {
-        Role::Publisher => t.ring.active_publishers(),
-        Role::Subscriber => t.ring.active_subscribers(),
-    }
-    .into_iter()
-    .find(|&(i, g, _)| i == index as usize && g == generation)
-    .map(|(_, _, pid)| pid);
-    let orphan = t
-        .attachments
-        .iter_mut()
-        .find(|a| a.client == ORPHAN && a.is(role, index, generation));
-    let answer = match (orphan, owner_pid) {
-        (Some(a), Some(pid)) if pid == caller.cred.pid => {
+    // The rules decide the role now, whatever the port was before.
+    let granted =
+        state
+            .acl
+            .allows_with_groups(ctx.uid, &caller.cred, &caller.groups, topic, action);
+    let Some(t) = state.topics.get_mut(topic) else {
+        return (no_topic(topic), adopted);
+    };
+    // The orphan as the records name it: this process, this uid, this role and entry.
+    let orphan = t.attachments.iter_mut().find(|a| {
+        a.client == ORPHAN
+            && a.is(role, index, generation)
+            && a.uid != UNKNOWN_UID
+            && a.uid == caller.cred.uid
+            && a.pid != 0
+            && a.pid == caller.cred.pid
+    });
+    let answer = match orphan {
+        Some(a) if granted => {
             a.client = caller.id;
+            let pid = a.pid;
             tracing::info!(topic, ?role, index, pid, "port re-attached after a daemon restart");
             let answer = Response::Attached {
                 topic: topic.to_string(),
@@ -192,6 +224,15 @@ pub(super) fn reattach(
         ),
     };
     (answer, adopted)
+}
+
+/// The answer to a `Reattach` for a topic that does not exist (or that the caller may not see:
+/// the same answer, so that it learns nothing).
+pub(super) fn no_topic(topic: &str) -> Answer {
+    error(
+        ErrorCode::NoSuchTopic,
+        format!("no topic '{topic}' to re-attach to; attach anew"),
+    )
 }
 
 /// Whether process `pid` exists (orphans have no connection to watch, so their liveness is

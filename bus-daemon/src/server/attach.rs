@@ -137,6 +137,24 @@ pub(super) fn plan(ctx: &Ctx, state: &mut State, caller: &Caller, req: &AttachRe
             );
         }
     }
+    if matches!(how, How::Create { .. })
+        && !state
+            .acl
+            .allows_with_groups(ctx.uid, cred, &caller.groups, name, Action::Create)
+    {
+        return Plan::Done(error(
+            ErrorCode::PermissionDenied,
+            format!(
+                "uid {} (gid {}) may not create '{name}' (it may only {}): grant it `create` or `publish` on it in the daemon's rules file, or let a publisher create the topic first",
+                cred.uid,
+                cred.gid,
+                match role {
+                    Role::Publisher => "publish",
+                    Role::Subscriber => "subscribe",
+                }
+            ),
+        ));
+    }
     let spec = match how {
         How::Open { .. } => {
             return Plan::Done(error(
@@ -284,9 +302,20 @@ fn attach_port(
         return error(ErrorCode::Internal, format!("topic '{name}' vanished"));
     };
     let pid = caller.cred.pid;
-    let attached = match role {
+    let attach = |topic: &Topic| match role {
         Role::Publisher => topic.ring.attach_any_publisher(pid),
         Role::Subscriber => topic.ring.attach_any_subscriber(pid, start),
+    };
+    let mut attached = attach(topic);
+    if attached.is_err() && state.reclaim_unknown(name) > 0 {
+        // The table was full of entries no one was handed: freed, try once more.
+        match state.topics.get_mut(name) {
+            Some(t) => attached = attach(t),
+            None => return error(ErrorCode::Internal, format!("topic '{name}' vanished")),
+        }
+    }
+    let Some(topic) = state.topics.get_mut(name) else {
+        return error(ErrorCode::Internal, format!("topic '{name}' vanished"));
     };
     let Ok((index, generation)) = attached else {
         let (what, max) = match role {
@@ -298,13 +327,15 @@ fn attach_port(
             format!("topic '{name}' already has {max} {what}, its maximum; detach one or recreate the topic with a larger max_{what}"),
         );
     };
-    topic.attachments.push(Attachment {
+    let port = Attachment {
         client: caller.id,
         role,
         index: index as u32,
         generation,
         pid,
-    });
+        uid: caller.cred.uid,
+    };
+    topic.attachments.push(port);
     tracing::debug!(topic = name, ?role, index, generation, pid, "attached");
     let answer = (
         Response::Attached {
@@ -320,6 +351,8 @@ fn attach_port(
         port_fds(topic, role),
     );
     state.hold(caller.id, name);
+    // What a restarted daemon will trust about this port (never the control file).
+    state.record_port(name, &port);
     answer
 }
 

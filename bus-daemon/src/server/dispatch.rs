@@ -82,6 +82,17 @@ pub(super) fn handle(
     if !state.clients.get(&caller.id).is_some_and(|c| c.hello) {
         return Outcome::Answer(error(ErrorCode::BadRequest, "send hello first"));
     }
+    // A request about a topic the caller may not see is answered exactly as for a missing
+    // topic, before anything else is looked at: no answer tells it whether the topic exists.
+    if let Some(topic) = port_request_topic(&request) {
+        if !may_see(ctx, state, caller, topic) {
+            let answer = match request {
+                Request::Reattach { .. } => adopt::no_topic(topic),
+                _ => no_topic(topic),
+            };
+            return Outcome::Answer(answer);
+        }
+    }
     let answer = match request {
         Request::Hello { .. } => error(ErrorCode::BadRequest, "hello was already answered"),
         Request::Held { .. } => return Outcome::Silent,
@@ -219,7 +230,7 @@ fn detach(
     generation: u64,
 ) -> Answer {
     let Some(t) = state.topics.get_mut(topic) else {
-        return error(ErrorCode::NoSuchTopic, format!("no topic '{topic}'"));
+        return no_topic(topic);
     };
     if let Some(at) = t
         .attachments
@@ -254,6 +265,24 @@ fn detach(
             ),
         ),
     }
+}
+
+/// The topic a request about one of the caller's ports names (`Attach` is checked against
+/// the rules by the planner, and `Stats`/`Delete` by their own handlers).
+fn port_request_topic(request: &Request) -> Option<&str> {
+    match request {
+        Request::Reattach { topic, .. }
+        | Request::Detach { topic, .. }
+        | Request::AddWaker { topic, .. }
+        | Request::RemoveWaker { topic, .. }
+        | Request::WakerFd { topic, .. } => Some(topic),
+        _ => None,
+    }
+}
+
+/// The answer for a topic that does not exist, or that the caller may not see.
+pub(super) fn no_topic(topic: &str) -> Answer {
+    error(ErrorCode::NoSuchTopic, format!("no topic '{topic}'"))
 }
 
 /// Whether the caller may see `topic` at all (a topic it may not see answers like a missing
@@ -331,7 +360,7 @@ fn stats_of(ctx: &Ctx, state: &State, caller: &Caller, name: &str) -> Answer {
             },
             Vec::new(),
         ),
-        _ => error(ErrorCode::NoSuchTopic, format!("no topic '{name}'")),
+        _ => no_topic(name),
     }
 }
 
@@ -431,7 +460,7 @@ fn status(ctx: &Ctx, state: &State, caller: &Caller) -> Answer {
 fn delete(ctx: &Ctx, state: &mut State, caller: &Caller, topic: &str) -> Answer {
     let visible = may_see(ctx, state, caller, topic);
     let Some(t) = state.topics.get(topic).filter(|_| visible) else {
-        return error(ErrorCode::NoSuchTopic, format!("no topic '{topic}'"));
+        return no_topic(topic);
     };
     if caller.cred.uid != ctx.uid && caller.cred.uid != t.owner_uid {
         return error(

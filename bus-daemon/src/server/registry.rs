@@ -22,7 +22,7 @@ use super::watch::Watch;
 use super::Config;
 use crate::acl::AccessConfig;
 use crate::segment::{FileId, Segment};
-use crate::state::{Journal, TopicRecord};
+use crate::state::{Journal, PortRecord, TopicRecord};
 
 /// A connection's id. [`ORPHAN`] is no connection.
 pub(super) type ClientId = u64;
@@ -39,11 +39,29 @@ pub(super) struct Attachment {
     pub(super) generation: u64,
     /// The owning process (for orphans, whose liveness is checked by pid).
     pub(super) pid: u32,
+    /// Its uid, as the kernel said when it connected ([`UNKNOWN_UID`] for an entry found in
+    /// a segment that the records do not name: no one may re-attach to it).
+    pub(super) uid: u32,
 }
+
+/// The uid of an entry no one was handed (found active in a segment, not in the records).
+pub(super) const UNKNOWN_UID: u32 = u32::MAX;
 
 impl Attachment {
     pub(super) fn is(&self, role: Role, index: u32, generation: u64) -> bool {
         self.role == role && self.index == index && self.generation == generation
+    }
+
+    /// The record of this port, for the journal.
+    pub(super) fn port_record(&self) -> PortRecord {
+        PortRecord {
+            topic: String::new(),
+            role: self.role,
+            index: self.index,
+            generation: self.generation,
+            pid: self.pid,
+            uid: self.uid,
+        }
     }
 }
 
@@ -117,6 +135,12 @@ impl Topic {
             spec: self.spec.clone(),
             owner_uid: self.owner_uid,
             files: self.files,
+            ports: self
+                .attachments
+                .iter()
+                .filter(|a| a.uid != UNKNOWN_UID)
+                .map(Attachment::port_record)
+                .collect(),
         }
     }
 }
@@ -260,6 +284,12 @@ impl State {
         }
     }
 
+    /// Record that `port` of `topic` was handed out.
+    pub(super) fn record_port(&mut self, topic: &str, port: &Attachment) {
+        let record = port.port_record();
+        self.journal_with(|j| j.port(topic, &record));
+    }
+
     fn journal_with(&mut self, change: impl FnOnce(&mut Journal) -> std::io::Result<()>) {
         let Some(journal) = &mut self.journal else {
             return;
@@ -370,6 +400,63 @@ impl State {
             self.holdings.insert(client, still);
         }
         self.run_repairs();
+    }
+
+    /// Free the entries of `name` that are active in its segment but that the daemon never
+    /// handed out (no attachment, orphan or evicted port names them): a hostile party wrote
+    /// them into the control file, whatever pid they claim. Subscribers are released at once,
+    /// publishers repaired like those of a departed client. Run when a table looks full, and
+    /// by the stuck-subscriber watch. Returns how many were freed.
+    pub(super) fn reclaim_unknown(&mut self, name: &str) -> usize {
+        let Some(topic) = self.topics.get(name) else {
+            return 0;
+        };
+        let known = |role: Role, i: usize, g: u64| {
+            topic
+                .attachments
+                .iter()
+                .chain(&topic.evicted)
+                .any(|a| a.is(role, i as u32, g))
+        };
+        let mut freed = 0;
+        for (index, generation, pid) in topic.ring.active_subscribers() {
+            if !known(Role::Subscriber, index, generation)
+                && topic.ring.release_subscriber(index, generation).is_ok()
+            {
+                tracing::warn!(
+                    topic = name,
+                    index,
+                    claimed_pid = pid,
+                    "released a subscriber entry the daemon never handed out (forged)"
+                );
+                freed += 1;
+            }
+        }
+        let forged: Vec<(usize, u64)> = topic
+            .ring
+            .active_publishers()
+            .into_iter()
+            .filter(|&(i, g, _)| !known(Role::Publisher, i, g))
+            .map(|(i, g, _)| (i, g))
+            .collect();
+        for (index, generation) in forged {
+            tracing::warn!(
+                topic = name,
+                index,
+                "repairing a publisher entry the daemon never handed out (forged)"
+            );
+            self.repairs.push(PendingRepair {
+                topic: name.to_string(),
+                index,
+                generation,
+                since: Instant::now(),
+            });
+            freed += 1;
+        }
+        if freed > 0 {
+            self.run_repairs();
+        }
+        freed
     }
 
     /// Run the pending repairs; keep the ones that cannot be decided yet.

@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use bus_core::entries::wake_bell;
 use bus_proto::protocol::{ErrorCode, Response, Role};
 
+use super::dispatch::no_topic;
 use super::registry::{Caller, State, Waker};
 use super::{error, Answer};
 
@@ -25,7 +26,7 @@ pub(super) fn add(
     fds: Vec<OwnedFd>,
 ) -> Answer {
     let Some(t) = state.topics.get_mut(topic) else {
-        return error(ErrorCode::NoSuchTopic, format!("no topic '{topic}'"));
+        return no_topic(topic);
     };
     if !t
         .attachments
@@ -105,7 +106,7 @@ pub(super) fn remove(
     generation: u64,
 ) -> Answer {
     let Some(t) = state.topics.get_mut(topic) else {
-        return error(ErrorCode::NoSuchTopic, format!("no topic '{topic}'"));
+        return no_topic(topic);
     };
     let mine =
         |w: &Waker| w.client == caller.id && w.slot == slot as usize && w.generation == generation;
@@ -131,7 +132,7 @@ pub(super) fn fd(
     generation: u64,
 ) -> Answer {
     let Some(t) = state.topics.get(topic) else {
-        return error(ErrorCode::NoSuchTopic, format!("no topic '{topic}'"));
+        return no_topic(topic);
     };
     if !t.attachments.iter().any(|a| a.client == caller.id) {
         return error(

@@ -14,6 +14,10 @@
 //! daemon hears of it within [`HELD_NOTICE_EVERY`], however the notice and the tick interleave.
 //! The eviction clock of a subscriber starts at the first tick that sees it a ring behind.
 //!
+//! **Entries no one was handed are not waited for.** Each tick first frees the table entries
+//! that the daemon never handed out (written into the control file by a hostile party, with
+//! any pid): they hold the ring for no port, so they get no timeout (`State::reclaim_unknown`).
+//!
 //! **A client that lies costs nothing.** A notice is checked before anything starts: the
 //! connection must hold that publisher on that topic, the topic must be lossless and actually
 //! full (a look at its cursors), and a topic already watched ignores it. At most one timer runs
@@ -87,6 +91,8 @@ pub(super) fn held(
 /// One tick of the watch on `name`: evict the subscribers that held the full ring for
 /// `timeout`. Returns whether the watch goes on (the topic is still full).
 pub(super) fn tick(state: &mut State, name: &str, timeout: Duration, now: Instant) -> bool {
+    // Entries the daemon never handed out hold the ring for no port: freed at once.
+    state.reclaim_unknown(name);
     let Some(topic) = state.topics.get_mut(name) else {
         return false;
     };

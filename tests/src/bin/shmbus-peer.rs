@@ -92,6 +92,30 @@ enum Cmd {
         #[arg(long = "extra-gid")]
         extra_gids: Vec<u32>,
     },
+    /// Security test: as `--uid`, subscribe, forge a publisher entry in the control file, and
+    /// after a daemon restart ask to re-attach as that publisher; see `peer_attack`.
+    ForgePublisher {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+    },
+    /// Security test: as `--uid`, subscribe and fill the subscriber table with forged entries
+    /// (pid 1, cursors at the oldest message), then exit; see `peer_attack`.
+    ForgeSubscribers {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+    },
     /// Run the bridge: exactly what `shmbus-bridge ARGS...` runs (its own parser and entry
     /// point). Stops by itself (as on SIGTERM) when the test process is gone.
     Bridge {
@@ -355,6 +379,9 @@ fn client_log() {
 #[path = "peer/wait.rs"]
 mod peer_wait;
 
+#[path = "peer/attack.rs"]
+mod peer_attack;
+
 fn embedded_exit(wait: bool) -> ExitCode {
     let bus = match Bus::embedded() {
         Ok(b) => b,
@@ -415,6 +442,18 @@ fn main() -> ExitCode {
             recv,
             stats_delete,
         ),
+        Cmd::ForgePublisher {
+            socket,
+            topic,
+            uid,
+            gid,
+        } => peer_attack::forge_publisher(&socket, &topic, (uid, gid)),
+        Cmd::ForgeSubscribers {
+            socket,
+            topic,
+            uid,
+            gid,
+        } => peer_attack::forge_subscribers(&socket, &topic, (uid, gid)),
         Cmd::Bridge { args } => {
             // The bridge takes SIGTERM with sigwait, so the signal must reach the process,
             // not one thread: kill(getpid()), not raise().
