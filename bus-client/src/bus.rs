@@ -55,9 +55,11 @@ impl Bus {
     /// Its socket and the files beside it (`shmbus-embedded-<pid>-<n>.sock`, `.lock`,
     /// `.status`, `.topics`, in the default socket's directory) are removed when the process
     /// exits even if the daemon is still running then (a thread still held a port when `main`
-    /// returned); a process killed by a signal leaves them, and the next embedded start in
-    /// that directory removes the files of every embedded daemon whose process is gone
-    /// (`shmbus doctor` reports them meanwhile).
+    /// returned). A process ended by a signal's default action (SIGTERM or SIGINT in a Rust
+    /// program that does not handle them, SIGKILL) leaves them: a program that handles its
+    /// signals calls [`Bus::remove_embedded_files`] before it ends. Either way the next
+    /// embedded start in that directory removes the files of every embedded daemon whose
+    /// process is gone (`shmbus doctor` reports them meanwhile).
     #[cfg(feature = "embedded")]
     pub fn embedded() -> Result<Bus, ConnectError> {
         use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +78,19 @@ impl Bus {
         ));
         exit_cleanup::register(&socket);
         Bus::embedded_at(socket)
+    }
+
+    /// Remove now the socket and side files of every daemon [`Bus::embedded`] started in
+    /// this process, as happens anyway when the process exits. For a process about to end by a
+    /// signal, which skips the exit hook: call it where the signal is handled, then end. A
+    /// daemon still running keeps serving the ports already attached, but no other process can
+    /// reach it any more. Not async-signal-safe (it takes a lock and allocates): call it from a
+    /// thread that received the signal's notice (`signal-hook`'s iterator, `tokio::signal`,
+    /// `ctrlc`), never from a raw `sigaction` handler. The Python module calls it on SIGTERM,
+    /// SIGINT and SIGHUP (see `docs/faults.md`).
+    #[cfg(feature = "embedded")]
+    pub fn remove_embedded_files() {
+        exit_cleanup::remove_now();
     }
 
     /// Start a daemon inside this process on `socket` and connect to it.
@@ -333,7 +348,7 @@ impl<T: Payload + ?Sized> SubscriberBuilder<'_, T> {
 #[cfg(feature = "embedded")]
 mod exit_cleanup {
     use std::path::{Path, PathBuf};
-    use std::sync::{Mutex, Once};
+    use std::sync::{Mutex, Once, PoisonError, TryLockError};
 
     /// The sockets of this process's embedded daemons.
     static SOCKETS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -353,12 +368,24 @@ mod exit_cleanup {
         }
     }
 
+    /// Remove the files of every embedded daemon this process started, now.
+    pub(super) fn remove_now() {
+        let sockets = SOCKETS.lock().unwrap_or_else(PoisonError::into_inner);
+        remove(&sockets);
+    }
+
     extern "C" fn at_exit() {
         // Never wait at exit: a thread that held the lock is frozen mid-push, rarely.
-        let Ok(sockets) = SOCKETS.try_lock() else {
-            return;
+        let sockets = match SOCKETS.try_lock() {
+            Ok(sockets) => sockets,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
         };
-        for socket in sockets.iter() {
+        remove(&sockets);
+    }
+
+    fn remove(sockets: &[PathBuf]) {
+        for socket in sockets {
             bus_proto::paths::remove_socket_files(socket);
         }
     }

@@ -87,10 +87,13 @@ impl Bus {
 
     /// Start a daemon inside this process (on a private socket, `socket_path`) and connect to
     /// it. Other processes reach it with SHMBUS_SOCKET=bus.socket_path. It stops when this
-    /// bus and its ports are gone.
+    /// bus and its ports are gone. Its socket and side files are removed when the process
+    /// exits, and when SIGTERM, SIGINT or SIGHUP ends it (unless the application handles
+    /// that signal itself; see `shmbus._cleanup`).
     #[staticmethod]
     fn embedded(py: Python<'_>) -> PyResult<Bus> {
         let bus = py.detach(RustBus::embedded).map_err(IntoPy::into_py)?;
+        py.import("shmbus._cleanup")?.call_method0("install")?;
         Ok(Bus { bus })
     }
 
@@ -191,4 +194,12 @@ impl Bus {
     fn __repr__(&self) -> String {
         format!("shmbus.Bus(socket_path={:?})", self.bus.socket_path())
     }
+}
+
+/// Remove the socket and side files of every embedded daemon this process started (the
+/// daemons keep serving the ports attached; no other process can reach them any more). For
+/// `shmbus._cleanup`, when the process is about to end.
+#[pyfunction(name = "_remove_embedded_files")]
+pub(crate) fn remove_embedded_files(py: Python<'_>) {
+    py.detach(RustBus::remove_embedded_files);
 }

@@ -25,6 +25,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _shmbus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bus::Bus>()?;
+    m.add_function(wrap_pyfunction!(bus::remove_embedded_files, m)?)?;
     m.add_class::<publisher::Publisher>()?;
     m.add_class::<publisher::Loan>()?;
     m.add_class::<subscriber::Subscriber>()?;
