@@ -49,6 +49,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod agent;
 #[cfg(any(feature = "tokio", feature = "async-io"))]
 mod asynch;
 mod bus;

@@ -267,7 +267,7 @@ fn attach<P: RingPort>(
         Role::Publisher => Access::ReadWrite,
         Role::Subscriber => Access::Subscriber,
     };
-    let bell = crate::wake::fetching_bell(conn, topic);
+    let bell = WakeBell::new();
     let ring = match open_ring(fds.control.as_fd(), fds.data.as_fd(), access, bell) {
         Ok(r) => r,
         Err(source) => {

@@ -206,7 +206,7 @@ impl WaitSet {
         };
         // Register now, so that a topic without a free wake slot is an error here, not a
         // silent poll later.
-        register(&mut watched, &self.efd)?;
+        register(&mut watched)?;
         Ok(self.attach(Kind::Port(Box::new(watched))))
     }
 
@@ -399,11 +399,17 @@ impl WaitSet {
                     *i != view.index || *g != view.generation || r.epoch != epoch
                 }) {
                     // Best effort: a port whose slot cannot be had now is polled each slice.
-                    let _ = register(w, &self.efd);
+                    let _ = register(w);
                 }
                 if let Some((r, _, _)) = &w.reg {
                     if view.ring.arm_waker_unfenced(r.slot, r.generation).is_ok() {
-                        barrier.get_or_insert(view.ring.clone());
+                        // The agent writes the eventfd once a ringer takes the bit; a port
+                        // found ready below is disarmed (and unwatched) again.
+                        if crate::agent::watch(&view.ring, r.slot, &self.efd).is_err() {
+                            view.ring.disarm_waker(r.slot);
+                        } else {
+                            barrier.get_or_insert(view.ring.clone());
+                        }
                     }
                 }
             }
@@ -497,23 +503,19 @@ fn disarm(entries: &Entries) {
     for e in entries.slots.iter().flatten() {
         if let Kind::Port(w) = &e.kind {
             if let Some((r, _, _)) = &w.reg {
-                w.view.get().ring.disarm_waker(r.slot);
+                let ring = &w.view.get().ring;
+                crate::agent::unwatch(ring, r.slot);
+                ring.disarm_waker(r.slot);
             }
         }
     }
 }
 
-/// (Re-)register the wait set's eventfd for the port as it is now.
-fn register(w: &mut Watched, efd: &Efd) -> Result<(), WaitError> {
+/// (Re-)register a wake slot for the port as it is now.
+fn register(w: &mut Watched) -> Result<(), WaitError> {
     w.reg = None;
     let view = w.view.get();
-    let reg = Registration::new(
-        &w.conn,
-        &w.topic,
-        w.role,
-        (view.index, view.generation),
-        efd,
-    )?;
+    let reg = Registration::new(&w.conn, &w.topic, w.role, (view.index, view.generation))?;
     w.reg = Some((reg, view.index, view.generation));
     Ok(())
 }

@@ -1,7 +1,7 @@
-//! Waiting on a descriptor: eventfds registered with the daemon as wake slots (for wait sets
-//! and async code), the doorbell that fetches other waiters' eventfds for a ringing port, and
-//! the open-file limit they count against. The protocol in shared memory is bus-core's
-//! (`ring::wakers`); the daemon hands slots out and passes the eventfds around.
+//! Waiting on a descriptor: the eventfds wait sets and async code sleep on, the wake slots
+//! the daemon hands out for them, and the open-file limit they count against. The protocol in
+//! shared memory is bus-core's (`ring::wakers`); this process's wake agent (`agent`) writes
+//! the eventfds. No eventfd ever leaves its process.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -9,31 +9,11 @@ use std::sync::{Arc, Once, Weak};
 use std::time::Duration;
 
 use bus_proto::protocol::{ErrorCode, Request, Response, Role};
-use bus_proto::wake::WakeBell;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
 use crate::conn::Conn;
 use crate::error::{RequestError, WaitError};
-
-/// The doorbell of a port's ring: the futex, and the eventfds of armed wake slots, which it
-/// asks the daemon for (on `conn`, for `topic`) the first time it must write one.
-pub(crate) fn fetching_bell(conn: &Arc<Conn>, topic: &str) -> WakeBell {
-    let conn: Weak<Conn> = Arc::downgrade(conn);
-    let topic = topic.to_string();
-    WakeBell::with_fetch(Box::new(move |slot, generation| {
-        let conn = conn.upgrade()?;
-        let request = Request::WakerFd {
-            topic: topic.clone(),
-            slot: u32::try_from(slot).ok()?,
-            generation,
-        };
-        match conn.request(&request) {
-            Ok((Response::WakerFd { .. }, mut fds)) => fds.pop(),
-            Ok(_) | Err(_) => None,
-        }
-    }))
-}
 
 /// Raise the soft open-file limit to the hard one, once per process: every waiter holds an
 /// eventfd, and every port two segment descriptors.
@@ -62,9 +42,9 @@ pub(crate) fn too_many_files(e: io::Error) -> WaitError {
     }
 }
 
-/// A non-blocking eventfd a waiter sleeps on.
-#[derive(Debug)]
-pub(crate) struct Efd(EventFd);
+/// A non-blocking eventfd a waiter sleeps on; clones share it (the agent keeps one to write).
+#[derive(Debug, Clone)]
+pub(crate) struct Efd(Arc<EventFd>);
 
 impl Efd {
     /// A new eventfd. At the open-file limit (after raising the soft limit to the hard one): a
@@ -73,9 +53,15 @@ impl Efd {
         raise_nofile_limit();
         let flags = EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK;
         match EventFd::from_value_and_flags(0, flags) {
-            Ok(fd) => Ok(Efd(fd)),
+            Ok(fd) => Ok(Efd(Arc::new(fd))),
             Err(e) => Err(too_many_files(e.into())),
         }
+    }
+
+    /// Make it readable (the agent's wake-up). Non-blocking: a counter at its maximum is
+    /// readable already.
+    pub(crate) fn signal(&self) {
+        let _ = nix::unistd::write(self.0.as_fd(), &1u64.to_ne_bytes());
     }
 
     /// Consume what was written (a non-blocking read; nothing there is fine).
@@ -124,13 +110,12 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// Register `efd` as a waiter of the port `(role, index, port_generation)` on `topic`.
+    /// A wake slot for a waiter of the port `(role, index, port_generation)` on `topic`.
     pub(crate) fn new(
         conn: &Arc<Conn>,
         topic: &str,
         role: Role,
         (index, port_generation): (usize, u64),
-        efd: &Efd,
     ) -> Result<Registration, WaitError> {
         let epoch = conn.status().epoch();
         let request = Request::AddWaker {
@@ -139,8 +124,7 @@ impl Registration {
             index: u32::try_from(index).unwrap_or(u32::MAX),
             generation: port_generation,
         };
-        use std::os::fd::AsRawFd;
-        let answer = conn.request_with_fds(&request, &[efd.as_fd().as_raw_fd()]);
+        let answer = conn.request(&request);
         match answer {
             Ok((Response::WakerAdded { slot, generation }, _)) => Ok(Registration {
                 conn: Arc::downgrade(conn),

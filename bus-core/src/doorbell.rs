@@ -43,13 +43,6 @@ pub trait Doorbell: Send + Sync {
     fn heavy_barrier(&self) {
         crate::sync::fence(crate::sync::Ordering::SeqCst);
     }
-    /// Wake the waiter of wake slot `index` at `generation`, which sleeps on a descriptor of
-    /// its own (see [`crate::entries::WakeEntry`]): the ringer that cleared the slot's armed bit
-    /// calls this, once per arming. The default has no descriptors to write: a waiter then
-    /// notices within its own timeout.
-    fn notify(&self, index: usize, generation: u64) {
-        let _ = (index, generation);
-    }
 }
 
 /// The Linux futex, non-private: it keys on the physical page, so waiters and wakers in
@@ -170,12 +163,7 @@ mod model {
     pub struct ModelDoorbell {
         lock: Mutex<()>,
         cond: Condvar,
-        /// Notifications per wake slot (slots modulo `MODEL_SLOTS`): the models' eventfds.
-        notified: [crate::sync::AtomicU64; MODEL_SLOTS],
     }
-
-    /// Wake slots a model tells apart.
-    const MODEL_SLOTS: usize = 4;
 
     impl ModelDoorbell {
         /// A new doorbell.
@@ -184,34 +172,7 @@ mod model {
         }
     }
 
-    impl ModelDoorbell {
-        /// Block until wake slot `index` was notified at least `seen + 1` times in all (a model
-        /// of a waiter blocked on its eventfd); returns the new count.
-        pub fn wait_notified(&self, index: usize, seen: u64) -> u64 {
-            let mut guard = self.lock.lock().unwrap();
-            loop {
-                let n = self.notified[index % MODEL_SLOTS].load(Ordering::Relaxed);
-                if n > seen {
-                    return n;
-                }
-                guard = self.cond.wait(guard).unwrap();
-            }
-        }
-
-        /// How often wake slot `index` was notified.
-        pub fn notified(&self, index: usize) -> u64 {
-            self.notified[index % MODEL_SLOTS].load(Ordering::Relaxed)
-        }
-    }
-
     impl Doorbell for ModelDoorbell {
-        fn notify(&self, index: usize, _generation: u64) {
-            let guard = self.lock.lock().unwrap();
-            self.notified[index % MODEL_SLOTS].fetch_add(1, Ordering::Relaxed);
-            self.cond.notify_all();
-            drop(guard);
-        }
-
         fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
             let guard = self.lock.lock().unwrap();
             if word.load(Ordering::Relaxed) == expected {

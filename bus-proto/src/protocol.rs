@@ -18,9 +18,8 @@
 //! | `status` | `status`: the daemon's totals, the caller's usage and every limit | |
 //! | `delete` | `deleted` | |
 //! | `shutdown` | `stopping` | |
-//! | `add_waker` (an eventfd beside it) | `waker_added` | |
+//! | `add_waker` | `waker_added` | |
 //! | `remove_waker` | `waker_removed` | |
-//! | `waker_fd` | `waker_fd` | the wake slot's eventfd |
 //! | `reattach` (with the two segment files beside it) | `attached` | as `attach` |
 //! | `held` | **no answer**: a notice that a publisher found its lossless topic full | |
 //!
@@ -41,8 +40,10 @@ use serde::{Deserialize, Serialize};
 /// The protocol version this build speaks. Client and daemon must agree exactly.
 ///
 /// Version 4: paged `list` and `stats` (`list_after`, `stats_after`, `next`), `status`, and the
-/// `held` notice. Version 5: wake slots (`add_waker`, `remove_waker`, `waker_fd`).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// `held` notice. Version 5: wake slots (`add_waker`, `remove_waker`, `waker_fd`). Version 6:
+/// no descriptor travels for a wake slot (`add_waker` carries none, `waker_fd` is gone): a
+/// waiter's own process wakes it.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Errors from encoding or decoding messages, and from the socket under them.
 #[derive(Debug, thiserror::Error)]
@@ -224,9 +225,10 @@ pub enum Request {
     },
     /// Stop the daemon (accepted only from the daemon's own uid).
     Shutdown,
-    /// Add a waiter that sleeps on a descriptor of its own (an eventfd, which travels beside
-    /// this frame) for one of this connection's ports: a subscriber waits for messages, a
-    /// publisher for free slots. The answer names the wake slot the waiter arms.
+    /// Add a waiter that sleeps on a descriptor of its own (woken by its own process, which
+    /// watches the slot; no descriptor travels) for one of this connection's ports: a
+    /// subscriber waits for messages, a publisher for free slots. The answer names the wake
+    /// slot the waiter arms.
     AddWaker {
         /// The topic name.
         topic: String,
@@ -239,16 +241,6 @@ pub enum Request {
     },
     /// Give a wake slot back (the waiter is done).
     RemoveWaker {
-        /// The topic name.
-        topic: String,
-        /// The wake slot.
-        slot: u32,
-        /// Its generation.
-        generation: u64,
-    },
-    /// The descriptor of a wake slot, for a port of this connection that rings the slot's bell
-    /// and found it armed.
-    WakerFd {
         /// The topic name.
         topic: String,
         /// The wake slot.
@@ -300,7 +292,6 @@ impl Request {
             | Request::Held { topic, .. }
             | Request::AddWaker { topic, .. }
             | Request::RemoveWaker { topic, .. }
-            | Request::WakerFd { topic, .. }
             | Request::Delete { topic } => Some(topic),
             Request::Stats { topic } => topic.as_deref(),
             Request::Hello { .. }
@@ -574,13 +565,6 @@ pub enum Response {
     },
     /// Answer to [`Request::RemoveWaker`].
     WakerRemoved,
-    /// Answer to [`Request::WakerFd`]: the slot's eventfd travels beside this frame.
-    WakerFd {
-        /// The wake slot.
-        slot: u32,
-        /// Its generation.
-        generation: u64,
-    },
     /// A topic was deleted.
     Deleted,
     /// Answer to [`Request::Shutdown`]: the daemon stops once this is sent.

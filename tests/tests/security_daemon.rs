@@ -347,7 +347,7 @@ fn a_hung_daemon_makes_calls_fail_with_a_timeout_instead_of_hanging() {
 }
 
 /// Attack: a uid with no grant probes which topics exist with every request about a port
-/// (`Detach`, `AddWaker`, `RemoveWaker`, `WakerFd`, `Reattach`). Before the fix they answered
+/// (`Detach`, `AddWaker`, `RemoveWaker`, `Reattach`). Before the fix they answered
 /// `BadRequest` or `PermissionDenied` for a topic that exists and `NoSuchTopic` for one that
 /// does not. Now each answers a topic it may not see exactly as a missing one (same code, same
 /// message but for the name), and no descriptor comes back.
@@ -395,11 +395,6 @@ fn port_requests_do_not_tell_a_uid_without_access_which_topics_exist() {
             });
         }
         all.push(Request::RemoveWaker {
-            topic: topic.clone(),
-            slot: 0,
-            generation: 1,
-        });
-        all.push(Request::WakerFd {
             topic,
             slot: 0,
             generation: 1,

@@ -199,3 +199,127 @@ fn subscribe_does_not_grant_create() {
     let (v, _p) = probe_as_nobody(&d, &[&topic], false);
     assert_eq!(topic_result(&v, &topic), "ok", "and nobody may subscribe");
 }
+
+/// The calls column of an `strace -c` summary, by system call, plus `total`.
+fn strace_calls(path: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    let text = std::fs::read_to_string(path).expect("the strace summary");
+    let mut calls = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 5 || f[0].parse::<f64>().is_err() {
+            continue;
+        }
+        if let Ok(n) = f[3].parse::<u64>() {
+            calls.insert(f[f.len() - 1].to_string(), n);
+        }
+    }
+    assert!(calls.contains_key("total"), "no total in:\n{text}");
+    calls
+}
+
+/// `strace -f -c` of a `shmbus-peer pub` of `count` messages, `interval_us` apart.
+fn traced_publish(
+    d: &Daemon,
+    dir: &TempDir,
+    topic: &str,
+    count: u64,
+    interval_us: u64,
+    tag: &str,
+) -> std::collections::BTreeMap<String, u64> {
+    let out = dir.path().join(format!("strace-{tag}.txt"));
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(&out)
+        .arg(PEER)
+        .args(["pub", "--socket", d.socket_str(), "--topic", topic])
+        .args(["--count", &count.to_string()])
+        .args(["--interval-us", &interval_us.to_string()])
+        .status()
+        .expect("run strace (the CI installs it)");
+    assert!(status.success(), "strace pub: {status}");
+    strace_calls(&out)
+}
+
+fn eventfds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Attack: a subscriber sets every armed bit of its topic's bells, over and over (forged
+/// wake-ups for all 256 wake slots). Before the fix each forged bit made a publisher fetch a
+/// descriptor from the daemon and write it (937x slower `try_send`, a map that grew without
+/// bound), and the waiters' eventfds were handed to any port holder, which could block them.
+/// Now a ringer wakes the bell's word once whatever bits are set, and a waiter's eventfd never
+/// leaves its process (the daemon holds none for it): under the storm an honest publisher
+/// makes at most one `futex` call per message, no write and no request more than without it,
+/// and an honest `WaitSet` waiter in another process receives its messages.
+#[test]
+fn forged_wake_bits_cost_a_publisher_one_futex_call_and_reach_no_descriptor() {
+    if skip_unless_root("forged_wake_bits_cost_a_publisher_one_futex_call_and_reach_no_descriptor")
+    {
+        return;
+    }
+    let (dir, d) = daemon_nobody_subscribes("sec-storm", &[]);
+    let topic = unique_topic("atk/storm");
+    let bus = d.bus();
+    bus.publisher::<bus_tests::TestMsg>(&topic)
+        .lossy()
+        .capacity(1024)
+        .create()
+        .expect("the topic");
+    let count = 600;
+    let base = traced_publish(&d, &dir, &topic, count, 500, "base");
+
+    let daemon_eventfds = eventfds_of(d.pid());
+    let count_s = "300".to_string();
+    let mut waiter = Peer::spawn(
+        PEER,
+        &[
+            "waitset",
+            "--socket",
+            d.socket_str(),
+            "--topic",
+            &topic,
+            "--count",
+            &count_s,
+        ],
+    );
+    waiter.expect_line("ready", START);
+    assert_eq!(
+        eventfds_of(d.pid()),
+        daemon_eventfds,
+        "the daemon took a waiter's eventfd"
+    );
+    let mut atk = attacker("storm-wake-bits", &d, &topic);
+    let v = atk.json(START);
+    assert_eq!(v["storming"], true, "{v}");
+
+    let storm = traced_publish(&d, &dir, &topic, count, 500, "storm");
+    let summary = waiter.finish(TRANSFER);
+    assert_eq!(
+        summary["outcome"], "count",
+        "the waiter under the storm: {summary}"
+    );
+    let call =
+        |m: &std::collections::BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+    for k in ["write", "sendmsg", "recvmsg", "openat", "mmap"] {
+        assert_eq!(
+            call(&storm, k),
+            call(&base, k),
+            "{k}: under the storm {storm:?}\nwithout it {base:?}"
+        );
+    }
+    assert!(
+        call(&storm, "futex") <= call(&base, "futex") + count + 16,
+        "more than one futex call per message: {storm:?}\nwithout the storm {base:?}"
+    );
+    atk.kill_and_reap();
+}

@@ -314,12 +314,15 @@ fn publishing_makes_no_system_call_unless_a_waiter_sleeps() {
     let ws = wakers(&bus, &once);
     assert!(ws.len() == 1 && ws[0].armed, "wakers: {ws:?}");
     let once_few = publish_syscalls(&d, &once, few, "once");
-    // The first publish fetched the waiter's eventfd from the daemon and wrote it once.
+    // The first publish took the armed bit and woke the bell's word once (the waiter's own
+    // process writes its eventfd): one futex call, no write, nothing asked of the daemon.
     assert_eq!(
-        calls(&once_few, "write"),
-        calls(&none_few, "write") + 1,
+        calls(&once_few, "futex"),
+        calls(&none_few, "futex") + 1,
         "armed once: {once_few:?}\nno waiter: {none_few:?}"
     );
+    assert_eq!(calls(&once_few, "write"), calls(&none_few, "write"));
+    assert_eq!(calls(&once_few, "sendmsg"), calls(&none_few, "sendmsg"));
     assert!(!wakers(&bus, &once)[0].armed);
     let once_many = publish_syscalls(&d, &once, many, "once");
     assert_no_syscall_per_publish(&none_many, &once_many, "a waiter armed once, since woken");
@@ -351,7 +354,7 @@ fn publishing_makes_no_system_call_unless_a_waiter_sleeps() {
     assert_eq!(calls(&killed_few, "write"), calls(&none_few, "write"));
 
     // The control: a publisher (attached first) paced at 2 ms, a WaitSet waiter that reads
-    // 300 messages and sleeps between them: about one eventfd write per message.
+    // 300 messages and sleeps between them: about one futex wake-up per message.
     let paced = unique_topic("sys-paced");
     make_lossy_topic(&d, &paced);
     let out = d.dir().join("strace-paced.txt");
@@ -388,23 +391,23 @@ fn publishing_makes_no_system_call_unless_a_waiter_sleeps() {
     let status = traced.wait().expect("strace");
     assert!(status.success(), "strace pub: {status}");
     let paced_calls = parse_strace(&out);
-    let written = calls(&paced_calls, "write") - calls(&none_few, "write");
+    let written = calls(&paced_calls, "futex").saturating_sub(calls(&none_few, "futex"));
     assert!(
         written >= 100,
-        "a waiter that slept between 300 messages was woken by {written} writes: {paced_calls:?}"
+        "a waiter that slept between 300 messages was woken by {written} futex calls: {paced_calls:?}"
     );
     eprintln!(
         "publish path system calls (strace -f -c of a pub process): no waiter {few}: {} total / \
-         {many}: {}; registered {}/{}; armed once {}/{} (writes {} / {}); killed armed {}/{}; \
-         paced with a sleeping waiter: {written} writes",
+         {many}: {}; registered {}/{}; armed once {}/{} (futex {} / {}); killed armed {}/{}; \
+         paced with a sleeping waiter: {written} futex calls",
         calls(&none_few, "total"),
         calls(&none_many, "total"),
         calls(&reg_few, "total"),
         calls(&reg_many, "total"),
         calls(&once_few, "total"),
         calls(&once_many, "total"),
-        calls(&once_few, "write"),
-        calls(&once_many, "write"),
+        calls(&once_few, "futex"),
+        calls(&once_many, "futex"),
         calls(&killed_few, "total"),
         calls(&killed_many, "total"),
     );

@@ -89,8 +89,7 @@ impl AsyncWaiter {
         if stale {
             self.disarm();
             self.reg = None;
-            let reg =
-                Registration::new(conn, topic, role, (view.index, view.generation), &self.efd)?;
+            let reg = Registration::new(conn, topic, role, (view.index, view.generation))?;
             self.reg = Some((reg, view.index, view.generation));
         }
         Ok(())
@@ -114,7 +113,11 @@ impl AsyncWaiter {
         }
         if let Some((reg, _, _)) = &self.reg {
             if view.ring.arm_waker(reg.slot, reg.generation).is_ok() {
-                self.armed = Some((view.ring.clone(), reg.slot));
+                if crate::agent::watch(&view.ring, reg.slot, &self.efd).is_ok() {
+                    self.armed = Some((view.ring.clone(), reg.slot));
+                } else {
+                    view.ring.disarm_waker(reg.slot);
+                }
             }
         }
         if ready(&view) {
@@ -138,6 +141,7 @@ impl AsyncWaiter {
     /// Clear the armed bit (a future dropped mid-wait, or a wait that is over).
     pub(crate) fn disarm(&mut self) {
         if let Some((ring, slot)) = self.armed.take() {
+            crate::agent::unwatch(&ring, slot);
             ring.disarm_waker(slot);
         }
     }

@@ -358,31 +358,23 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         }
     }
 
-    /// Wake `bell`'s futex sleepers (when `sleepers`) and every armed wake slot: the armed bits
-    /// are taken with one swap per word, so each arming is woken by exactly one ringer.
+    /// Wake everyone who waits on `bell`: its futex sleepers, and the waiters of its armed wake
+    /// slots, who wait on the same word (through their process's wake agent, see `wakers`).
+    /// The armed bits are taken with one swap per word, so each arming is answered by exactly
+    /// one ringer; then one bump of the word and one system call, however many bits were set
+    /// (so bits written by a hostile party cost a ringer at most that one call).
     #[cold]
     fn wake(&self, bell: &Bell, sleepers: bool) {
-        if sleepers {
+        let mut taken = false;
+        for word in bell.armed.iter() {
+            // AcqRel: ordered before the bump below, which a waiter's agent acquires.
+            if word.load(Ordering::Relaxed) != 0 && word.swap(0, Ordering::AcqRel) != 0 {
+                taken = true;
+            }
+        }
+        if sleepers || taken {
             bell.seq.fetch_add(1, Ordering::Release);
             self.doorbell.wake_all(&bell.seq);
-        }
-        for (w, word) in bell.armed.iter().enumerate() {
-            if word.load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            // AcqRel: the waker's entry (its generation, written before it armed) is visible.
-            let mut taken = word.swap(0, Ordering::AcqRel);
-            while taken != 0 {
-                let bit = taken.trailing_zeros() as usize;
-                taken &= taken - 1;
-                let index = w * 64 + bit;
-                if let Some(e) = self.storage.waker(index) {
-                    let state = e.state.load(Ordering::Acquire);
-                    if entry_state::tag(state) == entry_state::ACTIVE {
-                        self.doorbell.notify(index, entry_state::generation(state));
-                    }
-                }
-            }
         }
     }
 

@@ -1222,11 +1222,11 @@ fn a_ticket_takes_the_message_it_names_once_and_skips_lengths_not_accepted() {
 // Wake slots
 // ---------------------------------------------------------------------------------------------
 
-/// A doorbell that records which wake slots it was asked to notify.
+/// A doorbell that counts its wake-ups (system calls a real one would make).
 #[derive(Default)]
 struct Recording {
     futex: Futex,
-    notified: std::sync::Mutex<Vec<(usize, u64)>>,
+    wakes: std::sync::atomic::AtomicUsize,
 }
 
 impl crate::doorbell::Doorbell for Recording {
@@ -1234,16 +1234,12 @@ impl crate::doorbell::Doorbell for Recording {
         self.futex.wait(word, expected, timeout)
     }
     fn wake_all(&self, word: &crate::sync::AtomicU32) {
+        self.wakes.fetch_add(1, Ordering::Relaxed);
         self.futex.wake_all(word)
-    }
-    fn notify(&self, index: usize, generation: u64) {
-        self.notified.lock().unwrap().push((index, generation));
     }
 }
 
-#[test]
-fn an_armed_wake_slot_is_notified_once_then_the_fast_path_is_back() {
-    use crate::entries::{wake_bell, WAKE_SLOTS};
+fn recording_ring() -> Arc<Ring<RawStorage<HeapRegion>, Recording>> {
     let layout = Layout::compute(&Geometry {
         capacity: 8,
         slot_size: 16,
@@ -1255,27 +1251,42 @@ fn an_armed_wake_slot_is_notified_once_then_the_fast_path_is_back() {
     .unwrap();
     let storage =
         RawStorage::create(HeapRegion::zeroed(layout.total_len as usize), &layout).unwrap();
-    let ring = Arc::new(Ring::new(storage, Recording::default()));
+    Arc::new(Ring::new(storage, Recording::default()))
+}
+
+#[test]
+fn an_armed_wake_slot_is_woken_once_then_the_fast_path_is_back() {
+    use crate::entries::{wake_bell, WAKE_SLOTS};
+    let ring = recording_ring();
     let (si, sg) = ring.attach_any_subscriber(1, StartAt::Latest).unwrap();
     let mut s = SubscriberPort::new(ring.clone(), si, sg).unwrap();
     let (pi, pg) = ring.attach_any_publisher(2).unwrap();
     let mut p = PublisherPort::new(ring.clone(), pi, pg).unwrap();
+    let wakes = || ring.doorbell().wakes.load(Ordering::Relaxed);
 
     let (slot, generation) = ring.attach_waker(wake_bell::DATA, 1).unwrap();
     assert!(!ring.subscriber_ready(si, sg));
+    let seq = ring.waker_seq(slot).unwrap();
     ring.arm_waker(slot, generation).unwrap();
+    assert!(ring.waker_armed(slot));
     p.try_send(b"one").unwrap();
     p.try_send(b"two").unwrap();
-    // The first ringer took the bit and notified; the second found nothing armed.
-    assert_eq!(
-        *ring.doorbell().notified.lock().unwrap(),
-        [(slot, generation)]
+    // The first ringer took the bit, bumped the word and woke it once; the second found
+    // nothing armed and made no call.
+    assert_eq!(wakes(), 1);
+    assert!(!ring.waker_armed(slot));
+    assert_ne!(
+        ring.waker_seq(slot).unwrap(),
+        seq,
+        "the word moved: a sleeper wakes"
     );
+    // A sleep on the value read before arming returns at once (the word moved).
+    ring.sleep_waker(slot, seq, Some(Duration::from_secs(20)));
     assert!(ring.subscriber_ready(si, sg));
     assert!(!ring.disarm_waker(slot), "the ringer already took the bit");
     drop(s.try_recv().unwrap());
 
-    // Released: never notified again, and its next holder gets a new generation.
+    // Released: never woken for again, and its next holder gets a new generation.
     ring.release_waker(slot, generation).unwrap();
     assert_eq!(
         ring.arm_waker(slot, generation),
@@ -1299,4 +1310,31 @@ fn an_armed_wake_slot_is_notified_once_then_the_fast_path_is_back() {
     assert_eq!(taken.len() + 1, WAKE_SLOTS);
     assert_eq!(ring.active_wakers().len(), WAKE_SLOTS);
     assert!(ring.attach_waker(7, 1).is_err(), "no such bell");
+}
+
+/// Armed bits that no waiter set (a hostile party wrote every bit of the bitmap) cost a ringer
+/// one bump and one wake-up, however many bits there are, and are gone after it.
+#[test]
+fn forged_armed_bits_cost_a_ringer_one_wake_up() {
+    let ring = recording_ring();
+    let (pi, pg) = ring.attach_any_publisher(2).unwrap();
+    let mut p = PublisherPort::new(ring.clone(), pi, pg).unwrap();
+    for word in ring.storage.control().data.armed.iter() {
+        word.store(u64::MAX, Ordering::Relaxed);
+    }
+    p.try_send(b"one").unwrap();
+    assert_eq!(ring.doorbell().wakes.load(Ordering::Relaxed), 1);
+    assert!(ring
+        .storage
+        .control()
+        .data
+        .armed
+        .iter()
+        .all(|w| w.load(Ordering::Relaxed) == 0));
+    p.try_send(b"two").unwrap();
+    assert_eq!(
+        ring.doorbell().wakes.load(Ordering::Relaxed),
+        1,
+        "fast path again"
+    );
 }

@@ -1,29 +1,40 @@
-//! Wake slots: waiters that sleep on a descriptor of their own (an eventfd) rather than on the
-//! bell's futex word, so that an event loop, an async executor or a wait set over many topics
-//! can wait for them.
+//! Wake slots: waiters that sleep through a descriptor of their own (an eventfd that an event
+//! loop, an async executor or a wait set over many topics can wait for) rather than in a
+//! blocking call on the bell's futex word. No descriptor is ever shared between processes: a
+//! waiter's eventfd stays in its process, and a *wake agent* there (bus-client's `agent`)
+//! sleeps on the bell's futex word for it and writes the eventfd when the waiter's bit is taken.
 //!
 //! # The protocol
 //!
-//! A supervisor (the daemon) hands out a slot ([`Ring::attach_waker`]), with the waiter's
-//! descriptor, and gives a duplicate of the descriptor to every port that rings the slot's bell
-//! when it asks (a ringer sees only the slot's index and generation in the segment).
+//! A supervisor (the daemon) hands out a slot ([`Ring::attach_waker`]): an index and a
+//! generation, and the bell it waits on. Nothing else: no descriptor travels.
 //!
-//! * **Arm** (the waiter, before it sleeps): set the slot's bit in the bell's `armed` bitmap,
-//!   then the heavy half of the asymmetric barrier, then re-check the condition. If it holds,
-//!   disarm and go on; otherwise sleep on the descriptor.
+//! * **Arm** (the waiter, before it sleeps): read the bell's word ([`Ring::waker_seq`]), set
+//!   the slot's bit in the bell's `armed` bitmap, then the heavy half of the asymmetric
+//!   barrier, then re-check the condition. If it holds, disarm and go on; otherwise hand the
+//!   slot and the word's value read *before* arming to the agent, which sleeps on the word
+//!   while it still holds that value ([`Ring::waker_futex`]) and, whenever it wakes, reads the
+//!   word again and then the bit: a bit no longer set was taken by a ringer (or the slot was
+//!   released): the waiter is woken (its eventfd written).
 //! * **Ring** (a publisher's commit, a subscriber's release): change the condition, light
 //!   barrier, load the bell's `waiters` and `armed` words. All zero: done, no system call, no
-//!   write. Otherwise swap each non-zero `armed` word to zero and write the descriptor of every
-//!   slot whose bit it took ([`crate::doorbell::Doorbell::notify`]). The swap makes every
-//!   arming wake exactly once, by exactly one ringer, however many ring at once.
+//!   write. Otherwise swap each non-zero `armed` word to zero, bump the bell's word and wake
+//!   it once (`Ring::wake`). The swap makes every arming answered by exactly one ringer,
+//!   however many ring at once; the one bump and wake make the cost of a ring the same however
+//!   many bits were set, by waiters or by a hostile party.
 //! * **Disarm** (the waiter, after waking or when it gives up, e.g. a cancelled future): clear
-//!   the bit. If a ringer took it first, a write to the descriptor is coming or came.
+//!   the bit. If a ringer took it first, its bump came or is coming.
 //!
 //! No lost wake-up: the waiter's bit store and the ringer's condition store are each followed
 //! by a barrier pair before the other side's load (as with `waiters` for the futex), so either
-//! the waiter's re-check sees the change or the ringer sees the bit. A waiter that dies with its
-//! bit set keeps ringers writing its descriptor only until the supervisor releases the slot
-//! ([`Ring::release_waker`] clears the bit), which it does when the waiter's process goes away.
+//! the waiter's re-check sees the change or the ringer sees the bit. A ringer bumps the word
+//! after it took the bit, and the agent reads the word before the bit: either it sees the bit
+//! taken, or it sleeps on a value the bump changes, which the kernel checks atomically with
+//! going to sleep. A waiter that dies with its bit set makes ringers bump the word only until
+//! the supervisor releases the slot ([`Ring::release_waker`] clears the bit), which it does
+//! when the waiter's process goes away.
+
+use std::time::Duration;
 
 use super::{AttachError, Ring};
 use crate::doorbell::Doorbell;
@@ -87,7 +98,7 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     }
 
     /// Free wake slot `index` held at `generation`: its bit is cleared in both bells (ringers
-    /// stop writing its descriptor) and its next waiter gets a new generation. A supervisor's
+    /// stop waking for it) and its next waiter gets a new generation. A supervisor's
     /// call, when the waiter is done or its process is gone.
     pub fn release_waker(&self, index: usize, generation: u64) -> Result<(), AttachError> {
         let e = self
@@ -113,15 +124,38 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     }
 
     /// Whether wake slot `index`'s bit is set in either bell: its waiter armed it and no ringer
-    /// has taken it since (a diagnostic; the answer may be stale at once).
+    /// has taken it since (the agent's test after each wake-up; the answer may be stale at
+    /// once). Acquire: a bit a ringer took is seen with everything before its swap.
     pub fn waker_armed(&self, index: usize) -> bool {
         let (w, mask) = bit(index);
         let control = self.storage.control();
         [&control.data, &control.space].iter().any(|bell| {
             bell.armed
                 .get(w)
-                .is_some_and(|word| word.load(Ordering::Relaxed) & mask != 0)
+                .is_some_and(|word| word.load(Ordering::Acquire) & mask != 0)
         })
+    }
+
+    /// The futex word the waiter of wake slot `index` sleeps on: its bell's word, which every
+    /// ringer that takes an armed bit of the bell bumps and wakes.
+    pub fn waker_futex(&self, index: usize) -> Result<&crate::sync::AtomicU32, AttachError> {
+        Ok(&self.waker_bell(index)?.seq)
+    }
+
+    /// The value of wake slot `index`'s futex word: read it before arming, and sleep on the
+    /// word while it still holds this value.
+    pub fn waker_seq(&self, index: usize) -> Result<u32, AttachError> {
+        // Acquire: pairs with a ringer's bump (release), made after it took the bits.
+        Ok(self.waker_futex(index)?.load(Ordering::Acquire))
+    }
+
+    /// Sleep on wake slot `index`'s word while it holds `seq` (until a ringer bumps it, the
+    /// timeout, or spuriously), in this thread: what the agent does for many slots at once,
+    /// for one. Returns at once for a slot that is not there.
+    pub fn sleep_waker(&self, index: usize, seq: u32, timeout: Option<Duration>) {
+        if let Ok(word) = self.waker_futex(index) {
+            self.doorbell.wait(word, seq, timeout);
+        }
     }
 
     /// Active wake slots: `(index, generation, pid)`.
@@ -141,9 +175,10 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
             .collect()
     }
 
-    /// Arm wake slot `index`, held at `generation` (its waiter, before it sleeps on its
-    /// descriptor): set the slot's bit, then the heavy barrier. The caller then re-checks its
-    /// condition, and either sleeps on its descriptor or [`Ring::disarm_waker`]s. A slot the
+    /// Arm wake slot `index`, held at `generation` (its waiter, before it sleeps, having read
+    /// [`Ring::waker_seq`]): set the slot's bit, then the heavy barrier. The caller then
+    /// re-checks its condition, and either sleeps (on the word, through its agent) or
+    /// [`Ring::disarm_waker`]s. A slot the
     /// supervisor released (its holder's process went away, or the slot was given up) is
     /// `NotHeld`; a release racing with this arming leaves at most one spurious wake-up.
     pub fn arm_waker(&self, index: usize, generation: u64) -> Result<(), AttachError> {
@@ -170,7 +205,7 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     }
 
     /// Disarm wake slot `index`. `true` when it was still armed (no ringer took it); `false`
-    /// when a ringer took the bit first, so its descriptor was or will be written once.
+    /// when a ringer took the bit first, so its bump of the word came or is coming.
     pub fn disarm_waker(&self, index: usize) -> bool {
         let Ok(bell) = self.waker_bell(index) else {
             return false;

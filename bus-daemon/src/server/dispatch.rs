@@ -40,8 +40,8 @@ pub(super) enum Outcome {
     Stop(Answer),
 }
 
-/// Serve one request; `fds` are the descriptors that came with it (only a `Reattach` and an
-/// `AddWaker` use them; the others are closed here).
+/// Serve one request; `fds` are the descriptors that came with it (only a `Reattach` uses
+/// them; the event loop passes none with any other request).
 pub(super) fn handle(
     ctx: &Ctx,
     state: &mut State,
@@ -49,13 +49,6 @@ pub(super) fn handle(
     request: Request,
     fds: Vec<OwnedFd>,
 ) -> Outcome {
-    let fds = match request {
-        Request::Reattach { .. } | Request::AddWaker { .. } => fds,
-        _ => {
-            drop(fds);
-            Vec::new()
-        }
-    };
     if let Request::Held {
         topic,
         index,
@@ -144,17 +137,12 @@ pub(super) fn handle(
             role,
             index,
             generation,
-        } => wakers::add(state, caller, &topic, (role, index, generation), fds),
+        } => wakers::add(state, caller, &topic, (role, index, generation)),
         Request::RemoveWaker {
             topic,
             slot,
             generation,
         } => wakers::remove(state, caller, &topic, slot, generation),
-        Request::WakerFd {
-            topic,
-            slot,
-            generation,
-        } => wakers::fd(state, caller, &topic, slot, generation),
         Request::List => list(ctx, state, caller, None),
         Request::ListAfter { after } => list(ctx, state, caller, Some(&after)),
         Request::Stats { topic: Some(name) } => stats_of(ctx, state, caller, &name),
@@ -274,8 +262,7 @@ fn port_request_topic(request: &Request) -> Option<&str> {
         Request::Reattach { topic, .. }
         | Request::Detach { topic, .. }
         | Request::AddWaker { topic, .. }
-        | Request::RemoveWaker { topic, .. }
-        | Request::WakerFd { topic, .. } => Some(topic),
+        | Request::RemoveWaker { topic, .. } => Some(topic),
         _ => None,
     }
 }

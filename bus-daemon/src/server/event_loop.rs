@@ -376,10 +376,10 @@ impl Server {
         let Some(caller) = self.conns.get(&id).map(|c| c.caller.clone()) else {
             return;
         };
-        // Only a `Reattach` (two memory files) and an `AddWaker` (an eventfd) carry
-        // descriptors, and only of kinds that close at once; anything else is disposed of off
-        // the loop and the request goes on without it.
-        let wants_fds = matches!(request, Request::Reattach { .. } | Request::AddWaker { .. });
+        // Only a `Reattach` carries descriptors (two memory files), and only of kinds that
+        // close at once; anything else is disposed of off the loop and the request goes on
+        // without it.
+        let wants_fds = matches!(request, Request::Reattach { .. });
         let fds = if wants_fds && fds.iter().all(disposal::closes_at_once) {
             fds
         } else {

@@ -116,7 +116,6 @@ impl Topic {
         self.wakers.retain(|w| {
             if gone(w) {
                 let _ = ring.release_waker(w.slot, w.generation);
-                ring.doorbell().remove(w.slot);
                 false
             } else {
                 true

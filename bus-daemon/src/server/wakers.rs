@@ -1,9 +1,7 @@
-//! Wake slots: waiters that sleep on an eventfd of their own (wait sets, async code, C event
-//! loops). The daemon hands a slot out for one of the caller's ports, keeps the eventfd in the
-//! topic ring's doorbell, and hands duplicates to the ports that ring the slot's bell. The
-//! slots of a port go with it (detach, or the client's connection closing).
-
-use std::os::fd::OwnedFd;
+//! Wake slots: waiters that sleep on a descriptor of their own (wait sets, async code, C event
+//! loops), woken by their own process's wake agent. The daemon hands a slot out for one of the
+//! caller's ports and takes it back when the port or its client goes (detach, or the client's
+//! connection closing). No descriptor is involved: none is received, kept or handed out.
 
 use bus_core::entries::wake_bell;
 use bus_proto::protocol::{ErrorCode, Response, Role};
@@ -16,14 +14,12 @@ use super::{error, Answer};
 /// no more, and no port can take a topic's whole table.
 pub(super) const MAX_PER_PORT: usize = 4;
 
-/// `add_waker`: a wake slot for the caller's port `(role, index, generation)` on `topic`, with
-/// the eventfd that came beside the request.
+/// `add_waker`: a wake slot for the caller's port `(role, index, generation)` on `topic`.
 pub(super) fn add(
     state: &mut State,
     caller: &Caller,
     topic: &str,
     (role, index, generation): (Role, u32, u64),
-    fds: Vec<OwnedFd>,
 ) -> Answer {
     let Some(t) = state.topics.get_mut(topic) else {
         return no_topic(topic);
@@ -53,12 +49,6 @@ pub(super) fn add(
             ),
         );
     }
-    let Some(fd) = fds.into_iter().next() else {
-        return error(
-            ErrorCode::BadRequest,
-            "add_waker needs the waiter's eventfd beside the request",
-        );
-    };
     let bell = match role {
         Role::Subscriber => wake_bell::DATA,
         Role::Publisher => wake_bell::SPACE,
@@ -75,13 +65,6 @@ pub(super) fn add(
             )
         }
     };
-    if t.ring.doorbell().insert(slot, slot_generation, fd).is_err() {
-        let _ = t.ring.release_waker(slot, slot_generation);
-        return error(
-            ErrorCode::BadRequest,
-            "a waiter's descriptor must be an eventfd (a publisher never blocks writing one)",
-        );
-    }
     t.wakers.push(Waker {
         client: caller.id,
         port: (role, index, generation),
@@ -120,31 +103,4 @@ pub(super) fn remove(
     }
     t.release_wakers(mine);
     (Response::WakerRemoved, Vec::new())
-}
-
-/// `waker_fd`: a duplicate of a wake slot's eventfd, for a port of the caller's on the topic
-/// that found the slot armed.
-pub(super) fn fd(
-    state: &State,
-    caller: &Caller,
-    topic: &str,
-    slot: u32,
-    generation: u64,
-) -> Answer {
-    let Some(t) = state.topics.get(topic) else {
-        return no_topic(topic);
-    };
-    if !t.attachments.iter().any(|a| a.client == caller.id) {
-        return error(
-            ErrorCode::PermissionDenied,
-            format!("this connection holds no port on '{topic}'"),
-        );
-    }
-    match t.ring.doorbell().get(slot as usize, generation) {
-        Some(fd) => (Response::WakerFd { slot, generation }, vec![fd]),
-        None => error(
-            ErrorCode::BadRequest,
-            format!("no wake slot {slot} (generation {generation}) on '{topic}'"),
-        ),
-    }
 }

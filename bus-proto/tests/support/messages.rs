@@ -85,11 +85,6 @@ pub fn every_request() -> Vec<Request> {
             slot: 3,
             generation: 4,
         },
-        Request::WakerFd {
-            topic: "robot/odom".into(),
-            slot: 5,
-            generation: 6,
-        },
         Request::List,
         Request::ListAfter {
             after: "robot/odom".into(),
@@ -135,10 +130,6 @@ pub fn every_response() -> Vec<Response> {
             generation: 8,
         },
         Response::WakerRemoved,
-        Response::WakerFd {
-            slot: 9,
-            generation: 10,
-        },
         Response::Topics {
             topics: vec![TopicInfo {
                 name: "a".into(),

@@ -116,6 +116,20 @@ enum Cmd {
         #[arg(long)]
         gid: u32,
     },
+    /// Security test: as `--uid`, subscribe and keep setting every armed bit of the topic's
+    /// bells for `--seconds`; see `peer_attack`.
+    StormWakeBits {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Run the bridge: exactly what `shmbus-bridge ARGS...` runs (its own parser and entry
     /// point). Stops by itself (as on SIGTERM) when the test process is gone.
     Bridge {
@@ -454,6 +468,13 @@ fn main() -> ExitCode {
             uid,
             gid,
         } => peer_attack::forge_subscribers(&socket, &topic, (uid, gid)),
+        Cmd::StormWakeBits {
+            socket,
+            topic,
+            uid,
+            gid,
+            seconds,
+        } => peer_attack::storm_wake_bits(&socket, &topic, (uid, gid), seconds),
         Cmd::Bridge { args } => {
             // The bridge takes SIGTERM with sigwait, so the signal must reach the process,
             // not one thread: kill(getpid()), not raise().

@@ -202,3 +202,55 @@ pub fn forge_subscribers(socket: &Path, topic: &str, (uid, gid): (u32, u32)) -> 
     say(&json!({ "forged": forged }).to_string());
     ExitCode::SUCCESS
 }
+
+/// `storm-wake-bits`: as `uid`, subscribe to `topic` (raw protocol), print `{"storming": true}`,
+/// then for `seconds` keep setting every armed bit of both bells in the control file, as fast
+/// as it can (a forged wake-up for every slot, again and again).
+pub fn storm_wake_bits(
+    socket: &Path,
+    topic: &str,
+    (uid, gid): (u32, u32),
+    seconds: u64,
+) -> ExitCode {
+    use bus_core::storage::Storage;
+    if let Err(e) = drop_to(uid, gid) {
+        return fail("drop privileges", e);
+    }
+    let (conn, _) = match hello(socket) {
+        Ok(c) => c,
+        Err(e) => return fail("hello", e),
+    };
+    let attach = Request::Attach {
+        topic: topic.into(),
+        role: Role::Subscriber,
+        how: How::Open { type_info: None },
+        start: StartAt::Latest,
+    };
+    let fds = match exchange(&conn, &attach, &[]) {
+        Ok((Response::Attached { .. }, fds)) if fds.len() == 2 => fds,
+        other => return fail("subscribe", format!("{other:?}")),
+    };
+    let ring = match segment::open_ring(
+        fds[0].as_fd(),
+        fds[1].as_fd(),
+        Access::Subscriber,
+        WakeBell::new(),
+    ) {
+        Ok(r) => r,
+        Err(e) => return fail("map", e),
+    };
+    say(&json!({ "storming": true, "pid": std::process::id() }).to_string());
+    let control = ring.storage().control();
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut rounds: u64 = 0;
+    while Instant::now() < until {
+        for bell in [&control.data, &control.space] {
+            for word in bell.armed.iter() {
+                word.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        rounds += 1;
+    }
+    say(&json!({ "rounds": rounds }).to_string());
+    ExitCode::SUCCESS
+}
