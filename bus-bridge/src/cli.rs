@@ -42,7 +42,7 @@ pub struct BridgeArgs {
     /// Topics never bridged, whatever --export and --import say (repeatable).
     #[arg(long, value_name = "PATTERN")]
     pub deny: Vec<String>,
-    /// A Zenoh key prefix (a site or robot name): topic robot/odom is key <KEY>/robot/odom;
+    /// A Zenoh key prefix (a site or robot name): topic robot/odom is key `<KEY>/robot/odom`;
     /// stripped on import.
     #[arg(long, value_name = "KEY")]
     pub prefix: Option<String>,

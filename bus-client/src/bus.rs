@@ -21,6 +21,20 @@ use crate::{Payload, Publisher, Subscriber, TopicOptions};
 
 /// A connection to `shmbusd`. Cheap to clone; ports keep it alive. Dropping the last clone
 /// (and every port) closes the connection, and the daemon frees what this process held.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::Bus;
+/// // A daemon inside this process; `Bus::connect()` reaches a running `shmbusd` instead.
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<u64>("doc/bus").create()?;
+/// let mut subscriber = bus.subscriber::<u64>("doc/bus").open()?;
+/// publisher.publish(&1)?;
+/// assert_eq!(*subscriber.recv()?, 1);
+/// assert!(bus.list()?.iter().any(|t| t.name == "doc/bus"));
+/// assert_eq!(bus.daemon_pid(), std::process::id());  // embedded: the daemon is this process
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Bus {
     conn: Arc<Conn>,
@@ -246,6 +260,16 @@ impl Bus {
 }
 
 /// Opens a [`Publisher`]; see [`Bus::publisher`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, PublisherBuilder};
+/// let bus = Bus::embedded()?;
+/// let builder: PublisherBuilder<'_, [u8]> = bus.publisher::<[u8]>("doc/pub-builder");
+/// let publisher = builder.capacity(16).slot_size(256).lossy().create()?;
+/// assert_eq!((publisher.spec().capacity, publisher.spec().slot_size), (16, 256));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct PublisherBuilder<'b, T: ?Sized> {
     bus: &'b Bus,
@@ -289,6 +313,19 @@ impl<T: Payload + ?Sized> PublisherBuilder<'_, T> {
 }
 
 /// Opens a [`Subscriber`]; see [`Bus::subscriber`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, StartAt, SubscriberBuilder};
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<u32>("doc/sub-builder").create()?;
+/// let mut early = bus.subscriber::<u32>("doc/sub-builder").open()?; // keeps the message below
+/// publisher.publish(&8)?;
+/// let builder: SubscriberBuilder<'_, u32> = bus.subscriber::<u32>("doc/sub-builder");
+/// let mut late = builder.start_at(StartAt::Oldest).open()?;        // replays what is held
+/// assert_eq!((*early.recv()?, *late.recv()?), (8, 8));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct SubscriberBuilder<'b, T: ?Sized> {
     bus: &'b Bus,

@@ -19,11 +19,69 @@ use std::path::PathBuf;
 use bus_core::ring::{RecvError as CoreRecv, SendError as CoreSend};
 use bus_proto::protocol::ErrorCode;
 
-/// The errors below carry these as their sources.
+// The errors below carry these as their sources.
+/// ```
+/// use bus_client::error::{MapError, SegmentError};
+///
+/// // A mapping whose header does not describe a valid segment (here: too short to hold one).
+/// let e = MapError::Invalid(SegmentError::Truncated(64));
+/// assert!(e.to_string().starts_with("invalid segment"));
+/// ```
 pub use bus_core::layout::SegmentError;
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::Bus;
+/// use bus_client::error::{ConnectError, StartError};
+/// let dir = std::env::temp_dir().join(format!("shmbus-doc-start-{}", std::process::id()));
+/// let socket = dir.join("shmbusd.sock");
+/// let _first = Bus::embedded_at(&socket)?;
+/// // A second daemon on the same socket is refused, naming the one that runs.
+/// match Bus::embedded_at(&socket) {
+///     Err(ConnectError::Embedded(StartError::AlreadyRunning { .. })) => {}
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[cfg(feature = "embedded")]
 pub use bus_daemon::StartError;
+/// ```
+/// use bus_client::error::ProtocolError;
+/// use bus_client::{ConnectError, RequestError};
+///
+/// /// Whether a failed request means the daemon went away (as opposed to refusing).
+/// fn daemon_gone(e: &RequestError) -> bool {
+///     matches!(
+///         e,
+///         RequestError::Protocol(ProtocolError::Closed | ProtocolError::Truncated { .. })
+///             | RequestError::Connect(ConnectError::Unreachable { .. })
+///     )
+/// }
+/// assert!(daemon_gone(&RequestError::Protocol(ProtocolError::Closed)));
+/// ```
 pub use bus_proto::protocol::ProtocolError;
+/// ```
+/// use bus_client::error::{MapError, SealStep, SealedFileError};
+/// use bus_client::OpenError;
+///
+/// /// What to tell an operator when a topic's memory could not be mapped.
+/// fn advice(e: &OpenError) -> Option<String> {
+///     match e {
+///         OpenError::Map { source: MapError::Create(SealedFileError { step: SealStep::Reserve(n), .. }), .. } => {
+///             Some(format!("the machine could not reserve {n} bytes of memory for the topic"))
+///         }
+///         OpenError::Map { topic, source } => Some(format!("topic {topic}: {source}")),
+///         _ => None,
+///     }
+/// }
+/// let e = OpenError::Map {
+///     topic: "t".into(),
+///     source: MapError::Create(SealedFileError {
+///         step: SealStep::Reserve(4096),
+///         source: std::io::Error::from_raw_os_error(28),
+///     }),
+/// };
+/// assert!(advice(&e).unwrap().contains("4096 bytes"));
+/// ```
 pub use bus_proto::segment::{MapError, SealStep, SealedFileError};
 
 /// The call that runs a daemon inside the process, as the error texts of this crate name it
@@ -61,6 +119,17 @@ macro_rules! debug_as_display {
 debug_as_display!(ConnectError, OpenError, RequestError, WaitError);
 
 /// Why connecting to the daemon failed.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, ConnectError};
+/// let dir = std::env::temp_dir().join(format!("shmbus-doc-{}", std::process::id()));
+/// match Bus::connect_to(dir.join("nobody.sock")) {
+///     Err(ConnectError::Unreachable { socket, .. }) => assert!(socket.ends_with("nobody.sock")),
+///     other => panic!("no daemon there: {other:?}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
@@ -106,6 +175,19 @@ pub enum ConnectError {
 }
 
 /// Why a publisher or subscriber could not be opened. Every variant names the topic.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, OpenError};
+/// let bus = Bus::embedded()?;
+/// let err = bus.subscriber::<u64>("doc/open-error/missing").open().unwrap_err();
+/// assert!(matches!(err, OpenError::NotFound { .. }));
+/// assert_eq!(err.topic(), "doc/open-error/missing");
+/// bus.publisher::<u64>("doc/open-error").create()?;
+/// let err = bus.subscriber::<u32>("doc/open-error").open().unwrap_err();
+/// assert!(matches!(err, OpenError::TypeMismatch { .. }), "{err}");
+/// # Ok(()) }
+/// ```
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
@@ -280,6 +362,15 @@ impl OpenError {
 }
 
 /// Why a request to the daemon (list, stats, delete, shutdown) failed.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, ErrorCode, RequestError};
+/// let bus = Bus::embedded()?;
+/// let err: RequestError = bus.delete("doc/request-error/missing").unwrap_err();
+/// assert_eq!(err.code(), Some(ErrorCode::NoSuchTopic));
+/// # Ok(()) }
+/// ```
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
@@ -320,6 +411,18 @@ impl RequestError {
 }
 
 /// Why a wait set or an async wait could not be set up.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{WaitError, WaitSet};
+/// // Making a wait set needs an eventfd; only the open-file limit stands in the way.
+/// match WaitSet::new() {
+///     Ok(_set) => {}
+///     Err(WaitError::TooManyFiles { limit }) => eprintln!("raise `ulimit -n` above {limit}"),
+///     Err(e) => return Err(e.into()),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum WaitError {
@@ -347,6 +450,16 @@ pub enum WaitError {
 }
 
 /// A message longer than the topic's slot.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, SendError, TooLarge};
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<[u8]>("doc/too-large").slot_size(8).create()?;
+/// let err = publisher.publish(&[0; 9]).unwrap_err();
+/// assert_eq!(err, SendError::TooLarge(TooLarge { len: 9, max: 8 }));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("message of {len} bytes does not fit the topic's slot size of {max} bytes")]
 pub struct TooLarge {
@@ -420,10 +533,32 @@ macro_rules! send_errors {
 
 send_errors!(
     /// Why a blocking `loan()` or `publish()` failed.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bus_client::{Bus, SendError};
+    /// let bus = Bus::embedded()?;
+    /// let mut publisher = bus.publisher::<[u8]>("doc/send-error").slot_size(4).create()?;
+    /// assert!(matches!(publisher.publish(b"too long"), Err(SendError::TooLarge(_))));
+    /// # Ok(()) }
+    /// ```
     SendError {}
 );
 send_errors!(
     /// Why a `try_loan()` or `try_send()` failed.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bus_client::{Bus, TrySendError};
+    /// let bus = Bus::embedded()?;
+    /// let mut publisher = bus.publisher::<u8>("doc/try-send-error").capacity(8).create()?;
+    /// let _slow = bus.subscriber::<u8>("doc/try-send-error").open()?;  // never reads
+    /// for n in 0..8 {
+    ///     publisher.try_send(&n)?;
+    /// }
+    /// assert_eq!(publisher.try_send(&8), Err(TrySendError::Full));   // lossless: nothing lost
+    /// # Ok(()) }
+    /// ```
     TrySendError {
         /// Lossless topic: every slot is held by a subscriber that has not caught up. Try
         /// again, or use a waiting send.
@@ -433,6 +568,21 @@ send_errors!(
 );
 send_errors!(
     /// Why a `loan_timeout()` or `send_timeout()` failed.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bus_client::{Bus, SendTimeoutError};
+    /// let bus = Bus::embedded()?;
+    /// let mut publisher = bus.publisher::<u8>("doc/send-timeout-error").capacity(8).create()?;
+    /// let _slow = bus.subscriber::<u8>("doc/send-timeout-error").open()?;  // never reads
+    /// for n in 0..8 {
+    ///     publisher.try_send(&n)?;
+    /// }
+    /// let waited = publisher.send_timeout(&8, Duration::from_millis(10));
+    /// assert_eq!(waited, Err(SendTimeoutError::Timeout));
+    /// # Ok(()) }
+    /// ```
     SendTimeoutError {
         /// No slot freed up before the timeout.
         #[error("timed out waiting for a free slot")]
@@ -503,10 +653,29 @@ macro_rules! recv_errors {
 
 recv_errors!(
     /// Why a blocking `recv()` returned no message.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bus_client::{Bus, RecvError};
+    /// let bus = Bus::embedded()?;
+    /// let mut subscriber = bus.subscriber::<u64>("doc/recv-error").open_or_create()?;
+    /// bus.delete("doc/recv-error")?;                  // closes the topic for its ports
+    /// assert!(matches!(subscriber.recv().err(), Some(RecvError::Closed | RecvError::Evicted)));
+    /// # Ok(()) }
+    /// ```
     RecvError {}
 );
 recv_errors!(
     /// Why a `try_recv()` returned no message.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bus_client::{Bus, TryRecvError};
+    /// let bus = Bus::embedded()?;
+    /// let mut subscriber = bus.subscriber::<u64>("doc/try-recv-error").open_or_create()?;
+    /// assert_eq!(subscriber.try_recv().err(), Some(TryRecvError::Empty));
+    /// # Ok(()) }
+    /// ```
     TryRecvError {
         /// Nothing new yet.
         #[error("no message yet")]
@@ -515,6 +684,17 @@ recv_errors!(
 );
 recv_errors!(
     /// Why a `recv_timeout()` returned no message.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bus_client::{Bus, RecvTimeoutError};
+    /// let bus = Bus::embedded()?;
+    /// let mut subscriber = bus.subscriber::<u64>("doc/recv-timeout-error").open_or_create()?;
+    /// let waited = subscriber.recv_timeout(Duration::from_millis(10));
+    /// assert_eq!(waited.err(), Some(RecvTimeoutError::Timeout));
+    /// # Ok(()) }
+    /// ```
     RecvTimeoutError {
         /// Nothing arrived before the timeout.
         #[error("timed out waiting for a message")]

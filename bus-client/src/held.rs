@@ -20,6 +20,23 @@ use crate::publisher::SampleMut;
 use crate::raw::{RawPublisher, RawSample, RawSubscriber};
 
 /// Why a held port refused a call.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::Bus;
+/// use bus_client::held::{HeldError, HeldSubscriber};
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<[u8]>("doc/held-error").create()?;
+/// let mut held = HeldSubscriber::new(bus.raw_subscriber("doc/held-error").open()?);
+/// publisher.publish(b"one")?;
+/// publisher.publish(b"two")?;
+/// held.try_recv()?;
+/// // The sample of "one" is still held: the port refuses until it is released.
+/// assert!(matches!(held.try_recv(), Err(HeldError::Busy)));
+/// assert!(held.release());
+/// assert_eq!(held.try_recv()?.bytes(), b"two");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HeldError<E> {
     /// A sample (or loan) is still held: release (send or discard) it first.
@@ -31,6 +48,22 @@ pub enum HeldError<E> {
 }
 
 /// A [`RawSubscriber`] that holds at most one received sample between calls.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::Bus;
+/// use bus_client::held::HeldSubscriber;
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<[u8]>("doc/held-sub").create()?;
+/// let mut held = HeldSubscriber::new(bus.raw_subscriber("doc/held-sub").open()?);
+/// publisher.publish(b"kept")?;
+/// held.recv()?;                                // received in one call...
+/// assert_eq!(held.sample().map(|s| s.bytes()), Some(&b"kept"[..]));
+/// assert!(held.port().is_none());             // (the port is busy while a sample is held)
+/// assert!(held.release());                    // ...released in a later one
+/// assert!(held.port().is_some());
+/// # Ok(()) }
+/// ```
 pub struct HeldSubscriber {
     /// Borrows `*port`. Declared (and dropped) first; see the module's invariant.
     sample: Option<RawSample<'static>>,
@@ -150,6 +183,22 @@ impl Drop for HeldSubscriber {
 }
 
 /// A [`RawPublisher`] that holds at most one loaned slot between calls.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::Bus;
+/// use bus_client::held::HeldPublisher;
+/// let bus = Bus::embedded()?;
+/// let mut held = HeldPublisher::new(bus.raw_publisher("doc/held-pub").create(
+///     bus_client::TopicOptions::default().geometry_for(bus_client::TypeInfo::bytes()),
+/// )?);
+/// let mut subscriber = bus.subscriber::<[u8]>("doc/held-pub").open()?;
+/// held.loan()?[..3].copy_from_slice(b"abc");   // loaned in one call...
+/// held.set_len(3).transpose()?;
+/// assert_eq!(held.send(), Some(0));             // ...sent in a later one
+/// assert_eq!(&*subscriber.recv()?, b"abc");
+/// # Ok(()) }
+/// ```
 pub struct HeldPublisher {
     /// Borrows `*port`. Declared (and dropped) first; see the module's invariant.
     loan: Option<SampleMut<'static, [u8]>>,

@@ -9,6 +9,21 @@ use crate::Payload;
 /// `create()` requires an existing topic to have exactly these; `open_or_create()` does only
 /// if some option was set explicitly, and otherwise takes the existing topic's own. `open()`
 /// ignores them.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, Mode, TopicOptions};
+/// let bus = Bus::embedded()?;
+/// let mut options = TopicOptions::default();
+/// options.capacity = Some(32);
+/// options.mode = Mode::Lossy;
+/// let publisher = bus.publisher::<u64>("doc/options").options(options.clone()).create()?;
+/// assert_eq!((publisher.spec().capacity, publisher.spec().mode), (32, Mode::Lossy));
+/// // A raw port states the same options as a geometry for a type known at run time.
+/// let spec = options.geometry_for(bus_client::TypeInfo::bytes());
+/// assert_eq!((spec.capacity, spec.slot_size), (32, 4096));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicOptions {
     /// Slots in the ring, a power of two. Default: as many as fit in 256 KiB of slots, between

@@ -6,6 +6,25 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// A message type. Implemented for every `T: FromBytes + IntoBytes + KnownLayout + Immutable`
 /// (fixed size, checked against the topic's recorded type name, size and alignment) and for
 /// `[u8]` (a byte topic: any length up to the slot size).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, Payload};
+/// use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+///
+/// #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+/// #[repr(C)]
+/// struct Point { x: f32, y: f32 }
+///
+/// assert_eq!(Point::type_info().size, 8);      // recorded in the topic's header
+/// assert_eq!(<[u8]>::type_info().size, 0);     // bytes: any length up to the slot size
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<Point>("doc/payload").create()?;
+/// let mut subscriber = bus.subscriber::<Point>("doc/payload").open()?;
+/// publisher.publish(&Point { x: 1.0, y: 2.0 })?;
+/// assert_eq!(subscriber.recv()?.y, 2.0);
+/// # Ok(()) }
+/// ```
 pub trait Payload: FromBytes + IntoBytes + KnownLayout + Immutable {
     /// The type recorded in the topic header: name, size (0 for bytes), alignment.
     fn type_info() -> TypeInfo;

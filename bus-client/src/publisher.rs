@@ -398,6 +398,22 @@ impl<'a> BytesLoan<'a> {
 /// A loaned slot: dereferences to the `T` in shared memory (lossless topics) or to a private
 /// buffer copied in atomically at send (lossy topics). [`SampleMut::send`] publishes it;
 /// dropping it unsent publishes nothing (subscribers skip it).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, SampleMut};
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<[u8]>("doc/sample-mut").slot_size(64).create()?;
+/// let mut subscriber = bus.subscriber::<[u8]>("doc/sample-mut").open()?;
+/// let mut slot: SampleMut<'_, [u8]> = publisher.loan()?;  // the whole slot, in shared memory
+/// slot[..5].copy_from_slice(b"hello");
+/// slot.set_len(5)?;
+/// assert_eq!(slot.send(), 0);
+/// assert_eq!(&*subscriber.recv()?, b"hello");
+/// drop(publisher.loan()?);                                // dropped unsent: nothing published
+/// assert!(subscriber.try_recv().is_err());
+/// # Ok(()) }
+/// ```
 pub struct SampleMut<'a, T: Payload + ?Sized> {
     loan: BytesLoan<'a>,
     _t: PhantomData<fn(&T)>,

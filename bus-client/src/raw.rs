@@ -62,6 +62,19 @@ impl RawSubscriber {
 
 /// A message of a [`RawSubscriber`]: in the slot (lossless topics, released on drop) or a
 /// validated copy (lossy topics).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, RawSample};
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<u16>("doc/raw-sample").create()?;
+/// let mut raw = bus.raw_subscriber("doc/raw-sample").open()?;
+/// publisher.publish(&0x0102)?;
+/// let sample: RawSample<'_> = raw.recv()?;
+/// assert_eq!((sample.len(), sample.sequence()), (2, 0));
+/// assert_eq!(sample.bytes(), &0x0102u16.to_ne_bytes()[..]);
+/// # Ok(()) }
+/// ```
 pub struct RawSample<'a> {
     got: Got<'a>,
 }
@@ -172,6 +185,17 @@ impl RawPublisher {
 }
 
 /// Opens a [`RawSubscriber`]; see [`Bus::raw_subscriber`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, RawSubscriberBuilder, StartAt};
+/// let bus = Bus::embedded()?;
+/// bus.publisher::<u64>("doc/raw-sub-builder").create()?;
+/// let builder: RawSubscriberBuilder<'_> = bus.raw_subscriber("doc/raw-sub-builder");
+/// let raw = builder.start_at(StartAt::Oldest).open()?;   // whatever type the topic carries
+/// assert_eq!(raw.spec().type_info.size, 8);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct RawSubscriberBuilder<'b> {
     pub(crate) bus: &'b Bus,
@@ -226,6 +250,17 @@ impl RawSubscriberBuilder<'_> {
 }
 
 /// Opens a [`RawPublisher`]; see [`Bus::raw_publisher`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, RawPublisherBuilder, TopicOptions, TypeInfo};
+/// let bus = Bus::embedded()?;
+/// let spec = TopicOptions::default().geometry_for(TypeInfo::bytes());
+/// let builder: RawPublisherBuilder<'_> = bus.raw_publisher("doc/raw-pub-builder");
+/// let mut raw = builder.create(spec)?;
+/// raw.publish(b"any length up to the slot")?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct RawPublisherBuilder<'b> {
     pub(crate) bus: &'b Bus,

@@ -308,6 +308,19 @@ impl<T: Payload + ?Sized> Subscriber<T> {
 
 /// A received message. On a lossless topic it points straight into the slot, and the slot is
 /// not reused until the sample is dropped; on a lossy topic it is a validated copy.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, Sample};
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<[u32; 2]>("doc/sample").create()?;
+/// let mut subscriber = bus.subscriber::<[u32; 2]>("doc/sample").open()?;
+/// publisher.publish(&[3, 4])?;
+/// let sample: Sample<'_, [u32; 2]> = subscriber.recv()?;
+/// assert_eq!((*sample, sample.sequence(), sample.bytes().len()), ([3, 4], 0, 8));
+/// drop(sample);                                // the slot goes back to the publishers
+/// # Ok(()) }
+/// ```
 pub struct Sample<'a, T: Payload + ?Sized> {
     got: Got<'a>,
     _t: PhantomData<fn() -> Box<T>>,
@@ -340,6 +353,27 @@ impl<T: Payload + ?Sized> Deref for Sample<'_, T> {
 }
 
 /// The messages of a [`Subscriber`], one sample at a time; see [`Subscriber::iter`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, Iter};
+/// let bus = Bus::embedded()?;
+/// let mut subscriber = bus.subscriber::<u8>("doc/iter").open_or_create()?;
+/// let mut publisher = bus.publisher::<u8>("doc/iter").open()?;
+/// for n in 1..=3 {
+///     publisher.publish(&n)?;
+/// }
+/// let mut iter: Iter<'_, u8> = subscriber.iter();
+/// let mut sum = 0;
+/// while let Some(sample) = iter.next() {       // blocks for each next message
+///     sum += *sample?;
+///     if sum == 6 {
+///         break;
+///     }
+/// }
+/// assert_eq!(sum, 6);
+/// # Ok(()) }
+/// ```
 pub struct Iter<'a, T: Payload + ?Sized> {
     sub: &'a mut Subscriber<T>,
     done: bool,

@@ -34,6 +34,19 @@ use crate::wake::{Efd, Registration};
 use crate::{Payload, Publisher, RawPublisher, RawSubscriber, Subscriber};
 
 /// Which attachment of a [`WaitSet`] is ready: compare with [`Attachment::id`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::{Duration, Instant};
+/// use bus_client::{AttachmentId, WaitSet};
+/// let mut set = WaitSet::new()?;
+/// let soon = set.attach_deadline(Instant::now());
+/// let later = set.attach_deadline(Instant::now() + Duration::from_secs(3600));
+/// let ready: Vec<AttachmentId> = set.wait(Some(Duration::from_secs(5)))?.to_vec();
+/// assert_eq!(ready, [soon.id()]);
+/// assert_ne!(soon.id(), later.id());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AttachmentId {
     index: usize,
@@ -41,6 +54,18 @@ pub struct AttachmentId {
 }
 
 /// One attachment of a [`WaitSet`]. Dropping it detaches it (and gives its wake slot back).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use bus_client::{Attachment, WaitSet};
+/// let mut set = WaitSet::new()?;
+/// let tick: Attachment = set.attach_interval(Duration::from_millis(1));
+/// assert_eq!(set.wait(Some(Duration::from_secs(5)))?, [tick.id()]);
+/// drop(tick);                                  // detached: nothing is left to wake the set
+/// assert!(set.wait(Some(Duration::from_millis(10)))?.is_empty());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Attachment {
     id: AttachmentId,

@@ -22,7 +22,7 @@ use crate::sync::AtomicU32;
 ///
 /// Publishing and releasing must not pay a `SeqCst` fence per message, yet a thread about to
 /// sleep (or a second publisher taking over from a solo one) must never miss a change made
-/// just before. The hot side (the ringer) runs [`crate::sync::light_barrier`], a compiler
+/// just before. The hot side (the ringer) runs `sync::light_barrier`, a compiler
 /// fence, between its store and its load; the rare side runs [`Doorbell::heavy_barrier`],
 /// which makes every thread of every registered process pass a full memory barrier. Then one
 /// of the two always sees the other's store, exactly as with two `SeqCst` fences. A process

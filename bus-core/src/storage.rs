@@ -14,7 +14,7 @@ use crate::sync::AtomicU64;
 /// # Safety
 /// Implementors guarantee that every reference they return points to memory that stays valid
 /// for the lifetime of `&self`, that `slot(i)`, `payload*(i)` are valid for every
-/// `i < capacity`, that a payload is at least `slot_size` bytes and `payload_words` at least
+/// `i < capacity` and panic for any other `i` (never reaching outside the ring), that a payload is at least `slot_size` bytes and `payload_words` at least
 /// `slot_size.div_ceil(8)` words (and `slot_size.div_ceil(16) * 2` when they are 16-byte
 /// aligned: the lossy copies then move whole 16-byte units), and that distinct indices never
 /// overlap.
@@ -190,22 +190,43 @@ mod raw {
             &self.region
         }
 
+        /// A shared reference to the `T` at `offset` in the region.
+        ///
+        /// # Safety
+        /// `offset .. offset + size_of::<T>()` must lie inside the region, and `offset` must be
+        /// aligned for `T`: in practice an offset that the validated [`Layout`] computed for an
+        /// index below its table's length (the control block, an entry, a slot header). `T`
+        /// must be valid for every bit pattern and shared through atomics only (the control
+        /// block, the entries and the slot headers are made of atomics), so that a reference
+        /// to it may alias the memory other processes write.
         #[inline]
-        fn at<T>(&self, offset: u64) -> &T {
+        unsafe fn at<T>(&self, offset: u64) -> &T {
             debug_assert!(offset as usize + std::mem::size_of::<T>() <= self.region.len());
             debug_assert!((offset as usize).is_multiple_of(std::mem::align_of::<T>()));
-            // SAFETY: callers pass offsets computed by the validated layout, which lie inside
-            // the region (validated against its length) and are aligned for `T` (the layout
-            // aligns control to a page, entries to 128 bytes, slots to 64 bytes). `T` is made
-            // only of atomics, valid for any bit pattern, and shared access to atomics is sound.
+            // SAFETY: the caller guarantees that the offset lies inside the region, which is
+            // valid for reads for as long as `self` lives and never moves (`Region`), and is
+            // aligned for `T`; `T` is made only of atomics, valid for any bit pattern, and
+            // shared access to atomics is sound.
             unsafe { &*(self.base.as_ptr().add(offset as usize) as *const T) }
         }
 
+        /// The start of slot `index`'s payload. Panics unless `index` is below the capacity.
+        ///
+        /// This is on every send and receive, and the assert stays in release builds: it is
+        /// one compare against a value already in cache, which the ring's own index (masked
+        /// with `capacity - 1`) always passes, so the branch is never taken and predicted as
+        /// such; it is what keeps a bad index from any caller (the safe `Storage` methods take
+        /// a plain `usize`) from ever becoming a pointer outside the segment.
         #[inline]
         fn payload_ptr(&self, index: usize) -> *mut u8 {
-            debug_assert!(index < self.layout.geometry.capacity as usize);
+            assert!(
+                index < self.layout.geometry.capacity as usize,
+                "payload index {index} out of range (capacity {})",
+                self.layout.geometry.capacity
+            );
             let offset = self.layout.slot_offset(index) + self.layout.payload_offset;
-            // SAFETY: index < capacity, so the payload lies inside the validated segment.
+            // SAFETY: index < capacity (asserted above), so the payload, `payload_offset` into
+            // slot `index`, lies inside the validated segment, which lies inside the region.
             unsafe { self.base.as_ptr().add(offset as usize) }
         }
     }
@@ -216,7 +237,7 @@ mod raw {
     unsafe impl<R: Region> Sync for RawStorage<R> {}
 
     // SAFETY: every offset comes from the validated layout, which lies inside the region; slot
-    // indices are below the capacity (asserted in debug builds, guaranteed by the ring's mask);
+    // indices are below the capacity (asserted in `slot` and `payload_ptr`, in every build);
     // payloads are `slot_size` bytes at `payload_offset` and slots do not overlap (stride >=
     // payload_offset + slot_size). `payload_offset` is a multiple of 16 and the stride a multiple
     // of 64, so the word view is 16-byte aligned and `stride - payload_offset`, a multiple of 16,
@@ -237,30 +258,51 @@ mod raw {
 
         #[inline]
         fn control(&self) -> &Control {
-            self.at(CONTROL_OFFSET)
+            // SAFETY: the control block sits at a fixed, page-aligned offset inside every
+            // validated segment (the region is at least `total_len` bytes, checked in `open`).
+            unsafe { self.at(CONTROL_OFFSET) }
         }
 
         #[inline]
         fn publisher(&self, index: usize) -> Option<&PublisherEntry> {
-            (index < self.layout.geometry.max_publishers as usize)
-                .then(|| self.at(self.layout.publisher_offset(index)))
+            (index < self.layout.geometry.max_publishers as usize).then(|| {
+                // SAFETY: index < max_publishers (checked just above), so the entry's offset,
+                // computed by the validated layout, lies inside the region and is aligned to
+                // the entries' 128 bytes.
+                unsafe { self.at(self.layout.publisher_offset(index)) }
+            })
         }
 
         #[inline]
         fn subscriber(&self, index: usize) -> Option<&SubscriberEntry> {
-            (index < self.layout.geometry.max_subscribers as usize)
-                .then(|| self.at(self.layout.subscriber_offset(index)))
+            (index < self.layout.geometry.max_subscribers as usize).then(|| {
+                // SAFETY: index < max_subscribers (checked just above), so the entry's offset,
+                // computed by the validated layout, lies inside the region and is aligned to
+                // the entries' 128 bytes.
+                unsafe { self.at(self.layout.subscriber_offset(index)) }
+            })
         }
 
         #[inline]
         fn waker(&self, index: usize) -> Option<&WakeEntry> {
-            (index < WAKE_SLOTS).then(|| self.at(self.layout.waker_offset(index)))
+            (index < WAKE_SLOTS).then(|| {
+                // SAFETY: index < WAKE_SLOTS (checked just above), the length of the wake
+                // table the validated layout places inside the region, aligned for its entries.
+                unsafe { self.at(self.layout.waker_offset(index)) }
+            })
         }
 
         #[inline]
         fn slot(&self, index: usize) -> &SlotHeader {
-            assert!(index < self.layout.geometry.capacity as usize);
-            self.at(self.layout.slot_offset(index))
+            assert!(
+                index < self.layout.geometry.capacity as usize,
+                "slot index {index} out of range (capacity {})",
+                self.layout.geometry.capacity
+            );
+            // SAFETY: index < capacity (asserted just above), so the slot header, at the start
+            // of slot `index` in the validated layout, lies inside the region and is aligned
+            // to the slots' 64 bytes.
+            unsafe { self.at(self.layout.slot_offset(index)) }
         }
 
         #[inline]

@@ -8,9 +8,9 @@
 //!
 //! * Opaque handles: `shmbus_bus` ([`bus`]), `shmbus_publisher` ([`publisher`]),
 //!   `shmbus_subscriber` ([`subscriber`]), `shmbus_waitset` ([`waitset`]); how a pointer
-//!   from C is checked is in [`handle`].
+//!   from C is checked is in `handle`.
 //! * Every function returns a status code ([`status`]); `shmbus_last_error_message()` is the
-//!   text, per thread. No panic crosses into C: every body runs in [`status::guard`].
+//!   text, per thread. No panic crosses into C: every body runs in `status::guard`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

@@ -1,6 +1,6 @@
 //! Status codes, the thread-local last error message, and the one wrapper every exported
-//! function runs its body in ([`guard`]): it catches panics, so none crosses into C, and turns
-//! an [`Error`] into a status code plus a message.
+//! function runs its body in (`guard`): it catches panics, so none crosses into C, and turns
+//! an `Error` into a status code plus a message.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};

@@ -3,11 +3,11 @@
 //! PyO3 bindings over `bus-client`'s raw ports (no second implementation of the protocol or
 //! the ring), built into a wheel by maturin (`pip install ./bus-python`).
 //!
-//! * [`bus`]: `shmbus.Bus` (`connect`, `embedded`, `publisher`, `subscriber`).
-//! * [`publisher`]: `Publisher` (`publish`, `loan`) and `Loan` (a writable view of a slot).
-//! * [`subscriber`]: `Subscriber` (`recv`, iteration) and `Sample` (a read-only, zero-copy
+//! * `bus`: `shmbus.Bus` (`connect`, `embedded`, `publisher`, `subscriber`).
+//! * `publisher`: `Publisher` (`publish`, `loan`) and `Loan` (a writable view of a slot).
+//! * `subscriber`: `Subscriber` (`recv`, iteration) and `Sample` (a read-only, zero-copy
 //!   view of a slot); its module doc explains how long a sample lives.
-//! * [`errors`]: one exception per kind of failure; [`exports`]: buffers shared with Python.
+//! * `errors`: one exception per kind of failure; `exports`: buffers shared with Python.
 //!
 //! The GIL is released whenever a call may wait. `docs/python.md` is the guide.
 

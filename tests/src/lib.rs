@@ -255,7 +255,7 @@ pub fn shm_entries_containing(needle: &str) -> Vec<String> {
     v
 }
 
-/// The scheduler state letter of a process (`R`, `S`, `D`, `Z`, ...) from /proc/<pid>/stat.
+/// The scheduler state letter of a process (`R`, `S`, `D`, `Z`, ...) from `/proc/<pid>/stat`.
 pub fn proc_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain anything; the state follows the last ')'.

@@ -218,6 +218,18 @@ impl Receiver {
 }
 
 /// The future of [`Subscriber::recv_async`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, RecvFuture};
+/// let bus = Bus::embedded()?;
+/// let mut subscriber = bus.subscriber::<u32>("doc/recv-future").open_or_create()?;
+/// bus.publisher::<u32>("doc/recv-future").open()?.publish(&5)?;
+/// let future: RecvFuture<'_, u32> = subscriber.recv_async();
+/// assert_eq!(*future.await?, 5);
+/// # Ok(()) }
+/// ```
 pub struct RecvFuture<'a, T: Payload + ?Sized> {
     sub: Option<&'a mut Subscriber<T>>,
 }
@@ -307,6 +319,19 @@ impl RawSubscriber {
 }
 
 /// The future of [`RawSubscriber::recv_async`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, RawRecvFuture};
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<[u8]>("doc/raw-recv-future").create()?;
+/// let mut subscriber = bus.raw_subscriber("doc/raw-recv-future").open()?;
+/// publisher.publish(b"hi")?;
+/// let future: RawRecvFuture<'_> = subscriber.recv_async();
+/// assert_eq!(future.await?.bytes(), b"hi");
+/// # Ok(()) }
+/// ```
 pub struct RawRecvFuture<'a> {
     sub: Option<&'a mut RawSubscriber>,
 }

@@ -94,6 +94,21 @@ impl<T: Payload + ?Sized> Publisher<T> {
 }
 
 /// The future of [`Publisher::loan_async`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, LoanFuture};
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<u64>("doc/loan-future").create()?;
+/// let mut subscriber = bus.subscriber::<u64>("doc/loan-future").open()?;
+/// let future: LoanFuture<'_, u64> = publisher.loan_async();
+/// let mut slot = future.await?;         // waits only while every slot is unread
+/// *slot = 11;
+/// slot.send();
+/// assert_eq!(*subscriber.try_recv()?, 11);
+/// # Ok(()) }
+/// ```
 pub struct LoanFuture<'a, T: Payload + ?Sized> {
     publisher: Option<&'a mut Publisher<T>>,
 }
@@ -129,6 +144,19 @@ impl<T: Payload + ?Sized> Drop for LoanFuture<'_, T> {
 }
 
 /// The future of [`Publisher::send_async`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bus_client::{Bus, SendFuture};
+/// let bus = Bus::embedded()?;
+/// let mut publisher = bus.publisher::<u64>("doc/send-future").create()?;
+/// let mut subscriber = bus.subscriber::<u64>("doc/send-future").open()?;
+/// let future: SendFuture<'_, u64> = publisher.send_async(&12);
+/// assert_eq!(future.await?, 0);         // the message's sequence number
+/// assert_eq!(*subscriber.try_recv()?, 12);
+/// # Ok(()) }
+/// ```
 pub struct SendFuture<'a, T: Payload + ?Sized> {
     publisher: &'a mut Publisher<T>,
     value: &'a T,

@@ -14,6 +14,25 @@ use crate::{Payload, Subscriber};
 /// for bytes); see [`Subscriber::stream`] and [`Subscriber::into_stream`]. It ends when the
 /// topic is closed and drained; `Lagged` comes as an item and reading goes on; `Evicted` is
 /// the last item.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::pin::Pin;
+/// use futures_core::Stream;
+/// use bus_client::{Bus, Messages, Subscriber};
+/// let bus = Bus::embedded()?;
+/// let subscriber = bus.subscriber::<u64>("doc/messages").open_or_create()?;
+/// let mut publisher = bus.publisher::<u64>("doc/messages").open()?;
+/// publisher.publish(&1)?;
+/// publisher.publish(&2)?;
+/// let mut messages: Messages<Subscriber<u64>, u64> = subscriber.into_stream();
+/// for expected in [1, 2] {
+///     let next = std::future::poll_fn(|cx| Pin::new(&mut messages).poll_next(cx)).await;
+///     assert_eq!(next.transpose()?, Some(expected));
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Messages<S: BorrowMut<Subscriber<T>>, T: Payload + ?Sized> {
     /// `None` only once `into_inner` took it.
     sub: Option<S>,

@@ -53,6 +53,22 @@ impl WaitSet {
 }
 
 /// The future of [`WaitSet::wait_async`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use bus_client::{Bus, WaitFuture, WaitSet};
+/// let bus = Bus::embedded()?;
+/// let mut subscriber = bus.subscriber::<u64>("doc/wait-future").open_or_create()?;
+/// let mut set = WaitSet::new()?;
+/// let attached = set.attach_subscriber(&subscriber)?;
+/// bus.publisher::<u64>("doc/wait-future").open()?.publish(&3)?;
+/// let future: WaitFuture<'_> = set.wait_async(Some(Duration::from_secs(5)));
+/// assert_eq!(future.await?, [attached.id()]);
+/// assert_eq!(*subscriber.try_recv()?, 3);
+/// # Ok(()) }
+/// ```
 pub struct WaitFuture<'a> {
     set: Option<&'a mut WaitSet>,
     deadline: Option<Instant>,

@@ -549,7 +549,7 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
     /// The join protocol: publish a protective cursor no later than where we will start, mark
     /// the entry active, SeqCst fence, then read `claim` (and, for `StartAt::Oldest` in lossless
     /// mode, the other active cursors) and choose the start, which only moves the cursor
-    /// forward. A publisher whose [`Ring::gate`] scan missed this entry read `claim` and the
+    /// forward. A publisher whose `Ring::gate` scan missed this entry read `claim` and the
     /// cursors it used before its fence, which precedes ours, so its limit is at most our
     /// `claim`, and at most any cursor as we read it, plus the capacity: it cannot overwrite
     /// anything at or after where we start.

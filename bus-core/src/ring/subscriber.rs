@@ -44,6 +44,10 @@ pub enum RecvError {
     /// Zero-copy samples are for lossless topics; use `try_recv_into` on lossy ones.
     #[error("zero-copy samples are only available on lossless topics; copy with recv_into")]
     WrongMode,
+    /// The [`Ready`] ticket was issued by another port (of this ring or another one): a ticket
+    /// can only be redeemed by the port whose [`SubscriberPort::next_ready`] issued it.
+    #[error("this ticket was issued by another subscriber port")]
+    ForeignTicket,
 }
 
 /// A message copied out of the ring (see [`SubscriberPort::try_recv_copy`]).
@@ -64,16 +68,27 @@ unsafe impl<S: Storage, D: Doorbell> Send for SubscriberPort<S, D> {}
 unsafe impl<S: Storage, D: Doorbell> Sync for SubscriberPort<S, D> {}
 
 /// A message ready to be read: found by [`SubscriberPort::next_ready`], read by
-/// [`SubscriberPort::take`] (in place) or [`SubscriberPort::take_copy`]. It borrows nothing, so
-/// a caller can look for a message, wait, look again, and take the one it found without
-/// polling the ring twice. A ticket is good only for the port that issued it, and only until
-/// the port moves on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// [`SubscriberPort::take`] (in place) or [`SubscriberPort::take_copy`], which consume it. It
+/// borrows nothing, so a caller can look for a message, wait, look again, and take the one it
+/// found without polling the ring twice.
+///
+/// A ticket is good only for the port that issued it, and only until that port moves on. This
+/// is checked when it is redeemed, not by the borrow checker: a ticket that borrowed its port
+/// could not be found in one branch of a loop and redeemed for the port's whole lifetime in
+/// another (the async futures and the client's receive loop do exactly that). The ticket
+/// therefore carries its port's identity (a number no other port of the process shares) and
+/// names its message by sequence only: the slot is recomputed from the sequence by this
+/// ring's mask and the length checked against this ring's slot size, so no ticket can point
+/// outside the ring that redeems it. Another port's ticket is [`RecvError::ForeignTicket`].
+///
+/// It is neither `Copy` nor `Clone`: redeeming it uses it up.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Ready {
     seq: u64,
-    slot: usize,
     len: usize,
     publisher: u32,
+    /// The [`SubscriberPort::id`] of the port that issued the ticket.
+    port: u64,
 }
 
 impl Ready {
@@ -88,9 +103,16 @@ impl Ready {
     }
 }
 
+/// Port identities for tickets: every [`SubscriberPort`] of the process takes the next one.
+/// (A plain std atomic, also under loom: it only hands out distinct numbers and orders
+/// nothing.)
+static NEXT_PORT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// A subscriber's handle on a ring. It can move between threads.
 pub struct SubscriberPort<S, D> {
     ring: Arc<Ring<S, D>>,
+    /// This port's identity, unique in the process: the tickets it issues carry it.
+    id: u64,
     index: usize,
     generation: u64,
     /// Our entry in the subscriber table (inside `ring`'s storage, which `ring` keeps alive
@@ -118,8 +140,10 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
         let next = entry.cursor.load(Ordering::Acquire);
         let entry = NonNull::from(entry);
         let light = ring.doorbell.register_light();
+        let id = NEXT_PORT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(SubscriberPort {
             ring,
+            id,
             index,
             generation,
             entry,
@@ -230,9 +254,9 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
                 }
                 return Ok(Ready {
                     seq: s,
-                    slot: slot_index,
                     len,
                     publisher,
+                    port: self.id,
                 });
             }
             if st == stamp::pack(s, stamp::SKIPPED) {
@@ -370,7 +394,7 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
                     // SAFETY: lossless mode; message `r.seq` is committed (acquire in `poll`)
                     // and the shared cursor, at most `r.seq` until the store below, keeps every
                     // publisher off the slot. The view ends before that store.
-                    let payload = unsafe { ring.storage.payload(r.slot, r.len) };
+                    let payload = unsafe { ring.storage.payload(ring.slot_index(r.seq), r.len) };
                     f(r.seq.saturating_sub(first), &payload);
                     drop(payload);
                     // Released (stored) once, below.
@@ -401,25 +425,47 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
         }
     }
 
+    /// This port's identity: a number no other subscriber port of the process has, carried
+    /// by the [`Ready`] tickets it issues.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Check that `ready` is this port's ticket for its next message: `ForeignTicket` if
+    /// another port issued it, `Empty` if this port moved on since.
+    fn redeemable(&self, ready: &Ready) -> Result<(), RecvError> {
+        if ready.port != self.id {
+            return Err(RecvError::ForeignTicket);
+        }
+        if ready.seq != self.next {
+            return Err(RecvError::Empty);
+        }
+        // `poll` only issues lengths up to the slot size; checked again so that a ticket can
+        // never name more than this ring's slots hold, whatever its history.
+        if ready.len > self.ring.slot_size {
+            return Err(RecvError::ForeignTicket);
+        }
+        Ok(())
+    }
+
     /// Take the message `ready` names, in place (lossless topics): `Empty` if the ticket is not
-    /// for this port's next message (the port moved on since it was issued).
+    /// for this port's next message (the port moved on since it was issued), `ForeignTicket`
+    /// if another port issued it.
     pub fn take(&mut self, ready: Ready) -> Result<Sample<'_, S, D>, RecvError> {
         if self.ring.mode != Mode::Lossless {
             return Err(RecvError::WrongMode);
         }
-        if ready.seq != self.next {
-            return Err(RecvError::Empty);
-        }
-        // The ticket was issued by `poll` for `self.next`, which only this port moves: the
-        // message is committed and our cursor still protects it.
+        self.redeemable(&ready)?;
+        // The ticket was issued by this port's `poll` for `self.next`, which only this port
+        // moves (and only forward): the message is committed and our cursor still protects it.
         Ok(Sample { port: self, ready })
     }
 
-    /// Copy the message `ready` names into `buf` (both modes; validated on lossy topics).
+    /// Copy the message `ready` names into `buf` (both modes; validated on lossy topics):
+    /// `Empty` if the port moved on since it issued the ticket, `ForeignTicket` if another port
+    /// issued it.
     pub fn take_copy(&mut self, ready: Ready, buf: &mut [u8]) -> Result<Received, RecvError> {
-        if ready.seq != self.next {
-            return Err(RecvError::Empty);
-        }
+        self.redeemable(&ready)?;
         let publisher = ready.publisher;
         self.copy_out(ready, buf).map(|(sequence, len)| Received {
             sequence,
@@ -494,24 +540,25 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
         }
         let ring = &*self.ring;
         let first = ring.first_sequence();
+        let slot = ring.slot_index(r.seq);
         match ring.mode {
             Mode::Lossless => {
                 // SAFETY: lossless mode; message `r.seq` is committed (acquire in `poll`) and
                 // our cursor, still at `r.seq`, keeps every publisher off the slot until
                 // `advance` below.
-                let payload = unsafe { ring.storage.payload(r.slot, r.len) };
+                let payload = unsafe { ring.storage.payload(slot, r.len) };
                 buf[..r.len].copy_from_slice(&payload);
                 drop(payload);
             }
             Mode::Lossy => {
                 // SAFETY: lossy mode, which reads and writes payloads only through atomic
                 // words and never makes a plain view of a payload.
-                let words = unsafe { ring.storage.payload_words(r.slot) };
+                let words = unsafe { ring.storage.payload_words(slot) };
                 super::words::load(words, &mut buf[..r.len]);
                 // Seqlock reader: our payload loads happen before the re-check below; if any of
                 // them saw a newer writer's store, the re-check sees its WRITING stamp.
                 fence(Ordering::Acquire);
-                let now = ring.storage.slot(r.slot).stamp.load(Ordering::Relaxed);
+                let now = ring.storage.slot(slot).stamp.load(Ordering::Relaxed);
                 if now != stamp::pack(r.seq, stamp::COMMITTED) {
                     return Err(self.lag(r.seq));
                 }
@@ -564,7 +611,10 @@ impl<S: Storage, D: Doorbell> Sample<'_, S, D> {
         // SAFETY: lossless mode (checked when the sample was made); the message is committed
         // (acquire in `poll`) and our cursor stays at its sequence until the sample drops, so
         // no publisher writes the slot while this view (tied to `&self`) lives.
-        unsafe { ring.storage.payload(self.ready.slot, self.ready.len) }
+        unsafe {
+            ring.storage
+                .payload(ring.slot_index(self.ready.seq), self.ready.len)
+        }
     }
 }
 

@@ -1199,22 +1199,87 @@ fn a_ticket_takes_the_message_it_names_once_and_skips_lengths_not_accepted() {
         let t = s.next_ready(|len| len == 4).unwrap();
         assert_eq!((t.len(), s.corrupt()), (4, 1));
         // Asking again names the same message: nothing was consumed.
-        assert_eq!(s.next_ready(|len| len == 4), Ok(t));
+        let again = s.next_ready(|len| len == 4).unwrap();
+        assert_eq!(again, t);
         let mut buf = [0u8; 16];
         match mode {
             Mode::Lossless => {
                 let sample = s.take(t).unwrap();
                 assert_eq!((sample.sequence(), sample.bytes()), (1, &b"four"[..]));
+                drop(sample);
+                // The port moved on: its other ticket for the message just taken is stale.
+                assert_eq!(s.take_copy(again, &mut buf).err(), Some(RecvError::Empty));
             }
             Mode::Lossy => {
                 assert_eq!(s.take(t).err(), Some(RecvError::WrongMode));
-                let r = s.take_copy(t, &mut buf).unwrap();
+                let r = s.take_copy(again, &mut buf).unwrap();
                 assert_eq!((r.sequence, &buf[..r.len]), (1, &b"four"[..]));
             }
         }
-        // The port moved on: the old ticket is stale.
-        assert_eq!(s.take_copy(t, &mut buf).err(), Some(RecvError::Empty));
         assert_eq!(s.next_ready(|_| true), Err(RecvError::Empty));
+    }
+}
+
+/// Publish `n` messages of `len` bytes on `ring` and receive them all with `s`.
+fn pass_through(ring: &Arc<HeapRing>, s: &mut Sub, n: usize, len: usize) {
+    let mut p = publisher(ring);
+    let mut buf = vec![0u8; len];
+    for i in 0..n {
+        p.try_send(&vec![i as u8; len]).unwrap();
+        s.try_recv_into(&mut buf).unwrap();
+    }
+    p.detach().unwrap();
+}
+
+#[test]
+fn a_ticket_redeemed_by_another_port_is_foreign_and_reads_nothing() {
+    for mode in [Mode::Lossless, Mode::Lossy] {
+        // The issuer: 64 slots of 4 KiB. Its next message is sequence 103, in slot 39, and
+        // 4000 bytes long.
+        let big = ring_with(mode, 64, 4096, 1, 1);
+        let mut issuer = subscriber(&big, StartAt::Latest);
+        pass_through(&big, &mut issuer, 39, 8);
+        publisher(&big).try_send(&[7u8; 4000]).unwrap();
+        let ticket = issuer.next_ready(|_| true).unwrap();
+        assert_eq!(ticket.len(), 4000);
+
+        // Another ring, 2 slots of 16 bytes, whose port waits for the very same sequence: only
+        // the ticket's port identity tells them apart. Slot 39 and 4000 bytes lie far outside
+        // this ring.
+        let small = ring_with(mode, 2, 16, 1, 2);
+        let mut other = subscriber(&small, StartAt::Latest);
+        pass_through(&small, &mut other, 101, 8);
+        let mut twin = subscriber(&small, StartAt::Latest);
+        publisher(&small).try_send(b"small").unwrap();
+        let mut buf = vec![0u8; 4096];
+        if mode == Mode::Lossless {
+            assert_eq!(other.take(ticket).err(), Some(RecvError::ForeignTicket));
+        } else {
+            assert_eq!(
+                other.take_copy(ticket, &mut buf).err(),
+                Some(RecvError::ForeignTicket)
+            );
+        }
+
+        // Another port of the same ring, at the same sequence: foreign too.
+        let mine = other.next_ready(|_| true).unwrap();
+        let theirs = twin.next_ready(|_| true).unwrap();
+        assert_ne!(mine, theirs, "each port's ticket carries its own identity");
+        assert_eq!(
+            twin.take_copy(mine, &mut buf).err(),
+            Some(RecvError::ForeignTicket)
+        );
+
+        // Refused tickets consumed nothing: each port still takes its own message, once.
+        assert_eq!(twin.take_copy(theirs, &mut buf).unwrap().len, 5);
+        assert_eq!(&buf[..5], b"small");
+        let mine = other.next_ready(|_| true).unwrap();
+        let r = other.take_copy(mine, &mut buf).unwrap();
+        assert_eq!((r.sequence, &buf[..r.len]), (101, &b"small"[..]));
+        let ticket = issuer.next_ready(|_| true).unwrap();
+        let r = issuer.take_copy(ticket, &mut buf).unwrap();
+        assert_eq!((r.sequence, &buf[..r.len]), (39, &[7u8; 4000][..]));
+        assert_eq!(issuer.next_ready(|_| true), Err(RecvError::Empty));
     }
 }
 
