@@ -62,6 +62,7 @@ mod port;
 mod publisher;
 mod raw;
 mod subscriber;
+mod topic_watch;
 mod waitset;
 mod wake;
 
@@ -84,6 +85,7 @@ pub use payload::Payload;
 pub use publisher::{Publisher, SampleMut};
 pub use raw::{RawPublisher, RawPublisherBuilder, RawSample, RawSubscriber, RawSubscriberBuilder};
 pub use subscriber::{Iter, Sample, Subscriber};
+pub use topic_watch::{TopicEvent, TopicWatch, TopicWatchBuilder, WatchError};
 pub use waitset::{Attachment, AttachmentId, WaitSet};
 
 /// Ports and the bus move between threads.
