@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bus_client::Bus;
+use bus_client::{Bus, StartAt, TopicEvent, TopicWatch, WatchError};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 use zenoh::{Session, Wait};
@@ -142,29 +142,87 @@ pub fn run(settings: Settings) -> Result<(), BridgeError> {
     Ok(())
 }
 
-/// The scanner: read the topic list every `scan_interval`, print the counters every
-/// `stats_interval`, until the bridge stops.
+/// Watches at most this many export patterns one by one; more are watched as `**` and
+/// filtered by the exporter.
+const MAX_PATTERN_WATCHES: usize = 8;
+
+/// How often the scanner looks at the stop flag while nothing happens.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// The export patterns as watches: each matching local topic, those that exist and those
+/// created later, is announced with a subscriber attached (from its first message for a new
+/// one: the daemon attaches it before the creator may publish).
+fn watch_exports(ctx: &Ctx) -> Result<Vec<TopicWatch>, String> {
+    let export = &ctx.settings.export;
+    let patterns: Vec<&str> = if export.len() <= MAX_PATTERN_WATCHES {
+        export.iter().map(|p| p.as_str()).collect()
+    } else {
+        vec!["**"]
+    };
+    patterns
+        .into_iter()
+        .map(|p| {
+            ctx.bus
+                .watch_topics(p)
+                .existing(StartAt::Latest)
+                .wait(ctx.settings.wait.strategy())
+                .open()
+                .map_err(|e| format!("watching local topics {p}: {e}"))
+        })
+        .collect()
+}
+
+/// The scanner: start an exporter for each local topic the export patterns' watches announce,
+/// print the counters every `stats_interval`, until the bridge stops. Nothing is polled: the
+/// daemon announces the topics.
 fn scan(ctx: &Ctx, exports: &Exports) {
     let mut last_stats = Instant::now();
+    let mut watches: Vec<TopicWatch> = Vec::new();
     let mut failing = false;
     while !ctx.stopping() {
-        if ctx.settings.export.is_empty() {
-            // Nothing to export: the list is not needed.
-        } else {
-            match ctx.bus.list() {
-                Ok(topics) => {
+        if watches.is_empty() && !ctx.settings.export.is_empty() {
+            match watch_exports(ctx) {
+                Ok(w) => {
                     if failing {
                         tracing::info!("the daemon answers again");
                         failing = false;
                     }
-                    exports.scan(&topics);
+                    watches = w;
                 }
-                Err(e) if !failing => {
-                    tracing::warn!("listing the local topics: {e}; trying again");
-                    failing = true;
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!("{e}; trying again");
+                        failing = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                    continue;
                 }
-                Err(_) => {}
             }
+        }
+        let wait = match ctx.settings.stats_interval {
+            Some(every) => every.saturating_sub(last_stats.elapsed()).min(STOP_CHECK),
+            None => STOP_CHECK,
+        };
+        let ready = readable(&watches, wait);
+        let mut ended = false;
+        for (w, _) in watches.iter_mut().zip(&ready).filter(|(_, r)| **r) {
+            loop {
+                match w.try_recv() {
+                    Ok(Some(TopicEvent::Created(sub))) => exports.offer(*sub),
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(WatchError::Open(e)) => exports.refuse(e.topic(), &e.to_string()),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if ended {
+            // The daemon stopped or restarted: watch again.
+            watches.clear();
         }
         if let Some(every) = ctx.settings.stats_interval {
             if last_stats.elapsed() >= every {
@@ -172,9 +230,30 @@ fn scan(ctx: &Ctx, exports: &Exports) {
                 last_stats = Instant::now();
             }
         }
-        let until = Instant::now() + ctx.settings.scan_interval;
-        while !ctx.stopping() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10).min(ctx.settings.scan_interval));
-        }
+    }
+}
+
+/// Which of `watches` have something to read, waiting at most `timeout`.
+fn readable(watches: &[TopicWatch], timeout: Duration) -> Vec<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    if watches.is_empty() {
+        std::thread::sleep(timeout);
+        return Vec::new();
+    }
+    let mut fds: Vec<PollFd<'_>> = watches
+        .iter()
+        .map(|w| PollFd::new(w.as_fd(), PollFlags::POLLIN))
+        .collect();
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    match poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    ) {
+        Ok(n) if n > 0 => fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect(),
+        _ => vec![false; watches.len()],
     }
 }

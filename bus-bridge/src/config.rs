@@ -10,7 +10,6 @@
 //! export = ["robot/**"]
 //! import = ["base/**"]
 //! deny = ["robot/secret/**"]
-//! scan_interval_ms = 250           # how often new local topics are looked for
 //! stats_interval_ms = 10000        # a stats line on stdout; 0: only at exit
 //! wait = "block"                   # how local ports wait: block (default), adaptive,
 //!                                  # busy_poll, or { spins = 100, yields = 0 }
@@ -99,6 +98,7 @@ pub struct FileConfig {
     #[serde(default)]
     deny: Vec<TopicPattern>,
     prefix: Option<String>,
+    /// Ignored: local topics are announced by the daemon, never polled for.
     scan_interval_ms: Option<u64>,
     stats_interval_ms: Option<u64>,
     wait: Option<WaitChoice>,
@@ -142,7 +142,7 @@ pub struct Settings {
     pub qos: Vec<QosRule>,
     /// Zenoh's configuration.
     pub zenoh: ZenohSource,
-    /// How often the local topic list is read.
+    /// Ignored (kept so older files still load): local topics are announced by the daemon.
     pub scan_interval: Duration,
     /// How often a stats line is printed (`None`: only at exit).
     pub stats_interval: Option<Duration>,

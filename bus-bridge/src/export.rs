@@ -1,7 +1,9 @@
 //! Local topics out to Zenoh.
 //!
-//! The scanner reads the daemon's topic list every `scan_interval_ms`; each new topic that an
-//! export pattern admits (and no deny pattern refuses) gets an exporter: a raw subscriber on
+//! The scanner watches the export patterns (`Bus::watch_topics`): the daemon announces each
+//! matching local topic with a subscriber already attached, from its first message for a topic
+//! created while the bridge runs (attached before its creator may publish). Each topic that an
+//! export pattern admits (and no deny pattern refuses) gets an exporter: that raw subscriber on
 //! the topic, a Zenoh publisher on its key with the topic's QoS, a liveliness token that
 //! carries its type tag, and a thread that moves messages from one to the other.
 //!
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bus_client::{RawSubscriber, RecvTimeoutError, TopicInfo};
+use bus_client::{RawSubscriber, RecvTimeoutError};
 use serde_json::json;
 use zenoh::bytes::{Encoding, ZBytes};
 use zenoh::liveliness::LivelinessToken;
@@ -77,41 +79,37 @@ impl Exports {
         }
     }
 
-    /// Look for new local topics to export, and forget exporters that stopped (a deleted or
-    /// re-created topic is picked up again on the next scan).
-    pub fn scan(&self, topics: &[TopicInfo]) {
+    /// A local topic announced with its subscriber: export it unless it is exported already
+    /// or not admitted (the subscriber is dropped then). Exporters that stopped are forgotten
+    /// first (a deleted and re-created topic is announced again).
+    pub fn offer(&self, subscriber: RawSubscriber) {
         lock(&self.running).retain(|_, e| !e.done.load(Relaxed));
-        for info in topics {
-            let topic = info.name.as_str();
-            if !self.ctx.settings.exports(topic) || lock(&self.running).contains_key(topic) {
-                continue;
+        let topic = subscriber.topic().to_string();
+        if !self.ctx.settings.exports(&topic) || lock(&self.running).contains_key(&topic) {
+            return;
+        }
+        match self.start(&topic, subscriber) {
+            Ok(exporter) => {
+                lock(&self.running).insert(topic.clone(), exporter);
+                lock(&self.refused).remove(&topic);
             }
-            match self.start(topic) {
-                Ok(exporter) => {
-                    lock(&self.running).insert(topic.to_string(), exporter);
-                    lock(&self.refused).remove(topic);
-                }
-                Err(reason) => {
-                    if lock(&self.refused).insert(topic.to_string()) {
-                        tracing::warn!("not exporting topic {topic}: {reason}");
-                        self.ctx
-                            .report
-                            .event("refused", json!({ "topic": topic, "reason": reason }));
-                    }
-                }
-            }
+            Err(reason) => self.refuse(&topic, &reason),
         }
     }
 
-    fn start(&self, topic: &str) -> Result<Exporter, String> {
+    /// `topic` cannot be exported: say so once.
+    pub fn refuse(&self, topic: &str, reason: &str) {
+        if lock(&self.refused).insert(topic.to_string()) {
+            tracing::warn!("not exporting topic {topic}: {reason}");
+            self.ctx
+                .report
+                .event("refused", json!({ "topic": topic, "reason": reason }));
+        }
+    }
+
+    fn start(&self, topic: &str, subscriber: RawSubscriber) -> Result<Exporter, String> {
         let ctx = &self.ctx;
         let key = ctx.settings.keys.key_of(topic)?;
-        let subscriber = ctx
-            .bus
-            .raw_subscriber(topic)
-            .wait(ctx.settings.wait.strategy())
-            .open()
-            .map_err(|e| e.to_string())?;
         let tag = TypeTag::of(subscriber.spec());
         let qos = qos_for(&ctx.settings.qos, topic, subscriber.spec().mode);
         let publisher = ctx

@@ -2,9 +2,7 @@
 
 use std::path::Path;
 
-use std::time::Duration;
-
-use bus_client::{Bus, Geometry, OpenError, RawSubscriber, StartAt};
+use bus_client::{Bus, Geometry, RawSubscriber, StartAt, TopicEvent, WatchError};
 
 use crate::error::CliError;
 
@@ -20,28 +18,36 @@ pub fn check_topic(name: &str) -> Result<(), CliError> {
 }
 
 /// Subscribe to `topic` whatever its type. A topic that does not exist yet is waited for
-/// (saying so on standard error): a tool that watches must not create a topic, or the real
-/// publisher could no longer create it with its own type.
+/// (saying so on standard error), never polled: the daemon attaches the subscriber when the
+/// topic is created, before its creator can publish, so the first message is not missed. A
+/// tool that watches must not create a topic, or the real publisher could no longer create it
+/// with its own type.
 pub fn watch(
     bus: &Bus,
     socket: &Path,
     topic: &str,
     start: StartAt,
 ) -> Result<RawSubscriber, CliError> {
-    let mut said = false;
+    let mut watch = bus
+        .watch_topics(topic)
+        .existing(start)
+        .open()
+        .map_err(|e| CliError::open(e, socket))?;
+    if watch.existing() == 0 {
+        eprintln!(
+            "shmbus: topic '{topic}' does not exist yet; waiting for it to be created (Ctrl-C to stop)"
+        );
+    }
     loop {
-        match bus.raw_subscriber(topic).start_at(start).open() {
-            Ok(sub) => return Ok(sub),
-            Err(OpenError::NotFound { .. }) => {
-                if !said {
-                    eprintln!(
-                        "shmbus: topic '{topic}' does not exist yet; waiting for it to be created (Ctrl-C to stop)"
-                    );
-                    said = true;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        match watch.recv() {
+            Ok(TopicEvent::Created(sub)) => return Ok(*sub),
+            Ok(_) => continue,
+            Err(WatchError::Open(e)) => return Err(CliError::open(e, socket)),
+            Err(e) => {
+                return Err(CliError::failure(format!(
+                    "waiting for topic '{topic}': {e}"
+                )))
             }
-            Err(e) => return Err(CliError::open(e, socket)),
         }
     }
 }

@@ -379,6 +379,38 @@ fn echo_waits_for_a_missing_topic_and_never_creates_it() {
 }
 
 #[test]
+fn echo_started_before_its_topic_prints_every_line_of_a_pipeline() {
+    // `shmbus echo t -n N & seq 1 N | shmbus pub t`: echo waits for the topic, the daemon
+    // attaches it when `pub` creates the topic and before `pub` may publish, so every line
+    // arrives, in order, though N is many times the lossless ring's capacity (pub waits).
+    const N: usize = 30_000;
+    let d = Daemon::start("echo_pipe");
+    let n = N.to_string();
+    let echo = Running::spawn(&mut d.shmbus(&["echo", "pipe/t", "-n", &n]));
+    let deadline = std::time::Instant::now() + WAIT;
+    while !echo.stderr.text().contains("does not exist yet; waiting") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "echo never said it waits: {}",
+            echo.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let input: String = (1..=N).map(|i| format!("{i}\n")).collect();
+    let out = run_with_input(&mut d.shmbus(&["pub", "pipe/t"]), input.as_bytes());
+    assert_ok(&out);
+    let stats = d.bus.stats(Some("pipe/t")).unwrap();
+    assert!(
+        stats[0].spec.capacity < N as u32 / 4,
+        "the burst must be larger than the ring: {:?}",
+        stats[0].spec
+    );
+    let out = echo.wait();
+    assert_ok(&out);
+    assert_eq!(out.stdout, input, "echo missed or reordered lines");
+}
+
+#[test]
 fn hz_reports_rate_and_jitter() {
     let d = Daemon::start("hz");
     drop(d.bus.publisher::<[u8]>("hz/t").create().unwrap());

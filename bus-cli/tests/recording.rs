@@ -574,13 +574,90 @@ fn paced_recording(d: &Daemon) -> PathBuf {
 
 /// Topics created after the recorder started, that match its pattern, are recorded from their
 /// first message; a topic that does not match is left alone.
+/// Wait until the recorder says it watches its patterns: from then on no new topic is missed.
+fn wait_watching(rec: &Running) {
+    let deadline = Instant::now() + WAIT;
+    while !rec.stderr.text().contains("shmbus record: watching") {
+        assert!(
+            Instant::now() < deadline,
+            "the recorder never said it watches: {}",
+            rec.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Per topic, the messages `info --json` counts in `file`.
+fn message_counts(d: &Daemon, file: &Path) -> BTreeMap<String, u64> {
+    let v = info(d, file);
+    assert_eq!(v["finished"], true, "{v}");
+    v["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["topic"].as_str().unwrap().to_owned(),
+                t["messages"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_recorder_started_before_its_topics_records_a_burst_on_a_new_topic_from_the_first_message() {
+    // A burst many times the lossless ring, published by a process that creates the topic
+    // and exits at once, and a short burst into a new lossy topic: the daemon attaches the
+    // recorder before either creator may publish, so every message is recorded.
+    const BURST: usize = 20_000;
+    const SHORT: usize = 32;
+    let d = Daemon::start("burst");
+    let file = d.dir.0.join("burst.mcap");
+    let rec = Running::spawn(&mut d.shmbus(&["record", "burst/**", "-o", file.to_str().unwrap()]));
+    wait_watching(&rec);
+    let lines = |n: usize| -> String { (0..n).map(|i| format!("m{i}\n")).collect() };
+    let out = run_with_input(
+        &mut d.shmbus(&["pub", "burst/lossless"]),
+        lines(BURST).as_bytes(),
+    );
+    assert_ok(&out);
+    let out = run_with_input(
+        &mut d.shmbus(&["pub", "burst/lossy", "--lossy"]),
+        lines(SHORT).as_bytes(),
+    );
+    assert_ok(&out);
+    assert!(spec_of(&d.bus, "burst/lossless").capacity < BURST as u32 / 4);
+    // The short burst fits the lossy ring: a recorder attached from the first message keeps
+    // all of it, one attached later (at the newest) none.
+    assert!(spec_of(&d.bus, "burst/lossy").capacity >= SHORT as u32);
+    wait_drained(&d.bus, "burst/lossless");
+    wait_drained(&d.bus, "burst/lossy");
+    signal(&rec, Signal::SIGINT);
+    assert_ok(&rec.wait());
+    assert_eq!(
+        message_counts(&d, &file),
+        BTreeMap::from([
+            ("burst/lossless".to_owned(), BURST as u64),
+            ("burst/lossy".to_owned(), SHORT as u64)
+        ])
+    );
+    // Played back: every payload, in order, from the first.
+    let e = Daemon::start("burst-b");
+    let sub = subscribe_new(&e.bus, "burst/lossless", &spec_of(&d.bus, "burst/lossless"));
+    let reader = std::thread::spawn(move || collect(sub, BURST));
+    let out = run(&mut e.shmbus(&["play", file.to_str().unwrap(), "--topics", "burst/lossless"]));
+    assert_ok(&out);
+    let want: Vec<Vec<u8>> = (0..BURST).map(|i| format!("m{i}").into_bytes()).collect();
+    assert_eq!(reader.join().unwrap(), want);
+}
+
 #[test]
 fn topics_that_appear_while_recording_are_picked_up() {
     let d = Daemon::start("late");
     let file = d.dir.0.join("late.mcap");
     let rec = Running::spawn(&mut d.shmbus(&["record", "late/**", "-o", file.to_str().unwrap()]));
-    // The recorder is running (and has found nothing) before the topics exist.
-    std::thread::sleep(Duration::from_millis(300));
+    // The recorder is watching (and has found nothing) before the topics exist.
+    wait_watching(&rec);
     let mut a = d.bus.publisher::<[u8]>("late/a").create().unwrap();
     let mut b = d.bus.publisher::<u64>("late/deep/b").create().unwrap();
     let mut other = d.bus.publisher::<[u8]>("other/c").create().unwrap();

@@ -171,6 +171,49 @@ impl Bus {
         }
     }
 
+    /// Watch for topics matching `pattern` (`*` one part, `**` any number; a plain name
+    /// watches one topic): each one created from now on is announced with a subscriber of this
+    /// process already attached from its first message, and each announced one that is deleted
+    /// as gone. Finish with `open()`; see [`TopicWatch`](crate::TopicWatch).
+    pub fn watch_topics(&self, pattern: &str) -> crate::TopicWatchBuilder<'_> {
+        crate::TopicWatchBuilder {
+            bus: self,
+            pattern: pattern.to_string(),
+            existing: None,
+            wait: WaitStrategy::default(),
+        }
+    }
+
+    /// A subscriber of `topic` as bytes: now if the topic exists (from the next message), else
+    /// as soon as it is created (from its first message: nothing is lost), waiting at most
+    /// `timeout` (forever with `None`). A topic not created in time is
+    /// [`OpenError::NotFound`]. The same as `raw_subscriber(topic).open_or_wait(timeout)`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bus_client::Bus;
+    /// use std::time::Duration;
+    /// let bus = Bus::embedded()?;
+    /// let socket = bus.socket_path().to_path_buf();
+    /// let publisher = std::thread::spawn(move || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ///     let bus = Bus::connect_to(socket)?;
+    ///     let mut p = bus.publisher::<[u8]>("doc/later").create()?;
+    ///     p.publish(b"first")?;
+    ///     Ok(())
+    /// });
+    /// let mut sub = bus.wait_for_topic("doc/later", Some(Duration::from_secs(30)))?;
+    /// assert_eq!(sub.recv()?.bytes(), b"first");
+    /// publisher.join().unwrap().unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for_topic(
+        &self,
+        topic: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<crate::RawSubscriber, OpenError> {
+        self.raw_subscriber(topic).open_or_wait(timeout)
+    }
+
     /// Every topic this process may see, in name order (asked for page by page: a daemon
     /// with thousands of topics answers in several frames).
     pub fn list(&self) -> Result<Vec<TopicInfo>, RequestError> {
@@ -378,6 +421,23 @@ impl<T: Payload + ?Sized> SubscriberBuilder<'_, T> {
     pub fn create(self) -> Result<Subscriber<T>, OpenError> {
         let spec = self.options.geometry::<T>();
         self.attach(How::Create { spec, exact: true })
+    }
+
+    /// Attach to the topic if it exists (it must carry `T`), else wait for it to be created,
+    /// at most `timeout` (forever with `None`), and attach from its first message: the daemon
+    /// attaches this subscriber before it answers the creator, so nothing published is missed
+    /// (a lossless topic's publishers wait for it). Never creates the topic. A topic not
+    /// created in time is [`OpenError::NotFound`].
+    pub fn open_or_wait(
+        self,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Subscriber<T>, OpenError> {
+        let how = How::Open {
+            type_info: Some(T::type_info()),
+        };
+        let port =
+            crate::topic_watch::open_or_wait(self.bus, &self.topic, how, self.start, timeout)?;
+        Ok(Subscriber::new(Receiver::new(port, self.wait, T::fits)))
     }
 }
 

@@ -63,6 +63,7 @@ mod port;
 mod publisher;
 mod raw;
 mod subscriber;
+mod topic_watch;
 mod waitset;
 mod wake;
 
@@ -191,6 +192,7 @@ pub use payload::Payload;
 pub use publisher::{Publisher, SampleMut};
 pub use raw::{RawPublisher, RawPublisherBuilder, RawSample, RawSubscriber, RawSubscriberBuilder};
 pub use subscriber::{Iter, Sample, Subscriber};
+pub use topic_watch::{TopicEvent, TopicWatch, TopicWatchBuilder, WatchError};
 pub use waitset::{Attachment, AttachmentId, WaitSet};
 
 /// Ports and the bus move between threads.

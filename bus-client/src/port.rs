@@ -228,6 +228,38 @@ fn attach<P: RingPort>(
             source: unexpected(&resp),
         });
     };
+    let entry = Entry {
+        spec,
+        index,
+        generation,
+        created,
+    };
+    map_entry(conn, topic, how, entry, fds)
+}
+
+/// A table entry the daemon attached for this connection: by an attach, or for a topic watch.
+pub(crate) struct Entry {
+    pub(crate) spec: Geometry,
+    pub(crate) index: u32,
+    pub(crate) generation: u64,
+    pub(crate) created: bool,
+}
+
+/// Check the daemon's answer (`how` says what was asked for), map the segment from `fds` and
+/// take the entry; on any failure the entry is detached.
+fn map_entry<P: RingPort>(
+    conn: &Arc<Conn>,
+    topic: &str,
+    how: &How,
+    entry: Entry,
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> Result<Attached<P>, OpenError> {
+    let Entry {
+        spec,
+        index,
+        generation,
+        created,
+    } = entry;
     let detach = || {
         let _ = conn.request(&Request::Detach {
             topic: topic.to_string(),
@@ -315,6 +347,32 @@ impl<P: RingPort> Port<P> {
     ) -> Result<Port<P>, OpenError> {
         let a = attach::<P>(conn, topic, &how, start)?;
         tracing::debug!(topic, role = %P::ROLE, created = a.created, "attached");
+        let follower = Follower::new(conn);
+        Ok(Port {
+            view: PortView::new(&a.ring, follower.epoch()),
+            ring: a.ring,
+            follower,
+            conn: conn.clone(),
+            topic: topic.to_string(),
+            how,
+            start,
+            spec: a.spec,
+            fds: a.fds,
+        })
+    }
+
+    /// A port on an entry the daemon attached for a topic watch (its descriptors came with
+    /// the notice); `how` is what attaching afresh after a daemon restart asks.
+    pub(crate) fn from_entry(
+        conn: &Arc<Conn>,
+        topic: &str,
+        how: How,
+        start: StartAt,
+        entry: Entry,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<Port<P>, OpenError> {
+        let a = map_entry::<P>(conn, topic, &how, entry, fds)?;
+        tracing::debug!(topic, role = %P::ROLE, "attached by a topic watch");
         let follower = Follower::new(conn);
         Ok(Port {
             view: PortView::new(&a.ring, follower.epoch()),

@@ -237,6 +237,18 @@ impl RawSubscriberBuilder<'_> {
         })
     }
 
+    /// Attach to the topic if it exists, whatever its type, else wait for it to be created,
+    /// at most `timeout` (forever with `None`), and attach from its first message (see
+    /// [`Bus::wait_for_topic`]). Never creates the topic.
+    pub fn open_or_wait(self, timeout: Option<Duration>) -> Result<RawSubscriber, OpenError> {
+        let how = How::Open { type_info: None };
+        let port =
+            crate::topic_watch::open_or_wait(self.bus, &self.topic, how, self.start, timeout)?;
+        Ok(RawSubscriber {
+            inner: Receiver::new(port, self.wait, |_| true),
+        })
+    }
+
     /// Create the topic with `spec`, or attach to it if it exists with exactly `spec`.
     pub fn create(self, spec: Geometry) -> Result<RawSubscriber, OpenError> {
         self.attach(How::Create { spec, exact: true })

@@ -22,6 +22,19 @@
 //! | `remove_waker` | `waker_removed` | |
 //! | `reattach` (with the two segment files beside it) | `attached` | as `attach` |
 //! | `held` | **no answer**: a notice that a publisher found its lossless topic full | |
+//! | `watch` (a Unix stream socket beside it: the watch channel) | `watching` | |
+//!
+//! **Watches.** A `watch` names a topic pattern and hands the daemon one end of a socket pair,
+//! the *watch channel*. From then on the daemon writes notices to that channel, never to the
+//! control connection: `topic_created` when a matching topic the caller may subscribe to is
+//! created (with a subscriber of the caller's already attached, from the topic's first message,
+//! and the two segment descriptors beside it, as `attached`), or exists when the watch starts
+//! (when asked for, attached at `start`), and `topic_deleted` when an announced topic is
+//! deleted. The subscriber belongs to the control connection that asked (detach it there);
+//! the daemon attaches it before it answers the topic's creator, so the creator publishes
+//! nothing before it. The channel is read-only for the client; closing it ends the watch. A
+//! channel that leaves more than a bounded number of notices unread is closed by the daemon
+//! (the subscribers of the notices it did not send are released).
 //!
 //! Any request but `held` may be answered with `error` (an [`ErrorCode`] and a sentence).
 //!
@@ -43,7 +56,9 @@ use serde::{Deserialize, Serialize};
 /// `held` notice. Version 5: wake slots (`add_waker`, `remove_waker`, `waker_fd`). Version 6:
 /// no descriptor travels for a wake slot (`add_waker` carries none, `waker_fd` is gone): a
 /// waiter's own process wakes it.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// Version 7: topic watches (`watch`, `watching`, and the `topic_created` and `topic_deleted`
+/// notices).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Errors from encoding or decoding messages, and from the socket under them.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +290,18 @@ pub enum Request {
         /// The publisher's generation.
         generation: u64,
     },
+    /// Watch for topics matching `pattern` (a [`crate::pattern::TopicPattern`]): one end of a
+    /// Unix stream socket pair travels beside this frame, and the daemon writes
+    /// [`Response::TopicCreated`] and [`Response::TopicDeleted`] notices to it (see the module
+    /// docs). Answered with [`Response::Watching`].
+    Watch {
+        /// The topic pattern; a name without wildcards watches that one topic.
+        pattern: String,
+        /// Announce the matching topics that exist already, with a subscriber attached at this
+        /// starting point; `None`: only topics created from now on.
+        #[serde(default)]
+        existing: Option<StartAt>,
+    },
 }
 
 /// How often, at most, one publisher sends [`Request::Held`] while it keeps finding its topic
@@ -299,6 +326,7 @@ impl Request {
             | Request::ListAfter { .. }
             | Request::StatsAfter { .. }
             | Request::Status
+            | Request::Watch { .. }
             | Request::Shutdown => None,
         }
     }
@@ -589,6 +617,35 @@ pub enum Response {
     Status {
         /// Totals, usage and limits.
         status: DaemonStatus,
+    },
+    /// Answer to [`Request::Watch`]: the watch is registered.
+    Watching {
+        /// How many existing topics will be announced on the channel first (0 when they were
+        /// not asked for): the notices for them are written to the channel before this answer.
+        existing: u32,
+    },
+    /// A notice on a watch channel, never an answer: `topic` matches the watch and a
+    /// subscriber of the watching connection is attached to it. The segment's two descriptors
+    /// (control, data read-only) travel beside it, as beside [`Response::Attached`].
+    TopicCreated {
+        /// The topic name.
+        topic: String,
+        /// The topic's geometry and payload type.
+        spec: Geometry,
+        /// The subscriber's table index.
+        index: u32,
+        /// The subscriber's generation (detach it on the control connection).
+        generation: u64,
+        /// The segment's length in bytes, to map.
+        segment_len: u64,
+        /// Whether the topic existed when the watch started (the subscriber starts where the
+        /// watch asked), rather than being created since (it starts at the first message).
+        existing: bool,
+    },
+    /// A notice on a watch channel: a topic announced on it was deleted.
+    TopicDeleted {
+        /// The topic name.
+        topic: String,
     },
     /// The request failed.
     Error {

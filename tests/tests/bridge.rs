@@ -174,6 +174,74 @@ fn lossless_typed_and_byte_topics_arrive_complete_in_order_and_byte_identical() 
 }
 
 #[test]
+fn a_topic_created_after_both_bridges_started_arrives_whole_at_a_remote_waiter() {
+    // Two daemons, two bridges, a remote subscriber waiting for a topic that does not exist on
+    // either side, then a burst many times the ring into a new lossless topic on A: bridge A's
+    // exporter is attached by its watch before the creator may publish, and the waiter on B
+    // is attached when B's importer creates the topic, so every message arrives, in order.
+    const N: u64 = 10_000;
+    let topic = "late/b1/t";
+    let mut s = sites(&["--export", "late/**"], &["--import", "late/**"]);
+    let (bus_a, bus_b) = (s.a.bus(), s.b.bus());
+    // The path from A to B works (B's data subscription is known at A) before the burst.
+    {
+        let mut warm = bus_a.publisher::<u64>("late/warm").create().unwrap();
+        s.bridge_a.wait_exported_and_matched("late/warm");
+        s.bridge_b.wait_imported("late/warm");
+        let mut sub = bus_b.subscriber::<u64>("late/warm").open().unwrap();
+        let deadline = Instant::now() + TRANSFER;
+        loop {
+            warm.publish(&1).unwrap();
+            match sub.recv_timeout(Duration::from_millis(100)) {
+                Ok(_) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    assert!(Instant::now() < deadline, "nothing crossed the bridges")
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    let started = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| {
+            let watch_b = bus_b
+                .watch_topics(topic)
+                .existing(bus_client::StartAt::Oldest);
+            let mut watch = watch_b.open().expect("watch on B");
+            assert_eq!(watch.existing(), 0, "the topic exists on B already");
+            started.store(true, Ordering::SeqCst);
+            let mut sub = match watch.recv_timeout(TRANSFER).expect("the topic on B") {
+                bus_client::TopicEvent::Created(sub) => sub,
+                other => panic!("{other:?}"),
+            };
+            for i in 0..N {
+                let m = sub.recv_timeout(TRANSFER).expect("a message on B");
+                assert_eq!(seq_of(m.bytes()), i, "message {i} on B");
+                assert_eq!(m.bytes(), &blob(i)[..], "message {i} on B");
+            }
+        });
+        let deadline = Instant::now() + TRANSFER;
+        while !started.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the waiter never watched");
+            assert!(!waiter.is_finished(), "the waiter ended early");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut publisher = bus_a
+            .publisher::<[u8]>(topic)
+            .capacity(64)
+            .slot_size(1024)
+            .create()
+            .unwrap();
+        for i in 0..N {
+            publisher.publish(&blob(i)[..]).unwrap();
+        }
+        waiter.join().expect("the waiter on B");
+    });
+    let a = s.bridge_a.stop();
+    assert_eq!(n(&a["exports"][topic]["sent"]), N, "{a}");
+}
+
+#[test]
 fn both_directions_on_one_pattern_deliver_each_message_once_without_echo() {
     const N: u64 = 2_000;
     let topic = "it/duplex/chat";

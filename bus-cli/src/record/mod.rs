@@ -1,7 +1,9 @@
 //! `shmbus record`: record topics into MCAP files.
 //!
-//! Threads: this one finds the topics to record (it asks the daemon for the topic list every
-//! `--poll-ms`, so topics created later are picked up), one [`reader`] per topic takes its
+//! Threads: this one finds the topics to record (it watches the selected patterns: the daemon
+//! announces each matching topic, those that exist and those created later, with a subscriber
+//! already attached, so a new topic is recorded from its first message), one [`reader`] per
+//! topic takes its
 //! messages off the ring, and the [`writer`] merges them in receive-time order into
 //! [`file`]s. The [`queue`] between readers and writer is bounded; `--overflow` says what a
 //! reader does when it is full.
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bus_client::{Bus, OpenError, StartAt, TopicInfo};
+use bus_client::{Bus, RawSubscriber, StartAt, TopicEvent, TopicWatch, WatchError};
 use bus_proto::pattern::TopicPattern;
 use clap::{Args, ValueEnum};
 
@@ -102,10 +104,10 @@ pub struct RecordArgs {
           value_parser = clap::value_parser!(u64).range(1 << 20..=(1 << 40)))]
     queue_size: u64,
 
-    /// How often to look for new topics, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 500,
-          value_parser = clap::value_parser!(u64).range(10..=60_000))]
-    poll_ms: u64,
+    /// Ignored, kept so that older command lines still work: new topics are announced by the
+    /// daemon, never polled for.
+    #[arg(long, value_name = "MS", hide = true)]
+    poll_ms: Option<u64>,
 }
 
 /// `--compression`.
@@ -206,11 +208,9 @@ pub fn run(socket: &Path, args: &RecordArgs) -> Result<(), CliError> {
         readers: BTreeMap::new(),
         sources: 0,
         refused: BTreeSet::new(),
-        said_waiting: false,
-        list_failing: false,
     };
     let started = Instant::now();
-    let found = finder.run(Duration::from_millis(args.poll_ms));
+    let found = finder.run();
     for (_, handle) in std::mem::take(&mut finder.readers) {
         let _ = handle.join();
     }
@@ -264,6 +264,12 @@ fn print_report(report: &writer::Report, written: &Result<(), WriteFailure>, too
     );
 }
 
+/// Watches at most this many patterns one by one; more are watched as `**` and filtered here.
+const MAX_PATTERN_WATCHES: usize = 8;
+
+/// How often the finder looks at the stop flag while no topic comes.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
 /// Finds the topics to record and starts a reader for each.
 struct Finder<'a> {
     bus: Arc<Bus>,
@@ -276,108 +282,159 @@ struct Finder<'a> {
     readers: BTreeMap<String, JoinHandle<()>>,
     sources: usize,
     refused: BTreeSet<String>,
-    said_waiting: bool,
-    list_failing: bool,
 }
 
 impl Finder<'_> {
-    fn run(&mut self, poll: Duration) -> Result<(), CliError> {
+    /// The patterns to watch: the included ones, or `**` when there are many.
+    fn patterns(&self) -> Vec<String> {
+        if self.selection.include.len() <= MAX_PATTERN_WATCHES {
+            self.selection
+                .include
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect()
+        } else {
+            vec!["**".to_string()]
+        }
+    }
+
+    fn watch(&self) -> Result<Vec<TopicWatch>, CliError> {
+        self.patterns()
+            .iter()
+            .map(|p| {
+                self.bus
+                    .watch_topics(p)
+                    .existing(StartAt::Latest)
+                    .open()
+                    .map_err(|e| CliError::open(e, self.socket))
+            })
+            .collect()
+    }
+
+    fn run(&mut self) -> Result<(), CliError> {
+        let mut watches = self.watch()?;
+        // From here on no matching topic is missed (tests wait for this line).
+        eprintln!("shmbus record: watching {}", self.patterns().join(", "));
+        let missing: Vec<&str> = self
+            .selection
+            .include
+            .iter()
+            .zip(&watches)
+            .filter(|(p, w)| p.is_exact() && w.existing() == 0)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        if !missing.is_empty() && watches.len() == self.selection.include.len() {
+            eprintln!(
+                "shmbus record: waiting for {} to be created (Ctrl-C to stop)",
+                missing.join(", ")
+            );
+        }
         while !self.stop.is_set() {
-            match self.bus.list() {
-                Ok(topics) => {
-                    self.list_failing = false;
-                    self.start_new(&topics)?;
-                }
-                Err(e) => {
-                    if !self.list_failing {
-                        eprintln!(
-                            "shmbus record: listing topics: {}; retrying",
-                            CliError::request(e, self.socket).message
-                        );
-                        self.list_failing = true;
+            let ready = readable(&watches, STOP_CHECK);
+            let mut ended = false;
+            for w in watches
+                .iter_mut()
+                .zip(&ready)
+                .filter(|(_, r)| **r)
+                .map(|(w, _)| w)
+            {
+                loop {
+                    match w.try_recv() {
+                        Ok(Some(TopicEvent::Created(sub))) => self.start(*sub)?,
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(WatchError::Open(e)) => {
+                            eprintln!("shmbus record: not recording '{}': {e}", e.topic());
+                            self.refused.insert(e.topic().to_string());
+                        }
+                        Err(e) => {
+                            eprintln!("shmbus record: {e}");
+                            ended = true;
+                            break;
+                        }
                     }
                 }
             }
             // Readers that ended (their topic closed) may start again if it comes back.
             self.readers.retain(|_, h| !h.is_finished());
-            let until = Instant::now() + poll;
-            while !self.stop.is_set() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(10).min(poll));
+            if ended {
+                // The daemon stopped or restarted: watch again once it answers.
+                drop(std::mem::take(&mut watches));
+                while !self.stop.is_set() {
+                    match self.watch() {
+                        Ok(w) => {
+                            watches = w;
+                            break;
+                        }
+                        Err(e) => {
+                            eprintln!("shmbus record: {}; retrying", e.message);
+                            std::thread::sleep(Duration::from_millis(500));
+                        }
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    fn start_new(&mut self, topics: &[TopicInfo]) -> Result<(), CliError> {
-        for info in topics {
-            let name = &info.name;
-            if self.readers.contains_key(name)
-                || self.refused.contains(name)
-                || !self.selection.wants(name)
-            {
-                continue;
-            }
-            let sub = match self
-                .bus
-                .raw_subscriber(name)
-                .start_at(StartAt::Latest)
-                .open()
-            {
-                Ok(sub) => sub,
-                Err(OpenError::NotFound { .. }) => continue, // deleted since the list
-                Err(e) => {
-                    eprintln!("shmbus record: not recording '{name}': {e}");
-                    self.refused.insert(name.clone());
-                    continue;
-                }
-            };
-            let source = self.sources;
-            self.sources += 1;
-            eprintln!(
-                "shmbus record: recording {name} ({}, {})",
-                sub.spec().mode,
-                util::type_label(sub.spec())
-            );
-            let _ = self.queue.push(
-                Item::Start {
-                    source,
-                    topic: name.clone(),
-                    spec: sub.spec().clone(),
-                    upto: self.clock.now_ns(),
-                },
-                Overflow::Block,
-            );
-            let reader = Reader::new(
+    /// Record `sub`'s topic, unless it is recorded already or not selected.
+    fn start(&mut self, sub: RawSubscriber) -> Result<(), CliError> {
+        let name = sub.topic().to_string();
+        if self.readers.contains_key(&name)
+            || self.refused.contains(&name)
+            || !self.selection.wants(&name)
+        {
+            return Ok(());
+        }
+        let source = self.sources;
+        self.sources += 1;
+        eprintln!(
+            "shmbus record: recording {name} ({}, {})",
+            sub.spec().mode,
+            util::type_label(sub.spec())
+        );
+        let _ = self.queue.push(
+            Item::Start {
                 source,
-                sub,
-                self.bus.clone(),
-                self.queue.clone(),
-                self.clock,
-                self.overflow,
-                self.stop.clone(),
-            );
-            let handle = std::thread::Builder::new()
-                .name(format!("read {name}"))
-                .spawn(move || reader.run())
-                .map_err(|e| CliError::failure(format!("starting a reader thread: {e}")))?;
-            self.readers.insert(name.clone(), handle);
-        }
-        if !self.said_waiting {
-            let missing: Vec<&str> = self
-                .selection
-                .include
-                .iter()
-                .filter(|p| p.is_exact() && !topics.iter().any(|t| t.name == p.as_str()))
-                .map(TopicPattern::as_str)
-                .collect();
-            if !missing.is_empty() {
-                eprintln!(
-                    "shmbus record: waiting for {} to be created (Ctrl-C to stop)",
-                    missing.join(", ")
-                );
-            }
-            self.said_waiting = true;
-        }
+                topic: name.clone(),
+                spec: sub.spec().clone(),
+                upto: self.clock.now_ns(),
+            },
+            Overflow::Block,
+        );
+        let reader = Reader::new(
+            source,
+            sub,
+            self.bus.clone(),
+            self.queue.clone(),
+            self.clock,
+            self.overflow,
+            self.stop.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("read {name}"))
+            .spawn(move || reader.run())
+            .map_err(|e| CliError::failure(format!("starting a reader thread: {e}")))?;
+        self.readers.insert(name, handle);
         Ok(())
+    }
+}
+
+/// Which of `watches` have something to read, waiting at most `timeout`.
+fn readable(watches: &[TopicWatch], timeout: Duration) -> Vec<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds: Vec<PollFd<'_>> = watches
+        .iter()
+        .map(|w| PollFd::new(w.as_fd(), PollFlags::POLLIN))
+        .collect();
+    let ms =
+        PollTimeout::try_from(timeout.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, ms) {
+        Ok(n) if n > 0 => fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect(),
+        _ => vec![false; watches.len()],
     }
 }

@@ -290,7 +290,7 @@ pub(super) fn finish(
 }
 
 /// Take a table entry of `name` for the caller.
-fn attach_port(
+pub(super) fn attach_port(
     state: &mut State,
     caller: &Caller,
     name: &str,

@@ -70,6 +70,8 @@ pub(super) struct Connection {
     pub(super) busy: bool,
     /// Close once everything queued is sent (after a malformed frame, or a refusal at connect).
     pub(super) closing: bool,
+    /// Descriptors that may wait in `out` before the peer is dropped.
+    max_fds: usize,
 }
 
 impl Connection {
@@ -82,7 +84,27 @@ impl Connection {
             out_bytes: 0,
             busy: false,
             closing: false,
+            max_fds: MAX_OUTBOUND_FDS,
         }
+    }
+
+    /// A watch channel (see `announce`): the daemon only writes to it, and up to `notices`
+    /// notices (each with up to two descriptors) may wait in it.
+    pub(super) fn channel(
+        stream: mio::net::UnixStream,
+        caller: Caller,
+        notices: usize,
+    ) -> Connection {
+        Connection {
+            reader: FrameReader::new(0),
+            max_fds: notices * 2,
+            ..Connection::new(stream, caller)
+        }
+    }
+
+    /// Frames queued and not yet sent whole.
+    pub(super) fn queued_frames(&self) -> usize {
+        self.out.len()
     }
 
     /// The next request, if one is whole (see [`FrameReader::read`]).
@@ -131,7 +153,7 @@ impl Connection {
             sent: 0,
             fds,
         });
-        if self.out_bytes > MAX_OUTBOUND || self.queued_fds() > MAX_OUTBOUND_FDS {
+        if self.out_bytes > MAX_OUTBOUND || self.queued_fds() > self.max_fds {
             return Err(Overflow);
         }
         Ok(())

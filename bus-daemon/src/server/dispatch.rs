@@ -5,7 +5,9 @@ use std::ops::Bound;
 use std::os::fd::OwnedFd;
 
 use bus_core::layout::MAX_TABLE;
+use bus_core::ring::StartAt;
 use bus_proto::frame::MAX_FRAME;
+use bus_proto::pattern::TopicPattern;
 use bus_proto::protocol::{
     self, DaemonStatus, ErrorCode, LimitsInfo, PublisherStat, Request, Response, Role,
     SubscriberStat, TopicInfo, TopicStats, Totals, Usage, WakerStat,
@@ -38,6 +40,12 @@ pub(super) enum Outcome {
     Adopted(String, Answer),
     /// Send this, then stop the daemon.
     Stop(Answer),
+    /// Start a topic watch over this channel (see `announce`).
+    TopicWatch {
+        pattern: TopicPattern,
+        existing: Option<StartAt>,
+        channel: OwnedFd,
+    },
 }
 
 /// Serve one request; `fds` are the descriptors that came with it (only a `Reattach` uses
@@ -149,6 +157,26 @@ pub(super) fn handle(
         Request::Stats { topic: None } => stats(ctx, state, caller, None),
         Request::StatsAfter { after } => stats(ctx, state, caller, Some(&after)),
         Request::Status => status(ctx, state, caller),
+        Request::Watch { pattern, existing } => {
+            let pattern = match TopicPattern::new(&pattern) {
+                Ok(p) => p,
+                Err(e) => return Outcome::Answer(error(ErrorCode::BadRequest, e)),
+            };
+            let mut fds = fds.into_iter();
+            match (fds.next(), fds.next()) {
+                (Some(channel), None) => {
+                    return Outcome::TopicWatch {
+                        pattern,
+                        existing,
+                        channel,
+                    }
+                }
+                _ => error(
+                    ErrorCode::BadRequest,
+                    "a watch needs exactly one descriptor beside it: a Unix stream socket, the watch channel",
+                ),
+            }
+        }
         Request::Delete { topic } => delete(ctx, state, caller, &topic),
         Request::Shutdown => {
             if caller.cred.uid != ctx.uid {
@@ -209,7 +237,7 @@ fn hello(ctx: &Ctx, state: &mut State, caller: &Caller, version: u32, client_nam
     )
 }
 
-fn detach(
+pub(super) fn detach(
     state: &mut State,
     caller: &Caller,
     topic: &str,

@@ -26,6 +26,7 @@ use bus_proto::protocol::{ErrorCode, Request, Response};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::adopt::{self, ORPHAN_CHECK};
+use super::announce::{self, TopicWatch, Watches, MAX_WATCHES_PER_CONNECTION};
 use super::attach::{self, AttachRequest, CreateJob};
 use super::connection::{Connection, Flushed, READ_BUDGET};
 use super::creator::{Creator, Job};
@@ -99,6 +100,8 @@ pub(super) struct Server {
     stop_now: bool,
     /// Closes what clients sent, off the loop where a close could block.
     disposer: Disposer,
+    /// Topic watches, by the id their channel's token is made from.
+    watches: Watches,
 }
 
 impl Server {
@@ -146,6 +149,7 @@ impl Server {
             next_client: 1,
             stop_now: false,
             disposer: Disposer::default(),
+            watches: Watches::default(),
         })
     }
 
@@ -185,6 +189,10 @@ impl Server {
                     SIGNALS => self.drain_signals(),
                     Token(t) => {
                         let id = t.wrapping_sub(CLIENT_BASE) as ClientId;
+                        if !self.conns.contains_key(&id) {
+                            self.watch_event(id, event);
+                            continue;
+                        }
                         if event.is_writable() {
                             self.flush(id);
                         }
@@ -205,6 +213,7 @@ impl Server {
                 }
             }
             self.run_timers();
+            self.announce_gone();
         }
         self.shutdown();
     }
@@ -376,11 +385,14 @@ impl Server {
         let Some(caller) = self.conns.get(&id).map(|c| c.caller.clone()) else {
             return;
         };
-        // Only a `Reattach` carries descriptors (two memory files), and only of kinds that
-        // close at once; anything else is disposed of off the loop and the request goes on
-        // without it.
+        // Only a `Reattach` carries descriptors of its own (two memory files), and only of kinds
+        // that close at once; a `Watch` carries its channel (a socket, checked and kept by
+        // `start_watch`, disposed of like a connection when the watch ends); anything else is
+        // disposed of off the loop and the request goes on without it.
         let wants_fds = matches!(request, Request::Reattach { .. });
-        let fds = if wants_fds && fds.iter().all(disposal::closes_at_once) {
+        let fds = if matches!(request, Request::Watch { .. })
+            || (wants_fds && fds.iter().all(disposal::closes_at_once))
+        {
             fds
         } else {
             self.disposer.fds(caller.cred.uid, fds);
@@ -434,6 +446,123 @@ impl Server {
                 self.answer(id, answer);
                 self.stop_now = true;
             }
+            Outcome::TopicWatch {
+                pattern,
+                existing,
+                channel,
+            } => {
+                let answer = self.start_watch(id, pattern, existing, channel);
+                self.answer(id, answer);
+            }
+        }
+    }
+
+    /// Start a topic watch for connection `id` over `channel`; the answer says how many
+    /// existing topics it announces (their notices are written before the answer, as far as
+    /// the channel takes them).
+    fn start_watch(
+        &mut self,
+        id: ClientId,
+        pattern: bus_proto::pattern::TopicPattern,
+        existing: Option<bus_core::ring::StartAt>,
+        channel: OwnedFd,
+    ) -> Answer {
+        let Some(caller) = self.conns.get(&id).map(|c| c.caller.clone()) else {
+            self.disposer.socket(self.ctx.uid, channel);
+            return super::error(ErrorCode::Internal, "the asking connection is gone");
+        };
+        let uid = caller.cred.uid;
+        if self.watches.of(id).len() >= MAX_WATCHES_PER_CONNECTION {
+            self.disposer.socket(uid, channel);
+            return super::error(
+                ErrorCode::LimitReached,
+                format!("a connection may hold {MAX_WATCHES_PER_CONNECTION} topic watches at once; close one first"),
+            );
+        }
+        let mut stream = match announce::channel_stream(channel) {
+            Ok(s) => s,
+            Err(fd) => {
+                self.disposer.socket(uid, fd);
+                return super::error(
+                    ErrorCode::BadRequest,
+                    "a watch channel must be a Unix stream socket (one end of a socket pair)",
+                );
+            }
+        };
+        let wid = self.next_client;
+        self.next_client += 1;
+        let token = Token(CLIENT_BASE + wid as usize);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(error = %e, "cannot watch a topic watch's channel");
+            self.disposer.socket(uid, OwnedFd::from(stream));
+            return super::error(
+                ErrorCode::Internal,
+                "the daemon cannot poll the watch channel",
+            );
+        }
+        let (mut watch, n) =
+            TopicWatch::new(&self.ctx, &self.state, &caller, pattern, existing, stream);
+        let pumped = watch.pump(&self.ctx, &mut self.state);
+        self.watches.insert(wid, watch);
+        if pumped.is_err() {
+            self.end_watch(wid);
+            return super::error(ErrorCode::Internal, "the watch channel broke at once");
+        }
+        tracing::debug!(
+            client = id,
+            watch = wid,
+            existing = n,
+            "topic watch started"
+        );
+        (Response::Watching { existing: n }, Vec::new())
+    }
+
+    /// Readiness on a watch channel: it drained (write more), or the client closed or wrote
+    /// to it (the watch ends; nothing is read from it on the loop).
+    fn watch_event(&mut self, id: ClientId, event: &mio::event::Event) {
+        let Some(w) = self.watches.get_mut(id) else {
+            return;
+        };
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            return self.end_watch(id);
+        }
+        if event.is_writable() && w.pump(&self.ctx, &mut self.state).is_err() {
+            self.end_watch(id);
+        }
+    }
+
+    /// End watch `id`: release what it had not announced, close its channel off the loop.
+    fn end_watch(&mut self, id: ClientId) {
+        let Some(mut w) = self.watches.remove(id) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut w.channel.stream);
+        let uid = w.channel.caller.cred.uid;
+        let (stream, held) = w.end(&mut self.state);
+        self.disposer.fds(uid, held);
+        self.disposer.socket(uid, stream);
+        tracing::debug!(watch = id, "topic watch ended");
+    }
+
+    /// Tell the watches of topics deleted since last time.
+    fn announce_gone(&mut self) {
+        for name in std::mem::take(&mut self.state.gone) {
+            for id in self.watches.deleted(&name) {
+                self.end_watch(id);
+            }
+        }
+    }
+
+    /// Topic `name` was just registered: attach the watchers' subscribers and tell them,
+    /// before its creator is answered.
+    fn announce_created(&mut self, name: &str) {
+        self.announce_gone();
+        for id in self.watches.created(&self.ctx, &mut self.state, name) {
+            self.end_watch(id);
         }
     }
 
@@ -499,6 +628,10 @@ impl Server {
             let (id, job) = d.tag;
             let caller = self.conns.get(&id).map(|c| c.caller.clone());
             let answer = attach::finish(&self.ctx, &mut self.state, caller.as_ref(), job, d.made);
+            if self.state.topics.contains_key(&d.name) {
+                // Before the creator hears: it publishes nothing a watcher would miss.
+                self.announce_created(&d.name);
+            }
             if caller.is_some() {
                 self.unbusy(id);
                 self.answer(id, answer);
@@ -513,6 +646,9 @@ impl Server {
         let Some(mut conn) = self.conns.remove(&id) else {
             return;
         };
+        for w in self.watches.of(id) {
+            self.end_watch(w);
+        }
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let uid = conn.caller.cred.uid;
         let (stream, held) = conn.into_parts();
@@ -600,6 +736,14 @@ impl Server {
             let (stream, held) = conn.into_parts();
             self.disposer.fds(uid, held);
             self.disposer.socket(uid, stream);
+        }
+        for id in self.watches.ids() {
+            if let Some(w) = self.watches.remove(id) {
+                let uid = w.channel.caller.cred.uid;
+                let (stream, held) = w.channel.into_parts();
+                self.disposer.fds(uid, held);
+                self.disposer.socket(uid, stream);
+            }
         }
         SIGNAL_FD.store(-1, Ordering::SeqCst);
         self.signals = None;

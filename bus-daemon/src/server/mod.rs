@@ -16,12 +16,14 @@
 //! | `timers.rs` | the deadlines, armed only while there is work on a clock |
 //! | `registry.rs` | the state, and the one routine that releases a departed process's ports |
 //! | `wakers.rs` | wake slots: waiters on eventfds, and their descriptors for the ringers |
+//! | `announce.rs` | topic watches: created and deleted topics told to watchers, with a subscriber attached before the creator is answered |
 //!
 //! A connection that closes (the process exited or was killed) releases that client's
 //! subscribers and repairs its publishers' unfinished claims at once. Nothing runs on a fixed
 //! tick: an idle daemon sleeps, however many topics it holds (see `docs/scale.md`).
 
 mod adopt;
+mod announce;
 mod attach;
 mod connection;
 mod creator;

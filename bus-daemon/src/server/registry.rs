@@ -195,6 +195,8 @@ pub(super) struct State {
     pub(super) adopt_deadline: Option<Instant>,
     /// The topic records, for a daemon that restarts after this one dies.
     pub(super) journal: Option<Journal>,
+    /// Topics removed since the event loop last told the watches (see `announce`).
+    pub(super) gone: Vec<String>,
 }
 
 impl State {
@@ -217,6 +219,7 @@ impl State {
             pending,
             adopt_deadline,
             journal,
+            gone: Vec::new(),
         }
     }
 
@@ -271,6 +274,7 @@ impl State {
     /// Remove a topic and record that it is gone.
     pub(super) fn remove_topic(&mut self, name: &str) -> Option<Topic> {
         let topic = self.topics.remove(name)?;
+        self.gone.push(name.to_string());
         self.count(topic.owner_uid, topic.bytes(), false);
         self.journal_with(|j| j.remove(name));
         Some(topic)

@@ -102,6 +102,14 @@ pub fn every_request() -> Vec<Request> {
         },
         Request::Delete { topic: "x".into() },
         Request::Shutdown,
+        Request::Watch {
+            pattern: "robot/**".into(),
+            existing: Some(StartAt::Oldest),
+        },
+        Request::Watch {
+            pattern: "md/*/AAPL".into(),
+            existing: None,
+        },
     ]
 }
 
@@ -121,6 +129,18 @@ pub fn every_response() -> Vec<Response> {
             generation: 2,
             segment_len: 1 << 20,
             created: true,
+        },
+        Response::Watching { existing: 3 },
+        Response::TopicCreated {
+            topic: "robot/\"odom\"".into(),
+            spec: spec(),
+            index: 0,
+            generation: u64::MAX,
+            segment_len: 4096,
+            existing: false,
+        },
+        Response::TopicDeleted {
+            topic: "robot/odom".into(),
         },
         Response::Detached,
         Response::Deleted,
