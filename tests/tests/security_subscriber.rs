@@ -323,3 +323,64 @@ fn forged_wake_bits_cost_a_publisher_one_futex_call_and_reach_no_descriptor() {
     );
     atk.kill_and_reap();
 }
+
+/// A watch announces only topics its owner may subscribe to: a uid granted `it/atk/**` that
+/// watches every topic (`**`) is told of a topic created there and of its deletion, and never
+/// of a topic created and deleted elsewhere meanwhile.
+#[test]
+fn a_watch_never_names_a_topic_its_owner_may_not_see() {
+    if skip_unless_root("a_watch_never_names_a_topic_its_owner_may_not_see") {
+        return;
+    }
+    let (_dir, d) = daemon_nobody_subscribes("sec-watch", &[]);
+    let uid = NOBODY.to_string();
+    let mut watcher = Peer::spawn(
+        PEER,
+        &[
+            "watch-as",
+            "--socket",
+            d.socket_str(),
+            "--pattern",
+            "**",
+            "--uid",
+            &uid,
+            "--gid",
+            &uid,
+            "--seconds",
+            "3",
+        ],
+    );
+    let v = watcher.json(START);
+    assert_eq!(v["watching"], "**", "{v}");
+    let secret = unique_topic("secret/hidden");
+    let visible = unique_topic("atk/seen");
+    let bus = d.bus();
+    let hidden = bus
+        .publisher::<[u8]>(&secret)
+        .slot_size(64)
+        .create()
+        .expect("a topic nobody may not see");
+    let seen = bus
+        .publisher::<[u8]>(&visible)
+        .slot_size(64)
+        .create()
+        .expect("a topic nobody may subscribe to");
+    let v = watcher.json(START);
+    assert_eq!(v["created"], visible.as_str(), "{v}");
+    drop((hidden, seen));
+    bus.delete(&secret).expect("delete the hidden topic");
+    bus.delete(&visible).expect("delete the visible topic");
+    let mut rest = Vec::new();
+    loop {
+        let v = watcher.json(TRANSFER);
+        if v.get("end").is_some() {
+            break;
+        }
+        rest.push(v);
+    }
+    assert_eq!(
+        rest,
+        vec![serde_json::json!({ "deleted": visible })],
+        "the watcher of another uid saw more than its topic"
+    );
+}

@@ -130,6 +130,20 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// Security test: as `--uid`, watch `--pattern` and print every event until `--seconds`
+    /// pass with none; see `peer_attack`.
+    WatchAs {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        pattern: String,
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// Run the bridge: exactly what `shmbus-bridge ARGS...` runs (its own parser and entry
     /// point). Stops by itself (as on SIGTERM) when the test process is gone.
     Bridge {
@@ -475,6 +489,13 @@ fn main() -> ExitCode {
             gid,
             seconds,
         } => peer_attack::storm_wake_bits(&socket, &topic, (uid, gid), seconds),
+        Cmd::WatchAs {
+            socket,
+            pattern,
+            uid,
+            gid,
+            seconds,
+        } => peer_attack::watch_as(&socket, &pattern, (uid, gid), seconds),
         Cmd::Bridge { args } => {
             // The bridge takes SIGTERM with sigwait, so the signal must reach the process,
             // not one thread: kill(getpid()), not raise().

@@ -254,3 +254,37 @@ pub fn storm_wake_bits(
     say(&json!({ "rounds": rounds }).to_string());
     ExitCode::SUCCESS
 }
+
+/// `watch-as`: as `uid`, watch `pattern` with the client library and print one JSON line per
+/// event (`{"created": name}` or `{"deleted": name}`) until `seconds` pass with no event.
+pub fn watch_as(socket: &Path, pattern: &str, (uid, gid): (u32, u32), seconds: u64) -> ExitCode {
+    if let Err(e) = drop_to(uid, gid) {
+        return fail("drop privileges", e);
+    }
+    let bus = match bus_client::Bus::connect_to(socket) {
+        Ok(b) => b,
+        Err(e) => return fail("connect", e),
+    };
+    let mut watch = match bus.watch_topics(pattern).open() {
+        Ok(w) => w,
+        Err(e) => return fail("watch", e),
+    };
+    say(&json!({ "watching": pattern }).to_string());
+    let mut kept = Vec::new();
+    loop {
+        match watch.recv_timeout(Duration::from_secs(seconds)) {
+            Ok(bus_client::TopicEvent::Created(sub)) => {
+                say(&json!({ "created": sub.topic() }).to_string());
+                kept.push(sub);
+            }
+            Ok(bus_client::TopicEvent::Deleted(name)) => {
+                say(&json!({ "deleted": name }).to_string());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                say(&json!({ "end": e.to_string() }).to_string());
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+}
