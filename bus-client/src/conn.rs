@@ -16,9 +16,12 @@ use std::time::{Duration, Instant};
 
 use bus_proto::fdpass;
 use bus_proto::protocol::{self, ProtocolError, Request, Response};
+use bus_proto::segment::ShmRing;
 use bus_proto::status::StatusPage;
+use bus_proto::wake::WakeBell;
 
 use crate::error::{ConnectError, RequestError};
+use crate::hangup::Liveness;
 
 /// A daemon running inside this process, kept alive by its connections.
 #[cfg(feature = "embedded")]
@@ -29,6 +32,8 @@ pub(crate) type Embedded = Option<std::convert::Infallible>;
 
 pub(crate) struct Conn {
     link: Mutex<Link>,
+    /// Whether the daemon hung up, and the rings to wake when it does (see `hangup`).
+    liveness: Arc<Liveness>,
     socket: PathBuf,
     daemon_pid: u32,
     // Declared last: an embedded daemon stops only after this connection has closed.
@@ -71,8 +76,11 @@ fn timed_out(e: &ProtocolError) -> bool {
 impl Conn {
     pub(crate) fn connect(socket: &Path, embedded: Embedded) -> Result<Conn, ConnectError> {
         let (link, daemon_pid) = handshake(socket)?;
+        let liveness = Liveness::new();
+        liveness.linked(&link.stream);
         Ok(Conn {
             link: Mutex::new(link),
+            liveness,
             socket: socket.to_path_buf(),
             daemon_pid,
             _embedded: embedded,
@@ -87,6 +95,29 @@ impl Conn {
             .unwrap_or_else(|p| p.into_inner())
             .status
             .clone()
+    }
+
+    /// Whether the daemon hung up (and no new stream replaced the old one yet): a waiting
+    /// port must look for a restarted daemon now and then (see `hangup`).
+    pub(crate) fn is_down(&self) -> bool {
+        self.liveness.is_down()
+    }
+
+    /// The doorbell for a ring a port of this connection maps: its sleepers are woken when
+    /// the daemon hangs up (register the ring with [`Conn::watch_ring`]).
+    pub(crate) fn bell(&self) -> WakeBell {
+        WakeBell::interruptible(self.liveness.flag())
+    }
+
+    /// Wake the sleepers of `ring` when the daemon hangs up.
+    pub(crate) fn watch_ring(&self, ring: &Arc<ShmRing>) {
+        self.liveness.add_ring(ring);
+    }
+
+    /// Replace the stream (a reconnect): the new one is watched for a hang-up.
+    fn relink(&self, link: &mut Link, new: Link) {
+        self.liveness.linked(&new.stream);
+        *link = new;
     }
 
     pub(crate) fn socket(&self) -> &Path {
@@ -106,7 +137,7 @@ impl Conn {
         }
         let (new, pid) = handshake(&self.socket)?;
         tracing::info!(socket = %self.socket.display(), daemon_pid = pid, "reconnected to a restarted shmbusd");
-        *link = new;
+        self.relink(&mut link, new);
         Ok(true)
     }
 
@@ -136,7 +167,7 @@ impl Conn {
         if link.broken {
             let (new, pid) = handshake(&self.socket)?;
             tracing::info!(socket = %self.socket.display(), daemon_pid = pid, "reconnected to shmbusd after a call timed out");
-            *link = new;
+            self.relink(&mut link, new);
         }
         match exchange(&link.stream, req, fds) {
             Err(RequestError::Protocol(e)) if timed_out(&e) => {
@@ -148,7 +179,7 @@ impl Conn {
             Err(RequestError::Protocol(e)) if e.is_disconnect() => {
                 let (new, pid) = handshake(&self.socket)?;
                 tracing::info!(socket = %self.socket.display(), daemon_pid = pid, "reconnected to shmbusd");
-                *link = new;
+                self.relink(&mut link, new);
                 exchange(&link.stream, req, fds)
             }
             other => other,

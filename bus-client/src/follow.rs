@@ -2,7 +2,8 @@
 //!
 //! A restarted daemon writes its epoch into its status page. A port compares that epoch with
 //! its own before each call (one load of a line nobody writes while the daemon runs), and a
-//! port that waits checks it at least every [`CHECK_EVERY`]. When it changed, the port is an
+//! port that waits checks it after every wake-up: the death of its daemon wakes it (see
+//! `hangup`), and from then on until it re-attached it checks at least every [`CHECK_EVERY`]. When it changed, the port is an
 //! *orphan* until a `Reattach` succeeds: it tries at once, handing the topic's segment files
 //! back (the new daemon cannot find them otherwise), and then at most every 100 ms (the new
 //! daemon may not listen yet), while its data path carries on. If the daemon answers that it
@@ -20,8 +21,9 @@ use bus_proto::status::StatusPage;
 use crate::conn::Conn;
 use crate::error::RequestError;
 
-/// How often a waiting port looks at the daemon's epoch.
-pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How often a waiting port looks at the daemon's epoch while its daemon is gone (its control
+/// connection hung up, see `hangup`); never while the daemon lives.
+pub(crate) const CHECK_EVERY: Duration = bus_proto::wake::INTERRUPTED_SLEEP;
 
 /// How often an orphan retries its `Reattach`.
 const RETRY: Duration = Duration::from_millis(100);

@@ -56,6 +56,7 @@ mod bus;
 mod conn;
 pub mod error;
 mod follow;
+mod hangup;
 pub mod held;
 mod options;
 mod payload;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bus_core::layout::Geometry;
 use bus_core::ring::{AttachError, PublisherPort, StartAt, SubscriberPort};
 use bus_core::storage::RawStorage;
+use bus_core::wait::WaitStrategy;
 use bus_proto::protocol::{
     describe_mismatch, ErrorCode, How, Request, Response, Role, HELD_NOTICE_EVERY,
 };
@@ -19,7 +20,7 @@ use bus_proto::wake::WakeBell;
 
 use crate::conn::{unexpected, Conn};
 use crate::error::OpenError;
-use crate::follow::{Follower, Next, PortId, CHECK_EVERY};
+use crate::follow::{Follower, Next, PortId};
 
 /// A publisher's handle on a mapped ring.
 pub(crate) type RingPublisher = PublisherPort<RawStorage<Mapping>, WakeBell>;
@@ -299,9 +300,13 @@ fn map_entry<P: RingPort>(
         Role::Publisher => Access::ReadWrite,
         Role::Subscriber => Access::Subscriber,
     };
-    let bell = WakeBell::new();
+    // Its sleepers wake when the daemon hangs up (see `hangup`).
+    let bell = conn.bell();
     let ring = match open_ring(fds.control.as_fd(), fds.data.as_fd(), access, bell) {
-        Ok(r) => r,
+        Ok(r) => {
+            conn.watch_ring(&r);
+            r
+        }
         Err(source) => {
             detach();
             return Err(OpenError::Map {
@@ -485,27 +490,42 @@ impl<P: RingPort> Port<P> {
         }
     }
 
-    /// Wait for at most `timeout` (forever with `None`) by running `step` in slices of at most
-    /// [`CHECK_EVERY`], with a look at the daemon's epoch before each: a port blocked on a
-    /// quiet or full topic follows a restarted daemon too. `step` gets the slice's length and
-    /// reports [`Slice::TimedOut`] when it ran out.
+    /// Wait for at most `timeout` (forever with `None`) by running `step` until it has a
+    /// result, with a look at the daemon's epoch before each run: a port blocked on a quiet or
+    /// full topic follows a restarted daemon too. `step` gets the time left (`None`: no
+    /// deadline) and the strategy to wait with: `strategy` on the first run, and then without
+    /// its spin phase (see [`resumed`]). A run ends before the deadline ([`Slice::TimedOut`])
+    /// only when something asks the port to look around: the daemon hung up (the ring's
+    /// doorbell is interrupted, see `hangup`), or `step`'s own reasons. While the daemon lives
+    /// nothing wakes the port but its condition or its deadline.
     pub(crate) fn sliced<R, E>(
         &mut self,
         timeout: Option<Duration>,
-        mut step: impl FnMut(&mut P, Duration) -> Result<R, Slice<E>>,
+        strategy: WaitStrategy,
+        mut step: impl FnMut(&mut P, Option<Duration>, WaitStrategy) -> Result<R, Slice<E>>,
     ) -> Result<R, Waited<E>> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut strategy = strategy;
         loop {
             self.ensure_attached().map_err(|Lost| Waited::Lost)?;
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let slice = left.map_or(CHECK_EVERY, |l| l.min(CHECK_EVERY));
-            match step(&mut self.ring, slice) {
+            match step(&mut self.ring, left, strategy) {
                 Ok(r) => return Ok(r),
-                Err(Slice::TimedOut) if left.is_none_or(|l| l > slice) => continue,
+                Err(Slice::TimedOut) if deadline.is_none_or(|d| Instant::now() < d) => {}
                 Err(Slice::TimedOut) => return Err(Waited::TimedOut),
                 Err(Slice::Failed(e)) => return Err(Waited::Failed(e)),
             }
+            strategy = resumed(strategy);
         }
+    }
+}
+
+/// The strategy a wait resumes with after a wake-up that was not its condition: an adaptive
+/// wait spins and yields only at its start, then it blocks; the others stay as they are.
+pub(crate) fn resumed(strategy: WaitStrategy) -> WaitStrategy {
+    match strategy {
+        WaitStrategy::Adaptive { .. } => WaitStrategy::Block,
+        other => other,
     }
 }
 

@@ -118,23 +118,19 @@ impl Sender {
 
     #[cold]
     fn wait_space_slowly<E: FromSend>(&mut self, timeout: Option<Duration>) -> Result<(), E> {
-        let wait = self.wait;
         let held = &mut self.held;
         self.port
-            .sliced(timeout, |ring, slice| {
-                let end = Instant::now() + slice;
-                loop {
-                    let left = end.saturating_duration_since(Instant::now());
-                    match ring.wait_space(wait, Some(left.min(HELD_NOTICE_EVERY))) {
-                        Ok(()) => return Ok(()),
-                        Err(CoreSend::Timeout) => {
-                            held.full(ring.index(), ring.generation());
-                            if Instant::now() >= end {
-                                return Err(Slice::TimedOut);
-                            }
-                        }
-                        Err(e) => return Err(Slice::Failed(e)),
+            .sliced(timeout, self.wait, |ring, left, strategy| {
+                // At most HELD_NOTICE_EVERY at a time: a held-back publisher keeps telling the
+                // daemon, which watches the topic for a stuck subscriber only meanwhile.
+                let part = left.map_or(HELD_NOTICE_EVERY, |l| l.min(HELD_NOTICE_EVERY));
+                match ring.wait_space(strategy, Some(part)) {
+                    Ok(()) => Ok(()),
+                    Err(CoreSend::Timeout) => {
+                        held.full(ring.index(), ring.generation());
+                        Err(Slice::TimedOut)
                     }
+                    Err(e) => Err(Slice::Failed(e)),
                 }
             })
             .map_err(|w| {

@@ -149,14 +149,14 @@ impl Receiver {
         self.port.ring.backlog()
     }
 
-    /// Wait until a message may be ready, or `deadline` passes, in slices with a look at the
-    /// daemon between them (a port blocked on a quiet topic follows a restarted daemon too).
+    /// Wait until a message may be ready, or `deadline` passes, with a look at the daemon
+    /// after each wake-up (a port blocked on a quiet topic follows a restarted daemon too:
+    /// the daemon's death wakes it, see `hangup`).
     fn wait_ready(&mut self, deadline: Option<Instant>) -> Result<(), CoreRecv> {
-        let strategy = self.wait;
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         self.port
-            .sliced(timeout, |ring, slice| {
-                match ring.peek(strategy, Some(slice), true) {
+            .sliced(timeout, self.wait, |ring, left, strategy| {
+                match ring.peek(strategy, left, true) {
                     Ok(_) => Ok(()),
                     Err(CoreRecv::Timeout) => Err(Slice::TimedOut),
                     Err(e) => Err(Slice::Failed(e)),

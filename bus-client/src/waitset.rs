@@ -161,9 +161,11 @@ pub struct WaitSet {
     entries: Arc<Mutex<Entries>>,
     pub(crate) ready: Vec<AttachmentId>,
     /// When [`WaitSet::try_wait`] must be called again even if the descriptor stays quiet:
-    /// set by every readiness pass (its next timer, or the periodic check); `None` before
-    /// the first pass.
+    /// set by every readiness pass (its next timer, or a look around while a port's daemon is
+    /// gone); `None` when nothing is due. Meaningful once `passed`.
     recheck_at: Option<Instant>,
+    /// A readiness pass armed the ports (see [`WaitSet::timeout_hint`]).
+    passed: bool,
     /// The executor's view of the eventfd, made at the first async wait.
     #[cfg(any(feature = "tokio", feature = "async-io"))]
     pub(crate) reactor: Option<crate::asynch::Reactor>,
@@ -183,6 +185,7 @@ impl WaitSet {
             entries: Arc::new(Mutex::new(Entries::default())),
             ready: Vec::new(),
             recheck_at: None,
+            passed: false,
             #[cfg(any(feature = "tokio", feature = "async-io"))]
             reactor: None,
         })
@@ -291,9 +294,11 @@ impl WaitSet {
     /// (see the module documentation): read from a ready subscriber before waiting again, or
     /// it is reported only when something new arrives.
     ///
-    /// After a daemon restart, a port is also reported (at most every 100 ms) until an
-    /// operation on it (a `try_recv`, a `try_send`) has handed it back to the new daemon;
-    /// that operation may well find nothing to do.
+    /// Nothing wakes the set periodically while its ports' daemon lives. When it dies (its
+    /// control connection hangs up) the set wakes, and looks every 100 ms for a restarted
+    /// daemon; after a restart a port is reported (at most every 100 ms) until an operation
+    /// on it (a `try_recv`, a `try_send`) has handed it back to the new daemon; that operation
+    /// may well find nothing to do.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<&[AttachmentId], WaitError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
@@ -305,15 +310,12 @@ impl WaitSet {
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(&self.ready);
             }
-            // Sleep until the eventfd is written, the next timer, the caller's deadline, or
-            // at most a slice (a restarted daemon is noticed, a port that lost its wake slot
-            // is polled).
-            let until = [deadline, next_timer, Some(now + CHECK_EVERY)]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(now + CHECK_EVERY);
-            self.efd.sleep(Some(until.saturating_duration_since(now)));
+            // Sleep until the eventfd is written (a ringer, or the daemon's death), the next
+            // timer (which includes a look around while a daemon is gone or a port has no
+            // wake slot), or the caller's deadline.
+            let until = [deadline, next_timer].into_iter().flatten().min();
+            self.efd
+                .sleep(until.map(|t| t.saturating_duration_since(now)));
             self.efd.drain();
             self.disarm_all();
         }
@@ -326,9 +328,10 @@ impl WaitSet {
     /// once-per-change rule of [`WaitSet::wait`] holds, so a ready subscriber left unread is
     /// not reported again and does not keep the descriptor readable.
     ///
-    /// Deadlines, intervals and the periodic check (a restarted daemon, a port without a wake
-    /// slot) do not make the descriptor readable: poll with a timeout of at most
-    /// [`WaitSet::timeout_hint`] and call `try_wait` when it expires.
+    /// Deadlines, intervals and the looks around while a port's daemon is gone (for a
+    /// restarted one) or a port has no wake slot do not make the descriptor readable: poll
+    /// with a timeout of at most [`WaitSet::timeout_hint`] and call `try_wait` when it
+    /// expires. (The daemon's death does make it readable.)
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -359,9 +362,11 @@ impl WaitSet {
     }
 
     /// How long a foreign event loop may wait on the descriptor before it must call
-    /// [`WaitSet::try_wait`] anyway: until the next deadline or interval tick, or the periodic
-    /// check (every 100 ms while ports are attached). Zero before the first `try_wait` (which
-    /// arms the ports) and when something is due; `None` when nothing is attached.
+    /// [`WaitSet::try_wait`] anyway: until the next deadline or interval tick, or the next
+    /// look around (every 100 ms while a port's daemon is gone or a port has no wake slot).
+    /// Zero before the first `try_wait` (which arms the ports) and when something is due;
+    /// `None` when only the descriptor can make something ready (wait without a timeout), or
+    /// nothing is attached.
     pub fn timeout_hint(&self) -> Option<Duration> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut at: Option<Instant> = None;
@@ -379,11 +384,11 @@ impl WaitSet {
             at = Some(at.map_or(due, |t| t.min(due)));
         }
         drop(entries);
-        if ports || at.is_some() {
-            // A pass made before the first attachment (or never) leaves nothing armed.
-            let recheck = self.recheck_at.unwrap_or_else(Instant::now);
-            at = Some(at.map_or(recheck, |t| t.min(recheck)));
+        if ports && !self.passed {
+            // No pass yet: nothing is armed.
+            return Some(Duration::ZERO);
         }
+        let at = [at, self.recheck_at].into_iter().flatten().min();
         at.map(|t| t.saturating_duration_since(Instant::now()))
     }
 
@@ -391,13 +396,15 @@ impl WaitSet {
     /// [`WaitSet::timeout_hint`]); `disarm`: disarm every port when something is ready.
     fn pass(&mut self, disarm: bool) -> Result<Option<Instant>, WaitError> {
         let next_timer = self.check_with(disarm)?;
-        let periodic = Instant::now() + CHECK_EVERY;
-        self.recheck_at = Some(next_timer.map_or(periodic, |t| t.min(periodic)));
+        self.recheck_at = next_timer;
+        self.passed = true;
         Ok(next_timer)
     }
 
     /// One pass: arm every port, one barrier, check everything. Fills `self.ready`; returns
-    /// the earliest pending timer. Ports that are ready are disarmed before returning.
+    /// the earliest pending timer, or the next look around if a port needs one (its daemon
+    /// hung up, it must follow a restarted one, or it has no wake slot: `CHECK_EVERY`).
+    /// Ports that are ready are disarmed before returning.
     pub(crate) fn check(&mut self) -> Result<Option<Instant>, WaitError> {
         self.pass(true)
     }
@@ -412,6 +419,9 @@ impl WaitSet {
         let now = Instant::now();
         let mut next_timer: Option<Instant> = None;
         let mut barrier: Option<Arc<ShmRing>> = None;
+        // Whether a port needs a look every CHECK_EVERY: it has no armed wake slot (nothing
+        // would wake the set for it), or its daemon is gone (checked after the barrier).
+        let mut look_around = false;
         for e in entries.slots.iter_mut().flatten() {
             if let Kind::Port(w) = &mut e.kind {
                 let view = w.view.get();
@@ -420,6 +430,7 @@ impl WaitSet {
                     // An orphan of a restarted daemon: reported below until handed back.
                     continue;
                 }
+                let mut armed = false;
                 if w.reg.as_ref().is_none_or(|(r, i, g)| {
                     *i != view.index || *g != view.generation || r.epoch != epoch
                 }) {
@@ -433,10 +444,12 @@ impl WaitSet {
                         if crate::agent::watch(&view.ring, r.slot, &self.efd).is_err() {
                             view.ring.disarm_waker(r.slot);
                         } else {
+                            armed = true;
                             barrier.get_or_insert(view.ring.clone());
                         }
                     }
                 }
+                look_around |= !armed;
             }
         }
         if let Some(ring) = barrier {
@@ -450,6 +463,9 @@ impl WaitSet {
             };
             match &mut e.kind {
                 Kind::Port(w) => {
+                    // After the barrier: the hang-up watcher sets the flag before it takes the
+                    // armed bits, so either we see it here or our eventfd is written.
+                    look_around |= w.conn.is_down();
                     let view = w.view.get();
                     if view.epoch != Some(w.conn.status().epoch()) {
                         // The daemon restarted: only an operation on the port hands it back
@@ -458,10 +474,9 @@ impl WaitSet {
                         if e.stale_reported.is_none_or(|t| now >= t + CHECK_EVERY) {
                             e.stale_reported = Some(now);
                             self.ready.push(id);
-                        } else {
-                            let at = e.stale_reported.map_or(now, |t| t + CHECK_EVERY);
-                            next_timer = Some(next_timer.map_or(at, |t| t.min(at)));
                         }
+                        let at = e.stale_reported.map_or(now, |t| t + CHECK_EVERY);
+                        next_timer = Some(next_timer.map_or(at, |t| t.min(at)));
                         continue;
                     }
                     e.stale_reported = None;
@@ -505,6 +520,10 @@ impl WaitSet {
         }
         if disarm_ready && !self.ready.is_empty() {
             disarm(&entries);
+        }
+        if look_around {
+            let at = now + CHECK_EVERY;
+            next_timer = Some(next_timer.map_or(at, |t| t.min(at)));
         }
         Ok(next_timer)
     }

@@ -43,6 +43,14 @@ pub trait Doorbell: Send + Sync {
     fn heavy_barrier(&self) {
         crate::sync::fence(crate::sync::Ordering::SeqCst);
     }
+    /// Whether waiters on this doorbell must go back to their caller after each sleep (a client
+    /// whose supervisor died: its ports must look for a restarted one); a wait that finds it
+    /// set after a sleep ends as a timeout. While it is set, [`Doorbell::wait`] must bound its
+    /// sleeps, and it must read the flag after its caller read the word: whoever sets the flag
+    /// and then wakes the ring ([`crate::ring::Ring::wake_all_sleepers`]) is never missed.
+    fn interrupted(&self) -> bool {
+        false
+    }
 }
 
 /// The Linux futex, non-private: it keys on the physical page, so waiters and wakers in

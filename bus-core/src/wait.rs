@@ -94,13 +94,13 @@ impl Waiter {
         Some(step)
     }
 
-    /// How long a park may last: until the deadline, and never unbounded, so that a sleeper
-    /// re-checks for eviction or a dead peer at least every `cap`.
-    pub(crate) fn park_timeout(&self, cap: Duration) -> Duration {
-        match self.deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()).min(cap),
-            None => cap,
-        }
+    /// How long a park may last: until the deadline, or without bound. A sleeper needs no
+    /// periodic look around: every change it waits for rings its bell (a message, room, a
+    /// close, an eviction, a repair), and so does its client when the supervisor dies (see
+    /// [`crate::doorbell::Doorbell::interrupted`]).
+    pub(crate) fn park_timeout(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 }
 

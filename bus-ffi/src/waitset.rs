@@ -321,9 +321,10 @@ pub unsafe extern "C" fn shmbus_waitset_try_wait(
 }
 
 /// How long (milliseconds, rounded up) an event loop may poll `shmbus_waitset_fd` before it
-/// must call `shmbus_waitset_try_wait` anyway: the next interval tick, or the set's periodic
-/// check (every 100 ms while ports are attached). 0 before the first try_wait (which arms the
-/// ports), when something is due, or when ids are queued; -1 when nothing is attached (poll
+/// must call `shmbus_waitset_try_wait` anyway: the next interval tick, or the set's next
+/// look around (every 100 ms while a port's daemon is gone or a port has no wake slot). 0
+/// before the first try_wait (which arms the ports), when something is due, or when ids are
+/// queued; -1 when only the descriptor can make something ready, or nothing is attached (poll
 /// forever).
 ///
 /// # Safety

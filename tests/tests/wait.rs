@@ -750,3 +750,104 @@ fn one_port_holds_at_most_four_wake_slots_and_says_so() {
         .expect("attach after one was dropped");
     assert_eq!(wakers(&bus, &topic).len(), 4);
 }
+
+/// `strace -f -c -p <pid>` of a running process for `span`: system call → calls. Waits for
+/// strace to say it attached before the span starts, and stops it with SIGINT (it then
+/// detaches and writes its summary).
+fn trace_idle(d: &Daemon, pid: u32, span: Duration, tag: &str) -> BTreeMap<String, u64> {
+    use std::io::BufRead;
+    let out = d.dir().join(format!("strace-idle-{tag}.txt"));
+    let mut strace = Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run strace (the CI installs it)");
+    let mut stderr = std::io::BufReader::new(strace.stderr.take().expect("strace's stderr"));
+    let mut line = String::new();
+    let _ = stderr.read_line(&mut line);
+    assert!(line.contains("attached"), "strace did not attach: {line:?}");
+    // The span observed, not a bound asserted.
+    std::thread::sleep(span);
+    bus_tests::signal_child(&strace, nix::sys::signal::Signal::SIGINT);
+    // It ends as SIGINT says (killed by it, after writing the summary).
+    strace.wait().expect("strace");
+    let text = std::fs::read_to_string(&out).expect("the strace summary");
+    if text.trim().is_empty() {
+        // strace -c writes no table at all when it saw no system call.
+        return BTreeMap::from([("total".to_string(), 0)]);
+    }
+    parse_strace(&out)
+}
+
+#[test]
+fn an_idle_subscriber_sleeps_without_system_calls_and_still_follows_a_daemon_restart() {
+    let mut d = daemon();
+    let topic = unique_topic("idle");
+    let mut sub = Peer::spawn(
+        PEER,
+        &[
+            "sub",
+            "--socket",
+            d.socket_str(),
+            "--topic",
+            &topic,
+            "--count",
+            "1",
+            "--timeout-ms",
+            "120000",
+        ],
+    );
+    sub.expect_line("ready", START);
+    let pid = sub.pid();
+    // Blocked in `recv` on a quiet topic: asleep once its short spin is over.
+    assert!(
+        wait_until(START, Duration::from_millis(10), || proc_state(pid)
+            == Some('S')),
+        "the subscriber did not go to sleep"
+    );
+    let span = Duration::from_secs(2);
+    let few = 5;
+    let idle = trace_idle(&d, pid, span, "before");
+    assert!(
+        calls(&idle, "total") <= few
+            && calls(&idle, "sched_yield") == 0
+            && calls(&idle, "membarrier") == 0,
+        "an idle subscriber made system calls in {span:?} (at most {few} allowed): {idle:?}"
+    );
+
+    // The daemon dies: the hang-up wakes the subscriber, which follows the restarted daemon.
+    d.kill();
+    d.restart(&[]);
+    let bus = d.bus();
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
+            bus.stats(Some(&topic))
+                .is_ok_and(|s| s.iter().any(|t| t.subscribers.len() == 1))
+        }),
+        "the subscriber did not re-attach to the restarted daemon: {:?}",
+        bus.stats(None)
+    );
+    // Re-attached, it sleeps without looking around again.
+    assert!(
+        wait_until(START, Duration::from_millis(10), || proc_state(pid)
+            == Some('S')),
+        "the subscriber did not go back to sleep"
+    );
+    let after = trace_idle(&d, pid, span, "after");
+    assert!(
+        calls(&after, "total") <= few
+            && calls(&after, "sched_yield") == 0
+            && calls(&after, "membarrier") == 0,
+        "after the restart the idle subscriber made system calls in {span:?}: {after:?}"
+    );
+
+    // A message published after the restart arrives.
+    let mut p = publisher(&d, &topic, 1, 0, 1, &[]);
+    finish_all(std::slice::from_mut(&mut p));
+    let summary = sub.finish(TRANSFER);
+    assert_eq!(summary["outcome"], "count", "summary: {summary}");
+    assert_eq!(u(&summary["received"]), 1, "summary: {summary}");
+    println!("idle subscriber, {span:?}: before the restart {idle:?}; after {after:?}");
+}

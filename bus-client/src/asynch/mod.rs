@@ -96,7 +96,8 @@ impl AsyncWaiter {
     }
 
     /// One poll of a wait for `ready`: arm the slot, re-check, and park on the reactor until
-    /// the eventfd is written or a slice passes. `Ready(())` means "look again".
+    /// the eventfd is written (or, while the daemon is gone or without a slot, a slice passes).
+    /// `Ready(())` means "look again".
     pub(crate) fn poll_wait(
         &mut self,
         cx: &mut Context<'_>,
@@ -124,10 +125,15 @@ impl AsyncWaiter {
             self.disarm();
             return Poll::Ready(());
         }
-        let bound = if self.armed.is_some() {
-            CHECK_EVERY
+        // Armed: only the eventfd wakes us (a ringer, or the daemon's death: the hang-up
+        // watcher sets the flag read here and then takes the armed bits, and `arm_waker`
+        // fenced), and while the daemon is gone we look for a restarted one now and then.
+        let bound = if self.armed.is_none() {
+            Some(POLL_WITHOUT_SLOT)
+        } else if conn.is_down() {
+            Some(CHECK_EVERY)
         } else {
-            POLL_WITHOUT_SLOT
+            None
         };
         match self.reactor.poll_woken(cx, bound) {
             Poll::Ready(_) => {

@@ -1,6 +1,7 @@
 //! The executor side of an async wait: an eventfd registered with the executor's reactor, and
-//! a timer that bounds every wait (so a waiter follows a restarted daemon, whose new process
-//! knows nothing of the old one's wake slots, within [`CHECK_EVERY`]).
+//! a timer when the wait is bounded (a deadline, or a look around every [`CHECK_EVERY`] while
+//! the daemon is gone: its death writes the eventfd, see `hangup`; without a bound the wait
+//! ends only when the eventfd is written).
 //!
 //! Two backends: tokio's `AsyncFd` and `Sleep` (feature `tokio`; the runtime needs its I/O and
 //! time drivers, e.g. `enable_all()`, which `#[tokio::main]` turns on), or, for any other
@@ -12,6 +13,8 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use crate::follow::CHECK_EVERY;
 
 /// What a wait can be woken by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +51,12 @@ mod imp {
             Ok(Reactor { fd, sleep: None })
         }
 
-        pub(crate) fn poll_woken(&mut self, cx: &mut Context<'_>, bound: Duration) -> Poll<Woken> {
+        pub(crate) fn poll_woken(
+            &mut self,
+            cx: &mut Context<'_>,
+            bound: Option<Duration>,
+        ) -> Poll<Woken> {
+            let mut bound = bound;
             loop {
                 match self.fd.poll_read_ready(cx) {
                     Poll::Ready(Ok(mut guard)) => {
@@ -62,10 +70,18 @@ mod imp {
                             Err(_would_block) => continue,
                         }
                     }
-                    Poll::Ready(Err(_)) => break,
+                    Poll::Ready(Err(_)) => {
+                        // The descriptor cannot be waited on: look again now and then.
+                        bound = Some(bound.map_or(CHECK_EVERY, |b| b.min(CHECK_EVERY)));
+                        break;
+                    }
                     Poll::Pending => break,
                 }
             }
+            let Some(bound) = bound else {
+                self.sleep = None;
+                return Poll::Pending;
+            };
             let sleep = self
                 .sleep
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(bound)));
@@ -99,18 +115,34 @@ mod imp {
             })
         }
 
-        pub(crate) fn poll_woken(&mut self, cx: &mut Context<'_>, bound: Duration) -> Poll<Woken> {
-            while let Poll::Ready(Ok(())) = self.fd.poll_readable(cx) {
-                match read_eventfd(self.fd.get_ref()) {
-                    Ok(_) => {
-                        self.timer = None;
-                        return Poll::Ready(Woken::Written);
-                    }
-                    // Readiness was stale: ask again (registers the waker).
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(_) => break,
+        pub(crate) fn poll_woken(
+            &mut self,
+            cx: &mut Context<'_>,
+            bound: Option<Duration>,
+        ) -> Poll<Woken> {
+            let mut bound = bound;
+            loop {
+                match self.fd.poll_readable(cx) {
+                    Poll::Ready(Ok(())) => match read_eventfd(self.fd.get_ref()) {
+                        Ok(_) => {
+                            self.timer = None;
+                            return Poll::Ready(Woken::Written);
+                        }
+                        // Readiness was stale: ask again (registers the waker).
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(_) => {}
+                    },
+                    Poll::Ready(Err(_)) => {}
+                    Poll::Pending => break,
                 }
+                // The descriptor cannot be waited on: look again now and then.
+                bound = Some(bound.map_or(CHECK_EVERY, |b| b.min(CHECK_EVERY)));
+                break;
             }
+            let Some(bound) = bound else {
+                self.timer = None;
+                return Poll::Pending;
+            };
             let timer = self
                 .timer
                 .get_or_insert_with(|| Box::pin(Timer::after(bound)));

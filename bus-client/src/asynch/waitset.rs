@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use super::Reactor;
 use crate::error::WaitError;
-use crate::follow::CHECK_EVERY;
 use crate::waitset::{AttachmentId, WaitSet};
 
 impl WaitSet {
@@ -33,15 +32,12 @@ impl WaitSet {
             if self.reactor.is_none() {
                 self.reactor = Some(Reactor::new(self.efd.try_clone()?)?);
             }
-            let until = [deadline, next_timer, Some(now + CHECK_EVERY)]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(now + CHECK_EVERY);
+            // The next timer includes the looks around a port may need (see `check`).
+            let until = [deadline, next_timer].into_iter().flatten().min();
             let Some(reactor) = self.reactor.as_mut() else {
                 return Poll::Ready(Ok(()));
             };
-            match reactor.poll_woken(cx, until.saturating_duration_since(now)) {
+            match reactor.poll_woken(cx, until.map(|t| t.saturating_duration_since(now))) {
                 Poll::Ready(_) => {
                     self.efd.drain();
                     self.disarm_all();

@@ -302,6 +302,17 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         self.wake(&c.space, true);
     }
 
+    /// Wake everyone who waits on this ring, in any process: the futex sleepers of both bells
+    /// and every armed wake slot. Nothing changed in the ring; each re-checks its condition
+    /// (and its doorbell's [`Doorbell::interrupted`]). For a client whose supervisor died, so
+    /// that its sleeping ports look for a restarted one: rare, and spurious for everyone else.
+    pub fn wake_all_sleepers(&self) {
+        let c = self.storage.control();
+        fence(Ordering::SeqCst);
+        self.wake(&c.data, true);
+        self.wake(&c.space, true);
+    }
+
     /// The epoch of the daemon that manages this segment (see `Flags::epoch`).
     #[inline]
     pub fn epoch(&self) -> u32 {
@@ -385,6 +396,8 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         // The heavy half of the asymmetric barrier: every ringer either already made its change
         // visible to our check below, or sees our `waiters` on its next load.
         self.doorbell.heavy_barrier();
+        // The doorbell reads its `interrupted` flag after this load (and bounds its sleep while
+        // it is set): a `wake_all_sleepers` after setting it is never missed.
         let word = bell.seq.load(Ordering::Acquire);
         if !ready() {
             self.doorbell.wait(&bell.seq, word, timeout);
@@ -663,7 +676,10 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
             entry_state::ACTIVE,
             entry_state::EVICTED,
         )?;
+        // Publishers stop waiting for it; the port itself, if it sleeps for a message, wakes
+        // to see `Evicted` (sleepers do not look around periodically).
         self.ring_bell(&self.storage.control().space);
+        self.ring_bell(&self.storage.control().data);
         Ok(())
     }
 

@@ -414,11 +414,15 @@ impl<S: Storage, D: Doorbell> PublisherPort<S, D> {
                 stalled.spun_out = true;
                 let ring = &*self.ring;
                 let control = ring.storage.control();
-                let timeout = waiter.park_timeout(Duration::from_millis(100));
-                ring.sleep_on(&control.space, Some(timeout), || {
+                let timeout = waiter.park_timeout();
+                ring.sleep_on(&control.space, timeout, || {
                     control.claim.load(Ordering::Relaxed) < ring.gate()
                         || control.flags.closed.load(Ordering::Relaxed) != 0
                 });
+                // The doorbell's owner wants the waiter back (see `Doorbell::interrupted`).
+                if ring.doorbell.interrupted() {
+                    return Err(SendError::Timeout);
+                }
             }
         }
         Ok(())

@@ -306,12 +306,11 @@ impl<S: Storage, D: Doorbell> SubscriberPort<S, D> {
                 true
             }
             Some(Step::Park) => {
-                let timeout = waiter.park_timeout(Duration::from_millis(100));
+                let timeout = waiter.park_timeout();
                 let ring = &*self.ring;
-                ring.sleep_on(&ring.storage.control().data, Some(timeout), || {
-                    self.can_proceed()
-                });
-                true
+                ring.sleep_on(&ring.storage.control().data, timeout, || self.can_proceed());
+                // The doorbell's owner wants the waiter back (see `Doorbell::interrupted`).
+                !ring.doorbell.interrupted()
             }
         }
     }
