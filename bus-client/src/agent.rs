@@ -1,13 +1,17 @@
 //! The wake agent: how a waiter that needs a descriptor (a `WaitSet`, an async receive, a C
 //! event loop) is woken without any other process holding that descriptor.
 //!
-//! A waiter arms its wake slot in the segment (bus-core's `ring::wakers`) and hands the slot to
-//! its process's agent with its own eventfd ([`watch`]). The agent is a thread that sleeps, with
-//! one `futex_waitv(2)` call, on the bell words of every slot it watches (many slots of one
-//! bell share one word) and on a private word of its own that [`watch`] and [`unwatch`] bump.
-//! Whenever it wakes it looks at each slot: it reads the slot's word, then its armed bit; a bit
-//! no longer set was taken by a ringer (which bumps the word after taking bits), so it writes
-//! the waiter's eventfd and forgets the slot; otherwise it sleeps again on the value it read.
+//! A waiter reads its wake slot's bell word, arms the slot in the segment (bus-core's
+//! `ring::wakers`) and hands the slot to its process's agent with the value it read and its own
+//! eventfd ([`watch`]). The agent is a thread that sleeps, with one `futex_waitv(2)` call, on the
+//! bell words of every slot it watches (many slots of one bell share one word) and on a private
+//! word of its own that [`watch`] and [`unwatch`] bump. Whenever it wakes it looks at each slot:
+//! a word that no longer holds the value read before arming moved because a ringer rang the bell
+//! (a message, a freed slot, a close: the waiter's condition may have changed), so it writes the
+//! waiter's eventfd and forgets the slot; otherwise it sleeps again. It does not trust the armed
+//! bit to tell it whether its slot was rung: a subscriber can write the bits (they live in the
+//! control file), and one that set them again right after a ringer took them would hide every
+//! wake-up (a test found exactly that).
 //!
 //! So a ringer writes only the bell's word in shared memory and makes at most one `futex` call,
 //! and the eventfd never leaves its process: nobody else can read it, block on it, or change
@@ -43,10 +47,12 @@ struct FutexWaitv {
     reserved: u32,
 }
 
-/// A watched slot: the ring (kept mapped while watched), and the waiter's eventfd.
+/// A watched slot: the ring (kept mapped while watched), the bell word's value the waiter read
+/// before arming, and the waiter's eventfd.
 struct Watch {
     ring: Arc<ShmRing>,
     slot: usize,
+    seq: u32,
     efd: Efd,
 }
 
@@ -118,10 +124,16 @@ fn futex_waitv_supported() -> bool {
     })
 }
 
-/// Watch wake slot `slot` of `ring` for the waiter whose eventfd is `efd`: once a ringer took
-/// the slot's armed bit (or the slot was released), `efd` is written once and the watch ends.
-/// Call after arming the slot; a watch of the same slot replaces the previous one.
-pub(crate) fn watch(ring: &Arc<ShmRing>, slot: usize, efd: &Efd) -> Result<(), WaitError> {
+/// Watch wake slot `slot` of `ring` for the waiter whose eventfd is `efd`: once the slot's bell
+/// word no longer holds `seq` (read with `Ring::waker_seq` *before* arming), `efd` is written
+/// once and the watch ends. Call after arming the slot; a watch of the same slot replaces the
+/// previous one.
+pub(crate) fn watch(
+    ring: &Arc<ShmRing>,
+    slot: usize,
+    seq: u32,
+    efd: &Efd,
+) -> Result<(), WaitError> {
     if !futex_waitv_supported() {
         return Err(WaitError::Io(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -165,6 +177,7 @@ pub(crate) fn watch(ring: &Arc<ShmRing>, slot: usize, efd: &Efd) -> Result<(), W
         let new = Watch {
             ring: ring.clone(),
             slot,
+            seq,
             efd: efd.clone(),
         };
         if w.slots.insert(key, new).is_none() {
@@ -222,9 +235,9 @@ fn agent_loop(agent: &Agent) {
                     fired.push(*key);
                     continue;
                 };
-                // The word first, then the bit: a ringer bumps the word after it takes bits.
+                // Acquire: pairs with the ringer's bump (release), made after its change.
                 let now = word.load(Ordering::Acquire);
-                if !watch.ring.waker_armed(watch.slot) {
+                if now != watch.seq {
                     fired.push(*key);
                     continue;
                 }

@@ -438,10 +438,12 @@ impl WaitSet {
                     let _ = register(w);
                 }
                 if let Some((r, _, _)) = &w.reg {
+                    // The word before the bit: the agent wakes the set once it moves.
+                    let seq = view.ring.waker_seq(r.slot).unwrap_or(0);
                     if view.ring.arm_waker_unfenced(r.slot, r.generation).is_ok() {
                         // The agent writes the eventfd once a ringer takes the bit; a port
                         // found ready below is disarmed (and unwatched) again.
-                        if crate::agent::watch(&view.ring, r.slot, &self.efd).is_err() {
+                        if crate::agent::watch(&view.ring, r.slot, seq, &self.efd).is_err() {
                             view.ring.disarm_waker(r.slot);
                         } else {
                             armed = true;

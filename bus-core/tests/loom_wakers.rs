@@ -15,17 +15,11 @@ use loom::thread;
 
 use support::{check, msg, publisher, ring, subscriber, ModelRing};
 
-/// The agent's loop for one slot armed after reading `seq`: sleep while the word holds the
-/// value; on every wake-up read the word, then the bit; return once the bit is gone (a ringer
-/// took it).
-fn agent_wait(ring: &ModelRing, slot: usize, mut seq: u32) {
-    loop {
+/// The agent's loop for one slot armed after reading `seq`: return once the word no longer
+/// holds it (the bell rang), else sleep while it does.
+fn agent_wait(ring: &ModelRing, slot: usize, seq: u32) {
+    while ring.waker_seq(slot).unwrap() == seq {
         ring.sleep_waker(slot, seq, None);
-        let now = ring.waker_seq(slot).unwrap();
-        if !ring.waker_armed(slot) {
-            return;
-        }
-        seq = now;
     }
 }
 

@@ -270,9 +270,11 @@ fn forged_wake_bits_cost_a_publisher_one_futex_call_and_reach_no_descriptor() {
     let (dir, d) = daemon_nobody_subscribes("sec-storm", &[]);
     let topic = unique_topic("atk/storm");
     let bus = d.bus();
+    // A small lossy ring: a waiter that is not woken while the messages come loses them
+    // (`Lagged`), so a hidden wake-up cannot go unnoticed.
     bus.publisher::<bus_tests::TestMsg>(&topic)
         .lossy()
-        .capacity(1024)
+        .capacity(16)
         .create()
         .expect("the topic");
     let count = 600;
@@ -290,6 +292,8 @@ fn forged_wake_bits_cost_a_publisher_one_futex_call_and_reach_no_descriptor() {
             &topic,
             "--count",
             &count_s,
+            "--timeout-ms",
+            "30000",
         ],
     );
     waiter.expect_line("ready", START);
@@ -298,7 +302,25 @@ fn forged_wake_bits_cost_a_publisher_one_futex_call_and_reach_no_descriptor() {
         daemon_eventfds,
         "the daemon took a waiter's eventfd"
     );
-    let mut atk = attacker("storm-wake-bits", &d, &topic);
+    // The storm outlasts the waiter's own deadline: a wake-up it hid would end the waiter
+    // with "timeout", not "count".
+    let uid = NOBODY.to_string();
+    let mut atk = Peer::spawn(
+        PEER,
+        &[
+            "storm-wake-bits",
+            "--socket",
+            d.socket_str(),
+            "--topic",
+            &topic,
+            "--uid",
+            &uid,
+            "--gid",
+            &uid,
+            "--seconds",
+            "300",
+        ],
+    );
     let v = atk.json(START);
     assert_eq!(v["storming"], true, "{v}");
 
@@ -307,6 +329,10 @@ fn forged_wake_bits_cost_a_publisher_one_futex_call_and_reach_no_descriptor() {
     assert_eq!(
         summary["outcome"], "count",
         "the waiter under the storm: {summary}"
+    );
+    assert_eq!(
+        summary["topics"][&topic]["error_count"], 0,
+        "the waiter under the storm missed messages: {summary}"
     );
     let call =
         |m: &std::collections::BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0);

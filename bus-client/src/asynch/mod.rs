@@ -113,8 +113,10 @@ impl AsyncWaiter {
             }
         }
         if let Some((reg, _, _)) = &self.reg {
+            // The word before the bit: the agent wakes this waiter once it moves.
+            let seq = view.ring.waker_seq(reg.slot).unwrap_or(0);
             if view.ring.arm_waker(reg.slot, reg.generation).is_ok() {
-                if crate::agent::watch(&view.ring, reg.slot, &self.efd).is_ok() {
+                if crate::agent::watch(&view.ring, reg.slot, seq, &self.efd).is_ok() {
                     self.armed = Some((view.ring.clone(), reg.slot));
                 } else {
                     view.ring.disarm_waker(reg.slot);

@@ -13,9 +13,10 @@
 //!   the slot's bit in the bell's `armed` bitmap, then the heavy half of the asymmetric
 //!   barrier, then re-check the condition. If it holds, disarm and go on; otherwise hand the
 //!   slot and the word's value read *before* arming to the agent, which sleeps on the word
-//!   while it still holds that value ([`Ring::waker_futex`]) and, whenever it wakes, reads the
-//!   word again and then the bit: a bit no longer set was taken by a ringer (or the slot was
-//!   released): the waiter is woken (its eventfd written).
+//!   while it still holds that value ([`Ring::waker_futex`]) and wakes the waiter (writes its
+//!   eventfd) once it no longer does: the bell rang, so the waiter's condition may have changed.
+//!   The agent does not look at the bit for that: whoever can write the control file can set a
+//!   bit again right after a ringer took it.
 //! * **Ring** (a publisher's commit, a subscriber's release): change the condition, light
 //!   barrier, load the bell's `waiters` and `armed` words. All zero: done, no system call, no
 //!   write. Otherwise swap each non-zero `armed` word to zero, bump the bell's word and wake
@@ -27,10 +28,10 @@
 //!
 //! No lost wake-up: the waiter's bit store and the ringer's condition store are each followed
 //! by a barrier pair before the other side's load (as with `waiters` for the futex), so either
-//! the waiter's re-check sees the change or the ringer sees the bit. A ringer bumps the word
-//! after it took the bit, and the agent reads the word before the bit: either it sees the bit
-//! taken, or it sleeps on a value the bump changes, which the kernel checks atomically with
-//! going to sleep. A waiter that dies with its bit set makes ringers bump the word only until
+//! the waiter's re-check sees the change or the ringer sees the bit. The waiter reads the word
+//! before it arms, and a ringer that sees the bit bumps the word after: the agent then finds
+//! the word moved, or sleeps on the old value, which the kernel compares atomically with going
+//! to sleep. A waiter that dies with its bit set makes ringers bump the word only until
 //! the supervisor releases the slot ([`Ring::release_waker`] clears the bit), which it does
 //! when the waiter's process goes away.
 
