@@ -67,7 +67,7 @@ pub enum HeldError<E> {
 pub struct HeldSubscriber {
     /// Borrows `*port`. Declared (and dropped) first; see the module's invariant.
     sample: Option<RawSample<'static>>,
-    /// Owned: made by `Box::into_raw`, freed in `Drop`.
+    /// Owned: made by `Box::leak`, freed in `Drop`.
     port: NonNull<RawSubscriber>,
 }
 
@@ -202,7 +202,7 @@ impl Drop for HeldSubscriber {
 pub struct HeldPublisher {
     /// Borrows `*port`. Declared (and dropped) first; see the module's invariant.
     loan: Option<SampleMut<'static, [u8]>>,
-    /// Owned: made by `Box::into_raw`, freed in `Drop`.
+    /// Owned: made by `Box::leak`, freed in `Drop`.
     port: NonNull<RawPublisher>,
 }
 
