@@ -190,7 +190,7 @@ pub use error::{
 };
 pub use options::TopicOptions;
 pub use payload::Payload;
-pub use presence::{PresenceError, PresencePort};
+pub use presence::{Presence, PresenceError, PresencePort};
 pub use publisher::{Publisher, SampleMut};
 pub use raw::{RawPublisher, RawPublisherBuilder, RawSample, RawSubscriber, RawSubscriberBuilder};
 pub use subscriber::{Iter, Sample, Subscriber};

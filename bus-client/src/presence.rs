@@ -8,10 +8,12 @@
 //! entries when its connection closes). A [`crate::WaitSet`] watches a count with
 //! [`crate::WaitSet::attach_presence`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus_proto::segment::ShmRing;
 
+use crate::port::PortView;
 use crate::{Payload, Publisher, RawPublisher, RawSubscriber, Subscriber};
 
 /// Why waiting for peers ended without enough of them.
@@ -88,6 +90,40 @@ pub(crate) fn wait_for(
     }
 }
 
+/// A port's peer count, apart from the port: it may be kept and used from any thread while the
+/// port is busy (holding a sample or a loan, or waiting), and follows the port when it
+/// attaches afresh (a restarted daemon). Made by [`PresencePort::presence`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use bus_client::{Bus, PresencePort};
+/// let bus = Bus::embedded()?;
+/// let publisher = bus.publisher::<u64>("doc/presence").create()?;
+/// let listeners = publisher.presence();
+/// let waiter = std::thread::spawn(move || listeners.wait_for(1, Some(Duration::from_secs(10))));
+/// let _subscriber = bus.subscriber::<u64>("doc/presence").open()?;
+/// assert_eq!(waiter.join().unwrap()?, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Presence {
+    view: Arc<PortView>,
+    peers: Peers,
+}
+
+impl Presence {
+    /// The peers attached now (see [`PresencePort::peer_count`]).
+    pub fn count(&self) -> usize {
+        self.peers.count(&self.view.get().ring)
+    }
+
+    /// Wait until at least `n` peers are attached (forever with `None`); returns how many are.
+    pub fn wait_for(&self, n: usize, timeout: Option<Duration>) -> Result<usize, PresenceError> {
+        wait_for(&self.view.get().ring, self.peers, n, timeout)
+    }
+}
+
 /// A port whose peers can be counted and watched by a [`crate::WaitSet`]
 /// ([`crate::WaitSet::attach_presence`]): [`Publisher`], [`RawPublisher`] (peers are
 /// subscribers), [`Subscriber`], [`RawSubscriber`] (peers are publishers).
@@ -105,6 +141,15 @@ pub(crate) fn wait_for(
 pub trait PresencePort: sealed::Sealed {
     /// The peers attached now: subscribers for a publisher, publishers for a subscriber.
     fn peer_count(&self) -> usize;
+
+    /// A handle on the peer count that does not borrow the port.
+    fn presence(&self) -> Presence {
+        let parts = self.presence_parts();
+        Presence {
+            view: parts.view.clone(),
+            peers: parts.peers,
+        }
+    }
 }
 
 pub(crate) mod sealed {

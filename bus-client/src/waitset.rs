@@ -224,6 +224,17 @@ impl WaitSet {
         role: Role,
         conn: &Arc<Conn>,
         topic: &str,
+    ) -> Result<Attachment, WaitError> {
+        self.watch_port(view, role, conn, topic, None)
+    }
+
+    /// Watch a port's messages or room (`presence` `None`), or its peer count.
+    fn watch_port(
+        &mut self,
+        view: &Arc<PortView>,
+        role: Role,
+        conn: &Arc<Conn>,
+        topic: &str,
         presence: Option<Peers>,
     ) -> Result<Attachment, WaitError> {
         let mut watched = Watched {
@@ -274,7 +285,7 @@ impl WaitSet {
     /// ```
     pub fn attach_presence<P: PresencePort>(&mut self, port: &P) -> Result<Attachment, WaitError> {
         let parts = port.presence_parts();
-        self.attach_port(
+        self.watch_port(
             parts.view,
             parts.role,
             parts.conn,
@@ -290,13 +301,7 @@ impl WaitSet {
         subscriber: &Subscriber<T>,
     ) -> Result<Attachment, WaitError> {
         let port = subscriber.inner.port();
-        self.attach_port(
-            port.view(),
-            Role::Subscriber,
-            port.conn(),
-            port.topic(),
-            None,
-        )
+        self.attach_port(port.view(), Role::Subscriber, port.conn(), port.topic())
     }
 
     /// Watch a raw subscriber; see [`WaitSet::attach_subscriber`].
@@ -305,13 +310,7 @@ impl WaitSet {
         subscriber: &RawSubscriber,
     ) -> Result<Attachment, WaitError> {
         let port = subscriber.inner.port();
-        self.attach_port(
-            port.view(),
-            Role::Subscriber,
-            port.conn(),
-            port.topic(),
-            None,
-        )
+        self.attach_port(port.view(), Role::Subscriber, port.conn(), port.topic())
     }
 
     /// Watch `publisher`: ready when a lossless topic has room again (a lossy one always has).
@@ -320,13 +319,7 @@ impl WaitSet {
         publisher: &Publisher<T>,
     ) -> Result<Attachment, WaitError> {
         let port = publisher.inner.port();
-        self.attach_port(
-            port.view(),
-            Role::Publisher,
-            port.conn(),
-            port.topic(),
-            None,
-        )
+        self.attach_port(port.view(), Role::Publisher, port.conn(), port.topic())
     }
 
     /// Watch a raw publisher; see [`WaitSet::attach_publisher`].
@@ -335,13 +328,7 @@ impl WaitSet {
         publisher: &RawPublisher,
     ) -> Result<Attachment, WaitError> {
         let port = publisher.inner.port();
-        self.attach_port(
-            port.view(),
-            Role::Publisher,
-            port.conn(),
-            port.topic(),
-            None,
-        )
+        self.attach_port(port.view(), Role::Publisher, port.conn(), port.topic())
     }
 
     /// Ready once, when `at` has passed.
