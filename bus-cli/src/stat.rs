@@ -15,7 +15,7 @@ use crate::util::{self, Table};
 #[derive(Debug, Args)]
 #[command(
     long_about = "Show each topic's message rate and byte rate, drops (lossy topics), stalls \
-(lossless topics), the shared memory each topic commits, each subscriber's lag and the waiters \
+(lossless topics), messages published while no subscriber was attached (UNHEARD), the shared memory each topic commits, each subscriber's lag and the waiters \
 that sleep on descriptors of their own (WaitSets and async code; `--json` says which port each \
 waits for and whether it is armed).
 
@@ -61,6 +61,8 @@ struct TopicRates {
     bytes_per_sec_exact: bool,
     drops: u64,
     stalls: u64,
+    /// Messages published while no subscriber was attached.
+    unheard: u64,
     max_lag: u64,
     publishers: Vec<PublisherStat>,
     subscribers: Vec<SubscriberStat>,
@@ -178,6 +180,7 @@ fn rates(socket: &Path, before: &Sample, after: &Sample) -> Report {
                 bytes_per_sec_exact: !t.spec.type_info.is_bytes(),
                 drops: t.drops,
                 stalls: t.stalls,
+                unheard: t.unheard,
                 max_lag: t.subscribers.iter().map(|s| s.lag).max().unwrap_or(0),
                 publishers: t.publishers.clone(),
                 subscribers: t.subscribers.clone(),
@@ -213,6 +216,7 @@ fn render(report: &Report, watch: bool) -> String {
         ("PUBLISHED", true),
         ("DROPS", true),
         ("STALLS", true),
+        ("UNHEARD", true),
         ("PUBS", true),
         ("SUBS", true),
         ("WAITERS", true),
@@ -242,6 +246,7 @@ fn render(report: &Report, watch: bool) -> String {
             r.published.to_string(),
             r.drops.to_string(),
             r.stalls.to_string(),
+            r.unheard.to_string(),
             r.publishers.len().to_string(),
             r.subscribers.len().to_string(),
             r.wakers.len().to_string(),

@@ -94,9 +94,24 @@ fn list_and_stat_show_topic_and_subscriber() {
     assert_eq!(t["bytes"].as_u64(), Some(bytes), "{report}");
     assert!(t.get("memory").is_none(), "{report}");
     assert!(t["messages_per_sec"].is_number());
+    assert_eq!(
+        t["unheard"], 0,
+        "a subscriber heard every message: {report}"
+    );
+
+    // Published to nobody: counted as unheard.
+    let mut lonely = d.bus.publisher::<[u8]>("robot/lonely").create().unwrap();
+    for i in 0..3u8 {
+        lonely.publish(&[i]).unwrap();
+    }
+    let out = run(&mut d.shmbus(&["stat", "robot/lonely", "--json", "--interval-ms", "20"]));
+    assert_ok(&out);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["topics"][0]["unheard"], 3, "{report}");
 
     let out = run(&mut d.shmbus(&["stat", "--interval-ms", "20"]));
     assert_ok(&out);
+    assert!(out.stdout.contains("UNHEARD"), "{}", out.stdout);
     assert!(out.stdout.contains("MSG/S"), "{}", out.stdout);
     assert!(out.stdout.contains("LAG"), "{}", out.stdout);
 

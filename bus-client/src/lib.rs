@@ -61,6 +61,7 @@ pub mod held;
 mod options;
 mod payload;
 mod port;
+mod presence;
 mod publisher;
 mod raw;
 mod subscriber;
@@ -190,6 +191,7 @@ pub use error::{
 };
 pub use options::TopicOptions;
 pub use payload::Payload;
+pub use presence::{Presence, PresenceError, PresencePort};
 pub use publisher::{Publisher, SampleMut};
 pub use raw::{RawPublisher, RawPublisherBuilder, RawSample, RawSubscriber, RawSubscriberBuilder};
 pub use subscriber::{Iter, Sample, Subscriber};

@@ -281,6 +281,7 @@ impl<T: Payload + ?Sized> Publisher<T> {
     }
 
     sender_accessors!();
+    crate::presence::publisher_presence!();
 
     /// Loan the next slot to write in place, waiting for space (lossless topics) as the wait
     /// strategy says. Lossy topics never wait.

@@ -41,6 +41,7 @@ pub struct RawSubscriber {
 
 impl RawSubscriber {
     receiver_accessors!();
+    crate::presence::subscriber_presence!();
 
     /// Receive the next message, waiting as the wait strategy says.
     pub fn recv(&mut self) -> Result<RawSample<'_>, RecvError> {
@@ -135,6 +136,7 @@ pub struct RawPublisher {
 
 impl RawPublisher {
     sender_accessors!();
+    crate::presence::publisher_presence!();
 
     /// The publisher table entry this port writes with: what [`RawSample::publisher`] says of
     /// its messages. A bridge uses it to recognise its own messages. It can change when the

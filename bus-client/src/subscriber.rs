@@ -263,6 +263,7 @@ impl<T: Payload + ?Sized> Subscriber<T> {
     }
 
     receiver_accessors!();
+    crate::presence::subscriber_presence!();
 
     /// Receive the next message, waiting as the wait strategy says (default: spin, then park).
     pub fn recv(&mut self) -> Result<Sample<'_, T>, RecvError> {

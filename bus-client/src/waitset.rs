@@ -30,6 +30,7 @@ use crate::conn::Conn;
 use crate::error::WaitError;
 use crate::follow::CHECK_EVERY;
 use crate::port::PortView;
+use crate::presence::{Peers, PresencePort};
 use crate::wake::{Efd, Registration};
 use crate::{Payload, Publisher, RawPublisher, RawSubscriber, Subscriber};
 
@@ -106,6 +107,8 @@ struct Watched {
     /// The wake slot for the port as it was when registered (`None` until registered, or after
     /// a daemon restart or a re-attach made it stale).
     reg: Option<(Registration, usize, u64)>,
+    /// Watch the port's peer count (the presence bell) instead of its messages or room.
+    presence: Option<Peers>,
 }
 
 enum Kind {
@@ -225,17 +228,73 @@ impl WaitSet {
         conn: &Arc<Conn>,
         topic: &str,
     ) -> Result<Attachment, WaitError> {
+        self.watch_port(view, role, conn, topic, None)
+    }
+
+    /// Watch a port's messages or room (`presence` `None`), or its peer count.
+    fn watch_port(
+        &mut self,
+        view: &Arc<PortView>,
+        role: Role,
+        conn: &Arc<Conn>,
+        topic: &str,
+        presence: Option<Peers>,
+    ) -> Result<Attachment, WaitError> {
         let mut watched = Watched {
             view: view.clone(),
             role,
             conn: conn.clone(),
             topic: topic.to_string(),
             reg: None,
+            presence,
         };
         // Register now, so that a topic without a free wake slot is an error here, not a
         // silent poll later.
         register(&mut watched)?;
-        Ok(self.attach(Kind::Port(Box::new(watched))))
+        // A presence attachment reports changes from the count it starts with.
+        let reported = presence.map(|p| (p.count(&view.get().ring) as u64, 0));
+        let attachment = self.attach(Kind::Port(Box::new(watched)));
+        if reported.is_some() {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(Some(e)) = entries.slots.get_mut(attachment.id.index) {
+                e.reported = reported;
+            }
+        }
+        Ok(attachment)
+    }
+
+    /// Watch the peer count of `port` (subscribers of a [`Publisher`] or [`RawPublisher`],
+    /// publishers of a [`Subscriber`] or [`RawSubscriber`]): ready whenever the count differs
+    /// from the one it had when last reported (or when attached). The daemon rings the topic's
+    /// presence bell at every attach, release and eviction, so a process that exits or is
+    /// killed is seen as soon as its connection closes. Read the count with
+    /// [`PresencePort::peer_count`]; a change undone between two looks may go unreported.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bus_client::{Bus, PresencePort, WaitSet};
+    /// let bus = Bus::embedded()?;
+    /// let publisher = bus.publisher::<u64>("doc/ws/presence").create()?;
+    /// let mut set = WaitSet::new()?;
+    /// let listeners = set.attach_presence(&publisher)?;
+    /// let subscriber = bus.subscriber::<u64>("doc/ws/presence").open()?;
+    /// assert_eq!(set.wait(Some(Duration::from_secs(10)))?, [listeners.id()]);
+    /// assert_eq!(publisher.peer_count(), 1);
+    /// drop(subscriber);
+    /// assert_eq!(set.wait(Some(Duration::from_secs(10)))?, [listeners.id()]);
+    /// assert_eq!(publisher.peer_count(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn attach_presence<P: PresencePort>(&mut self, port: &P) -> Result<Attachment, WaitError> {
+        let parts = port.presence_parts();
+        self.watch_port(
+            parts.view,
+            parts.role,
+            parts.conn,
+            parts.topic,
+            Some(parts.peers),
+        )
     }
 
     /// Watch `subscriber`: ready when it has a message to read (or an error to report: the
@@ -484,12 +543,16 @@ impl WaitSet {
                     e.stale_reported = None;
                     let ring = &view.ring;
                     let claim = ring.claim_counter();
-                    let (ready, mark) = match w.role {
-                        Role::Subscriber => (
+                    let (ready, mark) = match (w.presence, w.role) {
+                        (Some(peers), _) => {
+                            let count = peers.count(ring) as u64;
+                            (e.reported.is_none_or(|(c, _)| c != count), (count, 0))
+                        }
+                        (None, Role::Subscriber) => (
                             ring.subscriber_ready(view.index, view.generation),
                             (ring.subscriber_cursor(view.index).unwrap_or(0), claim),
                         ),
-                        Role::Publisher => (
+                        (None, Role::Publisher) => (
                             ring.publisher_ready(view.index, view.generation),
                             (claim, claim),
                         ),
@@ -561,7 +624,8 @@ fn disarm(entries: &Entries) {
 fn register(w: &mut Watched) -> Result<(), WaitError> {
     w.reg = None;
     let view = w.view.get();
-    let reg = Registration::new(&w.conn, &w.topic, w.role, (view.index, view.generation))?;
+    let port = (view.index, view.generation);
+    let reg = Registration::on_bell(&w.conn, &w.topic, w.role, port, w.presence.is_some())?;
     w.reg = Some((reg, view.index, view.generation));
     Ok(())
 }

@@ -111,11 +111,24 @@ pub(crate) struct Registration {
 
 impl Registration {
     /// A wake slot for a waiter of the port `(role, index, port_generation)` on `topic`.
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
     pub(crate) fn new(
         conn: &Arc<Conn>,
         topic: &str,
         role: Role,
+        port: (usize, u64),
+    ) -> Result<Registration, WaitError> {
+        Registration::on_bell(conn, topic, role, port, false)
+    }
+
+    /// A wake slot for the port `(role, index, port_generation)` on `topic` that waits for
+    /// messages or room (`presence` false), or for the topic's peer count to change.
+    pub(crate) fn on_bell(
+        conn: &Arc<Conn>,
+        topic: &str,
+        role: Role,
         (index, port_generation): (usize, u64),
+        presence: bool,
     ) -> Result<Registration, WaitError> {
         let epoch = conn.status().epoch();
         let request = Request::AddWaker {
@@ -123,6 +136,7 @@ impl Registration {
             role,
             index: u32::try_from(index).unwrap_or(u32::MAX),
             generation: port_generation,
+            presence,
         };
         let answer = conn.request(&request);
         match answer {

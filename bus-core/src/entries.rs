@@ -46,6 +46,8 @@ pub mod wake_bell {
     pub const DATA: u32 = 0;
     /// The space bell: a lossless publisher waits for free slots.
     pub const SPACE: u32 = 1;
+    /// The presence bell: a port waits for its peer count to change.
+    pub const PRESENCE: u32 = 2;
 }
 
 /// A wake slot: a waiter that sleeps on its own descriptor. The supervisor (the daemon) hands
@@ -60,7 +62,7 @@ pub struct WakeEntry {
     pub state: AtomicU64,
     /// Process id of the waiter (informational).
     pub pid: AtomicU32,
-    /// [`wake_bell::DATA`] or [`wake_bell::SPACE`].
+    /// [`wake_bell::DATA`], [`wake_bell::SPACE`] or [`wake_bell::PRESENCE`].
     pub bell: AtomicU32,
 }
 
@@ -86,7 +88,24 @@ pub struct Flags {
     /// table can be large (256 entries) without slowing publishers that use a few. Raised by
     /// attaches (which the supervisor serialises) before the entry turns active.
     pub subscribers_high: AtomicU32,
+    /// The presence bell: the supervisor rings it (always bumps `seq` and wakes it, and takes
+    /// the `armed` bits) after every change of the tables: an attach, a release, an eviction.
+    /// A port waiting for its peer count sleeps on `seq` (see `Ring::presence_seq`); the
+    /// publish and receive paths never touch it. It sits in this line because the control
+    /// block has no other room; only supervisors and presence waiters write it, rarely.
+    pub presence: Bell,
+    /// The claim (`Control::claim`) when the last subscriber went away, or [`NOT_QUIET`]
+    /// while a subscriber is attached; starts at the first sequence (no subscriber yet).
+    /// Written only by the supervisor (`Ring::presence_changed`).
+    pub quiet_since: AtomicU64,
+    /// Messages published while no subscriber was attached, up to `quiet_since` (the current
+    /// quiet stretch, `claim - quiet_since`, is added when it ends). Written only by the
+    /// supervisor.
+    pub unheard: AtomicU64,
 }
+
+/// `Flags::quiet_since` while at least one subscriber is attached.
+pub const NOT_QUIET: u64 = u64::MAX;
 
 /// The control block at [`crate::layout::CONTROL_OFFSET`].
 ///
@@ -95,7 +114,8 @@ pub struct Flags {
 ///  128  data    Bell  subscribers sleep here waiting for messages
 ///  256  space   Bell  lossless publishers sleep here waiting for free slots
 ///  384  flags   Flags closed, daemon epoch, stalls, shared (more than one publisher),
-///                     subscribers' high-water mark
+///                     subscribers' high-water mark (384..408); the presence bell (408..448);
+///                     quiet_since, unheard (448..464)
 /// ```
 #[derive(Debug, Default)]
 #[repr(C)]
@@ -201,6 +221,9 @@ const _: () = {
     assert!(size_of::<SlotHeader>() as u64 == SLOT_HEADER_LEN);
     assert!(size_of::<WakeEntry>() as u64 == crate::layout::WAKE_ENTRY_LEN);
     assert!(size_of::<Bell>() <= 128);
+    assert!(size_of::<Flags>() <= 128);
+    assert!(std::mem::offset_of!(Flags, presence) == 24);
+    assert!(std::mem::offset_of!(Flags, unheard) == 72);
     assert!(align_of::<Control>() == 128);
     assert!(align_of::<SlotHeader>() == 8);
 };

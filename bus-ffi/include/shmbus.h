@@ -42,13 +42,19 @@
  * its ports: another thread may receive from a subscriber while a wait set waits on it. shmbus_last_error_message: per thread.
  * Close a handle only when no other thread is inside a call on it.
  *
+ * PRESENCE. shmbus_publisher_subscriber_count and shmbus_subscriber_publisher_count read a
+ * port's peer count from shared memory (cheap enough per message);
+ * shmbus_publisher_wait_for_subscribers and shmbus_subscriber_wait_for_publishers wait for
+ * enough peers.
+ *
  * SAMPLES AND LOANS. A subscriber holds at most one sample (shmbus_subscriber_recv ...
  * shmbus_subscriber_release); on a lossless topic its slot is not reused until then. A
  * publisher holds at most one loan (shmbus_publisher_loan ... shmbus_publisher_send or
  * shmbus_publisher_discard).
  *
  * WAIT SETS AND EVENT LOOPS. A shmbus_waitset watches subscribers (a message to read),
- * publishers (room on a full lossless topic) and intervals; shmbus_waitset_wait blocks
+ * publishers (room on a full lossless topic), peer counts (shmbus_waitset_attach_*_presence)
+ * and intervals; shmbus_waitset_wait blocks
  * until one is ready and returns the ready attachment ids. For an event loop (poll, epoll,
  * select, libuv, GLib): poll shmbus_waitset_fd for reading with a timeout of
  * shmbus_waitset_timeout_hint_ms, then call shmbus_waitset_try_wait (never blocks):
@@ -298,6 +304,66 @@ shmbus_status shmbus_bus_close(shmbus_bus *bus);
 // # Safety
 // `options` is NULL or valid for writing a `shmbus_topic_options`.
 shmbus_status shmbus_topic_options_init(shmbus_topic_options *options);
+
+// `*count_out` = the subscribers attached to the publisher's topic now (every process's),
+// read from shared memory: cheap enough to call per message. `SHMBUS_ERR_STATE` while a
+// slot is loaned.
+//
+// # Safety
+// `publisher` is anything (checked against live handles); `count_out` is NULL or writable.
+shmbus_status shmbus_publisher_subscriber_count(shmbus_publisher *publisher,
+                                                size_t *count_out);
+
+// Wait until at least `n` subscribers are attached, or `timeout_ms` passes (negative:
+// forever): `SHMBUS_OK`, or `SHMBUS_ERR_TIMEOUT`, or `SHMBUS_ERR_CLOSED` if the topic
+// closed. `*count_out` is the count seen last (also on a timeout). Sleeps on the topic's
+// presence bell, which the daemon rings at every attach and departure.
+//
+// # Safety
+// As for `shmbus_publisher_subscriber_count`.
+shmbus_status shmbus_publisher_wait_for_subscribers(shmbus_publisher *publisher,
+                                                    size_t n,
+                                                    int64_t timeout_ms,
+                                                    size_t *count_out);
+
+// `*count_out` = the publishers attached to the subscriber's topic now, read from shared
+// memory. `SHMBUS_ERR_STATE` while a sample is held.
+//
+// # Safety
+// `subscriber` is anything (checked against live handles); `count_out` is NULL or writable.
+shmbus_status shmbus_subscriber_publisher_count(shmbus_subscriber *subscriber,
+                                                size_t *count_out);
+
+// Wait until at least `n` publishers are attached; see
+// `shmbus_publisher_wait_for_subscribers`.
+//
+// # Safety
+// As for `shmbus_subscriber_publisher_count`.
+shmbus_status shmbus_subscriber_wait_for_publishers(shmbus_subscriber *subscriber,
+                                                    size_t n,
+                                                    int64_t timeout_ms,
+                                                    size_t *count_out);
+
+// Watch the number of subscribers of `publisher`'s topic: ready whenever it differs from the
+// number when last reported (or when attached); read it with
+// `shmbus_publisher_subscriber_count`. `*id_out` is the attachment's id. Refused with
+// `SHMBUS_ERR_STATE` while a slot is loaned; detach before closing the publisher.
+//
+// # Safety
+// `waitset` and `publisher` are anything (checked against live handles); `id_out` is NULL
+// or writable.
+shmbus_status shmbus_waitset_attach_publisher_presence(shmbus_waitset *waitset,
+                                                       shmbus_publisher *publisher,
+                                                       uint64_t *id_out);
+
+// Watch the number of publishers of `subscriber`'s topic; see
+// `shmbus_waitset_attach_publisher_presence`.
+//
+// # Safety
+// As for `shmbus_waitset_attach_publisher_presence`.
+shmbus_status shmbus_waitset_attach_subscriber_presence(shmbus_waitset *waitset,
+                                                        shmbus_subscriber *subscriber,
+                                                        uint64_t *id_out);
 
 // Open a publisher on `topic` with `verb` (`SHMBUS_OPEN`, `SHMBUS_CREATE`,
 // `SHMBUS_OPEN_OR_CREATE`). `type`: the payload type, NULL for a byte topic. `options`:

@@ -18,6 +18,7 @@
 pub mod bus;
 mod handle;
 pub mod options;
+pub mod presence;
 pub mod publisher;
 pub mod status;
 pub mod subscriber;

@@ -7,7 +7,7 @@ use std::ffi::c_int;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
-use bus_client::{Attachment, AttachmentId, WaitError, WaitSet};
+use bus_client::{Attachment, AttachmentId, PresencePort, WaitError, WaitSet};
 
 use crate::handle::{write_out, Handle, Kind};
 use crate::publisher::{self, ShmbusPublisher};
@@ -54,6 +54,12 @@ impl WaitsetState {
         self.next_id
     }
 
+    /// Watch `port`'s peer count; returns the id C sees.
+    fn add_presence(&mut self, port: &impl PresencePort) -> Result<u64, Error> {
+        let attachment = self.set.attach_presence(port)?;
+        Ok(self.add(attachment))
+    }
+
     /// Queue the ids of what the set just reported.
     fn take_ready(&mut self, ready: &[AttachmentId]) {
         for r in ready {
@@ -64,6 +70,19 @@ impl WaitsetState {
             }
         }
     }
+}
+
+/// Attach `port`'s peer count to `waitset` (see `crate::presence`); returns the new id.
+///
+/// # Safety
+/// `waitset` is anything (checked against live handles).
+pub(crate) unsafe fn attach_presence(
+    waitset: *mut ShmbusWaitset,
+    port: &impl PresencePort,
+) -> Result<u64, Error> {
+    // SAFETY: forwarded contract.
+    let mut ws = unsafe { Handle::exclusive_registered(handle(waitset), "waitset") }?;
+    ws.add_presence(port)
 }
 
 /// Make a new, empty wait set (it holds one eventfd). On success `*out` is the set; free it

@@ -256,6 +256,43 @@ fn cpp_example_delivers_every_message_between_two_processes() {
     assert_eq!(sub_lines, expected);
 }
 
+/// `presence.c`: a C publisher process waits for two C subscriber processes, then its wait
+/// set reports the count falling as each is killed with SIGKILL (the daemon releases a killed
+/// process's entry when its connection closes); the Rust side reads the same counts.
+#[test]
+fn c_presence_example_counts_subscribers_and_sees_them_killed() {
+    let timeout = Duration::from_secs(60);
+    let exe = compile("presence.c", false);
+    let bus = Bus::embedded().expect("a daemon for the examples");
+    let socket = bus.socket_path().to_path_buf();
+    let topic = "ffi/presence";
+    let publisher = Proc::spawn(&[&exe], &["pub", topic, "2"], &socket);
+    publisher.wait_for("ready", timeout);
+    let mut subs: Vec<Proc> = (0..2)
+        .map(|_| Proc::spawn(&[&exe], &["sub", topic], &socket))
+        .collect();
+    for s in &subs {
+        assert_eq!(s.wait_for("ready", timeout), ["publishers 1"]);
+    }
+    assert_eq!(publisher.wait_for("watching", timeout), ["subscribers 2"]);
+    let stats = || bus.stats(Some(topic)).expect("stats").remove(0);
+    assert_eq!(
+        (stats().publishers.len(), stats().subscribers.len()),
+        (1, 2)
+    );
+    for left in [1, 0] {
+        let mut killed = subs.pop().expect("a subscriber");
+        killed.child.kill().expect("SIGKILL");
+        killed.child.wait().expect("reap");
+        let line = format!("subscribers {left}");
+        assert_eq!(publisher.wait_for(&line, timeout), Vec::<String>::new());
+        assert_eq!(stats().subscribers.len(), left);
+    }
+    let (status, rest) = publisher.finish(timeout);
+    assert!(status.success(), "publisher: {status}, {rest:?}");
+    drop(bus);
+}
+
 #[test]
 fn c_example_alone_runs_its_own_embedded_daemon() {
     let exe = compile("pubsub.c", false);

@@ -57,8 +57,9 @@ use serde::{Deserialize, Serialize};
 /// no descriptor travels for a wake slot (`add_waker` carries none, `waker_fd` is gone): a
 /// waiter's own process wakes it.
 /// Version 7: topic watches (`watch`, `watching`, and the `topic_created` and `topic_deleted`
-/// notices).
-pub const PROTOCOL_VERSION: u32 = 7;
+/// notices). Version 8: presence (`add_waker` may ask for the presence bell, `stats` counts the
+/// messages published while no subscriber was attached).
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Errors from encoding or decoding messages, and from the socket under them.
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +254,10 @@ pub enum Request {
         index: u32,
         /// The port's generation.
         generation: u64,
+        /// Wait for the topic's peer count to change (the presence bell) instead of messages
+        /// or free slots.
+        #[serde(default)]
+        presence: bool,
     },
     /// Give a wake slot back (the waiter is done).
     RemoveWaker {
@@ -479,6 +484,9 @@ pub struct TopicStats {
     pub drops: u64,
     /// Times a publisher found the ring full (lossless).
     pub stalls: u64,
+    /// Messages published while no subscriber was attached.
+    #[serde(default)]
+    pub unheard: u64,
     /// Each wake slot in use.
     pub wakers: Vec<WakerStat>,
 }

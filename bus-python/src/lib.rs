@@ -16,6 +16,7 @@
 mod bus;
 mod errors;
 mod exports;
+mod presence;
 mod publisher;
 mod subscriber;
 

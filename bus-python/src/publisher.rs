@@ -8,7 +8,9 @@
 use std::sync::{Arc, Mutex};
 
 use bus_client::held::{HeldError, HeldPublisher};
-use bus_client::{Geometry, Mode, RawPublisher, SendTimeoutError, TrySendError};
+use bus_client::{
+    Geometry, Mode, Presence, PresencePort, RawPublisher, SendTimeoutError, TrySendError,
+};
 use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
 use pyo3::types::{PyMemoryView, PyTuple};
@@ -63,6 +65,8 @@ struct Shared {
     core: Mutex<Core>,
     topic: String,
     spec: Geometry,
+    /// The number of subscribers, readable without the port.
+    presence: Presence,
 }
 
 /// Publishes on one topic: `publish(bytes_like)`, or `with pub.loan() as buf:` to write in
@@ -75,6 +79,7 @@ pub(crate) struct Publisher {
 impl Publisher {
     pub(crate) fn new(port: RawPublisher) -> Publisher {
         let (topic, spec) = (port.topic().to_string(), port.spec().clone());
+        let presence = port.presence();
         Publisher {
             shared: Arc::new(Shared {
                 core: Mutex::new(Core {
@@ -83,6 +88,7 @@ impl Publisher {
                 }),
                 topic,
                 spec,
+                presence,
             }),
         }
     }
@@ -210,6 +216,26 @@ impl Publisher {
                 Err(LoanFailed::Size(e)) => return Err(e.into_py()),
             }
         }
+    }
+
+    /// Subscribers attached to the topic now (every process's), read from shared memory:
+    /// cheap enough to read per message.
+    #[getter]
+    fn subscriber_count(&self) -> usize {
+        self.shared.presence.count()
+    }
+
+    /// Wait until at least `n` subscribers are attached (at most `timeout` seconds; None: as
+    /// long as it takes, interruptible with Ctrl-C); returns how many are. Raises
+    /// TimeoutError, or ClosedError if the topic closes. The GIL is released while waiting.
+    #[pyo3(signature = (n, timeout=None))]
+    fn wait_for_subscribers(
+        &self,
+        py: Python<'_>,
+        n: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        crate::presence::wait_for(py, &self.shared.presence, n, timeout, "subscriber(s)")
     }
 
     /// The topic name.

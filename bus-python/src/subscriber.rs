@@ -24,7 +24,8 @@ use bus_client::held::{HeldError, HeldSubscriber};
 use std::os::fd::{AsFd, AsRawFd};
 
 use bus_client::{
-    Attachment, Geometry, Mode, RawSubscriber, RecvTimeoutError, TryRecvError, WaitSet,
+    Attachment, Geometry, Mode, Presence, PresencePort, RawSubscriber, RecvTimeoutError,
+    TryRecvError, WaitSet,
 };
 use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
@@ -81,6 +82,8 @@ struct Shared {
     topic: String,
     spec: Geometry,
     lagged: AtomicU64,
+    /// The number of publishers, readable without the port.
+    presence: Presence,
 }
 
 fn in_use(n: u64) -> PyErr {
@@ -112,6 +115,7 @@ enum Got {
 impl Subscriber {
     pub(crate) fn new(port: RawSubscriber, spin: bool) -> Subscriber {
         let (topic, spec) = (port.topic().to_string(), port.spec().clone());
+        let presence = port.presence();
         Subscriber {
             shared: Arc::new(Shared {
                 core: Mutex::new(Core {
@@ -122,6 +126,7 @@ impl Subscriber {
                 topic,
                 spec,
                 lagged: AtomicU64::new(0),
+                presence,
             }),
             spin,
         }
@@ -349,6 +354,26 @@ impl Subscriber {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Publishers attached to the topic now, read from shared memory: cheap enough to read
+    /// per message.
+    #[getter]
+    fn publisher_count(&self) -> usize {
+        self.shared.presence.count()
+    }
+
+    /// Wait until at least `n` publishers are attached (at most `timeout` seconds; None: as
+    /// long as it takes, interruptible with Ctrl-C); returns how many are. Raises
+    /// TimeoutError, or ClosedError if the topic closes. The GIL is released while waiting.
+    #[pyo3(signature = (n, timeout=None))]
+    fn wait_for_publishers(
+        &self,
+        py: Python<'_>,
+        n: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        crate::presence::wait_for(py, &self.shared.presence, n, timeout, "publisher(s)")
     }
 
     /// Messages lost to lag so far (lossy topics).

@@ -386,6 +386,7 @@ fn port_requests_do_not_tell_a_uid_without_access_which_topics_exist() {
                 role,
                 index: 0,
                 generation: 1,
+                presence: false,
             });
             all.push(Request::Reattach {
                 topic: topic.clone(),

@@ -32,8 +32,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 pub const MAGIC: [u8; 8] = *b"SHMBUS\0\x01";
 /// Bumped whenever the layout below changes in any way (2: the `shared` flag of the solo
 /// claim; 3: the subscribers' high-water mark in the control block's flags; 4: the wake slots
-/// and the bells' `armed` bitmaps).
-pub const LAYOUT_VERSION: u32 = 4;
+/// and the bells' `armed` bitmaps; 5: the presence bell and the unheard count in the flags).
+pub const LAYOUT_VERSION: u32 = 5;
 /// The page size the layout is built on; the mapping page size must divide it.
 pub const SEGMENT_PAGE: u64 = 4096;
 /// Where the header lives.

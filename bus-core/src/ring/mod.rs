@@ -72,6 +72,7 @@
 //! specification above, and the entry tables' attach, release and eviction stay beside the
 //! invariants they must keep.)
 
+mod presence;
 mod publisher;
 mod repair;
 mod subscriber;
@@ -183,6 +184,8 @@ pub struct RingStats {
     pub publishers: Vec<(usize, u32, u64)>,
     /// Active subscribers: (index, pid, cursor, lag in messages, messages lost to lag).
     pub subscribers: Vec<(usize, u32, u64, u64, u64)>,
+    /// Messages published while no subscriber was attached (see [`Ring::unheard`]).
+    pub unheard: u64,
 }
 
 /// One topic's ring over a [`Storage`], with a [`Doorbell`] for sleeping.
@@ -231,6 +234,12 @@ pub(crate) fn initialize<S: Storage>(storage: &S) {
     let g = &storage.layout().geometry;
     let capacity = u64::from(g.capacity);
     storage.control().claim.store(capacity, Ordering::Relaxed);
+    // No subscriber yet: every message from the first is unheard until one attaches.
+    storage
+        .control()
+        .flags
+        .quiet_since
+        .store(capacity, Ordering::Relaxed);
     for i in 0..g.capacity as usize {
         storage
             .slot(i)
@@ -300,6 +309,7 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         fence(Ordering::SeqCst);
         self.wake(&c.data, true);
         self.wake(&c.space, true);
+        self.wake(&c.flags.presence, true);
     }
 
     /// Wake everyone who waits on this ring, in any process: the futex sleepers of both bells
@@ -742,6 +752,7 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
             closed: c.flags.closed.load(Ordering::Relaxed) != 0,
             publishers,
             subscribers,
+            unheard: self.unheard(),
         }
     }
 

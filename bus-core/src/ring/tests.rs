@@ -1403,3 +1403,62 @@ fn forged_armed_bits_cost_a_ringer_one_wake_up() {
         "fast path again"
     );
 }
+
+#[test]
+fn presence_counts_follow_the_tables() {
+    let r = ring_with(Mode::Lossless, 4, 16, 3, 3);
+    assert_eq!((r.publisher_count(), r.subscriber_count()), (0, 0));
+    let p = publisher(&r);
+    let s1 = subscriber(&r, StartAt::Latest);
+    let s2 = subscriber(&r, StartAt::Latest);
+    assert_eq!((r.publisher_count(), r.subscriber_count()), (1, 2));
+    r.release_subscriber(s1.index(), s1.generation()).unwrap();
+    assert_eq!(r.subscriber_count(), 1);
+    r.evict_subscriber(s2.index(), s2.generation()).unwrap();
+    assert_eq!(
+        r.subscriber_count(),
+        0,
+        "an evicted subscriber does not count"
+    );
+    r.release_publisher(p.index(), p.generation()).unwrap();
+    assert_eq!(r.publisher_count(), 0);
+}
+
+#[test]
+fn presence_bell_wakes_a_waiter_when_a_subscriber_attaches() {
+    let r = ring(Mode::Lossless, 4);
+    let waiter = {
+        let r = r.clone();
+        thread::spawn(move || loop {
+            let seq = r.presence_seq();
+            if r.subscriber_count() >= 1 {
+                return;
+            }
+            r.wait_presence(seq, PATIENCE);
+        })
+    };
+    let _s = subscriber(&r, StartAt::Latest);
+    r.presence_changed();
+    waiter.join().unwrap();
+}
+
+#[test]
+fn messages_published_with_no_subscriber_are_counted_as_unheard() {
+    let r = ring(Mode::Lossy, 4);
+    let mut p = publisher(&r);
+    for _ in 0..3 {
+        p.try_send(&[1]).unwrap();
+    }
+    assert_eq!(r.unheard(), 3, "nobody ever listened");
+    let s = subscriber(&r, StartAt::Latest);
+    r.presence_changed();
+    for _ in 0..5 {
+        p.try_send(&[2]).unwrap();
+    }
+    assert_eq!(r.unheard(), 3, "heard while a subscriber is attached");
+    r.release_subscriber(s.index(), s.generation()).unwrap();
+    r.presence_changed();
+    p.try_send(&[3]).unwrap();
+    assert_eq!(r.unheard(), 4);
+    assert_eq!(r.stats().unheard, 4);
+}

@@ -59,15 +59,22 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         match e.bell.load(Ordering::Relaxed) {
             wake_bell::DATA => Ok(&control.data),
             wake_bell::SPACE => Ok(&control.space),
+            wake_bell::PRESENCE => Ok(&control.flags.presence),
             _ => Err(AttachError::NotHeld(index)),
         }
     }
 
-    /// Take a free wake slot for a waiter of process `pid` on `bell` ([`wake_bell::DATA`] or
-    /// [`wake_bell::SPACE`]); returns `(index, generation)`. A supervisor's call, serialised
-    /// with its other attaches.
+    /// The bells a wake slot may wait on.
+    fn wake_bells(&self) -> [&Bell; 3] {
+        let control = self.storage.control();
+        [&control.data, &control.space, &control.flags.presence]
+    }
+
+    /// Take a free wake slot for a waiter of process `pid` on `bell` ([`wake_bell::DATA`],
+    /// [`wake_bell::SPACE`] or [`wake_bell::PRESENCE`]); returns `(index, generation)`. A
+    /// supervisor's call, serialised with its other attaches.
     pub fn attach_waker(&self, bell: u32, pid: u32) -> Result<(usize, u64), AttachError> {
-        if bell != wake_bell::DATA && bell != wake_bell::SPACE {
+        if ![wake_bell::DATA, wake_bell::SPACE, wake_bell::PRESENCE].contains(&bell) {
             return Err(AttachError::NoSuchEntry(bell as usize));
         }
         for index in 0..WAKE_SLOTS {
@@ -98,7 +105,7 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         Err(AttachError::TableFull)
     }
 
-    /// Free wake slot `index` held at `generation`: its bit is cleared in both bells (ringers
+    /// Free wake slot `index` held at `generation`: its bit is cleared in every bell (ringers
     /// stop waking for it) and its next waiter gets a new generation. A supervisor's
     /// call, when the waiter is done or its process is gone.
     pub fn release_waker(&self, index: usize, generation: u64) -> Result<(), AttachError> {
@@ -108,8 +115,7 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
             .ok_or(AttachError::NoSuchEntry(index))?;
         super::free_entry(&e.state, index, generation)?;
         let (w, mask) = bit(index);
-        let control = self.storage.control();
-        for bell in [&control.data, &control.space] {
+        for bell in self.wake_bells() {
             if let Some(word) = bell.armed.get(w) {
                 word.fetch_and(!mask, Ordering::AcqRel);
             }
@@ -124,13 +130,12 @@ impl<S: Storage, D: Doorbell> Ring<S, D> {
         })
     }
 
-    /// Whether wake slot `index`'s bit is set in either bell: its waiter armed it and no ringer
+    /// Whether wake slot `index`'s bit is set in any bell: its waiter armed it and no ringer
     /// has taken it since (the agent's test after each wake-up; the answer may be stale at
     /// once). Acquire: a bit a ringer took is seen with everything before its swap.
     pub fn waker_armed(&self, index: usize) -> bool {
         let (w, mask) = bit(index);
-        let control = self.storage.control();
-        [&control.data, &control.space].iter().any(|bell| {
+        self.wake_bells().iter().any(|bell| {
             bell.armed
                 .get(w)
                 .is_some_and(|word| word.load(Ordering::Acquire) & mask != 0)

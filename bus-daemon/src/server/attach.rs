@@ -336,6 +336,7 @@ pub(super) fn attach_port(
         uid: caller.cred.uid,
     };
     topic.attachments.push(port);
+    topic.ring.presence_changed();
     tracing::debug!(topic = name, ?role, index, generation, pid, "attached");
     let answer = (
         Response::Attached {

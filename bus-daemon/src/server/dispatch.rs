@@ -145,7 +145,8 @@ pub(super) fn handle(
             role,
             index,
             generation,
-        } => wakers::add(state, caller, &topic, (role, index, generation)),
+            presence,
+        } => wakers::add(state, caller, &topic, (role, index, generation), presence),
         Request::RemoveWaker {
             topic,
             slot,
@@ -260,6 +261,8 @@ pub(super) fn detach(
             Role::Publisher => t.ring.release_publisher(index as usize, generation),
             Role::Subscriber => t.ring.release_subscriber(index as usize, generation),
         };
+        // The port released its entry itself; the daemon rings for it.
+        t.ring.presence_changed();
         return (Response::Detached, Vec::new());
     }
     // An evicted port lets go of its entry: now it can be reused. (An evicted orphan of a
@@ -420,6 +423,7 @@ fn topic_stats(name: &str, t: &Topic) -> TopicStats {
             })
             .collect(),
         stalls: s.stalls,
+        unheard: s.unheard,
         wakers: t
             .wakers
             .iter()

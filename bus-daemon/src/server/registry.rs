@@ -398,6 +398,7 @@ impl State {
                     }),
                 }
             }
+            topic.ring.presence_changed();
         }
         if !still.is_empty() {
             self.holdings.insert(client, still);
@@ -457,6 +458,7 @@ impl State {
             freed += 1;
         }
         if freed > 0 {
+            topic.ring.presence_changed();
             self.run_repairs();
         }
         freed
@@ -474,7 +476,15 @@ impl State {
                     a.role == Role::Publisher && a.index as usize == i && a.generation == g
                 })
             };
-            match topic.ring.repair_publisher(r.index, r.generation, alive) {
+            let outcome = topic.ring.repair_publisher(r.index, r.generation, alive);
+            if matches!(
+                outcome,
+                Ok(RepairOutcome::Clean | RepairOutcome::Skipped { .. })
+            ) {
+                // The entry is free now: one publisher fewer.
+                topic.ring.presence_changed();
+            }
+            match outcome {
                 Ok(RepairOutcome::Clean) => {}
                 Ok(RepairOutcome::Skipped { sequence }) => tracing::warn!(
                     topic = r.topic.as_str(),

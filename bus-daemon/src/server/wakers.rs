@@ -20,6 +20,7 @@ pub(super) fn add(
     caller: &Caller,
     topic: &str,
     (role, index, generation): (Role, u32, u64),
+    presence: bool,
 ) -> Answer {
     let Some(t) = state.topics.get_mut(topic) else {
         return no_topic(topic);
@@ -50,6 +51,7 @@ pub(super) fn add(
         );
     }
     let bell = match role {
+        _ if presence => wake_bell::PRESENCE,
         Role::Subscriber => wake_bell::DATA,
         Role::Publisher => wake_bell::SPACE,
     };

@@ -122,6 +122,7 @@ pub(super) fn tick(state: &mut State, name: &str, timeout: Duration, now: Instan
             // Evicted, not freed: the port may still live and store its cursor once more,
             // so the entry is reused only after the port detached or its client went away.
             if topic.ring.evict_subscriber(index, generation).is_ok() {
+                topic.ring.presence_changed();
                 tracing::warn!(
                     topic = name,
                     pid,

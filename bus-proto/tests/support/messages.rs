@@ -79,6 +79,7 @@ pub fn every_request() -> Vec<Request> {
             role: Role::Subscriber,
             index: 1,
             generation: 2,
+            presence: false,
         },
         Request::RemoveWaker {
             topic: "robot/odom".into(),
@@ -181,6 +182,7 @@ pub fn every_response() -> Vec<Response> {
                 }],
                 drops: 0,
                 stalls: 1,
+                unheard: 0,
                 wakers: vec![WakerStat {
                     slot: 3,
                     pid: 42,

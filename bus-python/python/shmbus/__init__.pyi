@@ -65,6 +65,10 @@ class Publisher:
     capacity: int
     lossy: bool
     type: TypeSpec
+    subscriber_count: int
+    """Subscribers attached now, read from shared memory (cheap per message)."""
+    def wait_for_subscribers(self, n: int, timeout: Optional[float] = None) -> int:
+        """Wait for at least `n` subscribers; returns how many (TimeoutError, ClosedError)."""
     def publish(self, data: BytesLike) -> int:
         """Copy `data` into the next slot and send it; returns its sequence number."""
     def try_publish(self, data: BytesLike) -> int:
@@ -99,6 +103,10 @@ class Subscriber:
     lossy: bool
     type: TypeSpec
     lagged: int
+    publisher_count: int
+    """Publishers attached now, read from shared memory (cheap per message)."""
+    def wait_for_publishers(self, n: int, timeout: Optional[float] = None) -> int:
+        """Wait for at least `n` publishers; returns how many (TimeoutError, ClosedError)."""
     def recv(self, timeout: Optional[float] = None) -> Sample:
         """The next message (TimeoutError after `timeout` seconds; GIL released while waiting)."""
     def try_recv(self) -> Optional[Sample]:

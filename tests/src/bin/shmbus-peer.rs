@@ -231,6 +231,18 @@ enum Cmd {
         #[arg(long)]
         linger: bool,
     },
+    /// Wait for peers, then report every change of their count; see
+    /// `peer_presence::presence`.
+    Presence {
+        #[command(flatten)]
+        topic: TopicArgs,
+        /// Be a subscriber (waiting for publishers) instead of a publisher.
+        #[arg(long)]
+        subscriber: bool,
+        /// How many peers to wait for.
+        #[arg(long)]
+        wait: usize,
+    },
     /// Wait on several topics with one `WaitSet` in one thread; see `peer_wait::waitset`.
     Waitset {
         /// The daemon's socket.
@@ -409,6 +421,9 @@ mod peer_wait;
 
 #[path = "peer/attack.rs"]
 mod peer_attack;
+
+#[path = "peer/presence.rs"]
+mod peer_presence;
 
 fn embedded_exit(wait: bool) -> ExitCode {
     let bus = match Bus::embedded() {
@@ -589,6 +604,14 @@ fn main() -> ExitCode {
             replay,
         } => subscribe(&topic, count, timeout_ms, blocking, replay),
         Cmd::Hold { topic } => hold(&topic),
+        Cmd::Presence {
+            topic,
+            subscriber,
+            wait,
+        } => {
+            exit_with_parent();
+            peer_presence::presence(&topic, subscriber, wait)
+        }
         Cmd::Member {
             socket,
             prefix,
