@@ -163,9 +163,7 @@ pub(crate) fn watch(
                 poke: AtomicU32::new(0),
             });
             let run = a.clone();
-            std::thread::Builder::new()
-                .name("shmbus-wake".into())
-                .spawn(move || agent_loop(&run))
+            crate::wake::spawn_quiet("shmbus-wake", move || agent_loop(&run))
                 .map_err(WaitError::Io)?;
             all.push(a.clone());
             a

@@ -168,13 +168,11 @@ fn watcher() -> Option<&'static Watcher> {
 fn started() -> bool {
     static STARTED: OnceLock<bool> = OnceLock::new();
     *STARTED.get_or_init(|| {
-        let spawned = std::thread::Builder::new()
-            .name("shmbus-hangup".into())
-            .spawn(|| {
-                if let Some(Some(w)) = WATCHER.get() {
-                    w.run();
-                }
-            });
+        let spawned = crate::wake::spawn_quiet("shmbus-hangup", || {
+            if let Some(Some(w)) = WATCHER.get() {
+                w.run();
+            }
+        });
         if let Err(e) = &spawned {
             tracing::warn!(error = %e, "cannot start the hang-up watcher; waiting ports look for a restarted shmbusd every 100 ms");
         }

@@ -176,3 +176,24 @@ impl Drop for Registration {
         }
     }
 }
+
+/// Start one of the library's own threads (the wake agent, the hang-up watcher) with every
+/// signal blocked, so that a signal sent to the process is never delivered to it: an
+/// application that blocks SIGINT in its threads and takes it with `sigwait` (as `shmbus
+/// record` does) must not have its signals land in a thread it does not know about, where
+/// their default action would kill the process.
+pub(crate) fn spawn_quiet<F>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut old = SigSet::empty();
+    let all = SigSet::all();
+    // The new thread inherits the mask in force when it is created; ours is restored at once.
+    let blocked = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old)).is_ok();
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    if blocked {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    spawned
+}
