@@ -644,7 +644,11 @@ fn waitset_deadlines_intervals_and_publishers_waiting_for_room() {
         Err(TrySendError::Full)
     ));
     // Reported once for the room it had, maybe: take that, then it must sleep.
-    let _ = set.wait(Some(Duration::from_millis(10))).unwrap();
+    let first = set.wait(Some(Duration::from_millis(10))).unwrap().to_vec();
+    assert!(
+        first.is_empty() || first == [room.id()],
+        "only the publisher is attached: {first:?}"
+    );
     assert!(set
         .wait(Some(Duration::from_millis(100)))
         .unwrap()
