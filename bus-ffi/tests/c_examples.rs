@@ -87,6 +87,10 @@ struct Proc {
 impl Proc {
     fn spawn(program: &[&Path], args: &[&str], socket: &Path) -> Proc {
         let mut cmd = Command::new(program[0]);
+        // The library this run built, whatever `cargo test` put first on the search path (a
+        // `target/<profile>/libshmbus.so` left by an earlier `cargo build` would otherwise be
+        // found before the rpath).
+        cmd.env("LD_LIBRARY_PATH", lib_dir());
         cmd.args(&program[1..])
             .args(args)
             .env("SHMBUS_SOCKET", socket)
@@ -296,7 +300,10 @@ fn c_presence_example_counts_subscribers_and_sees_them_killed() {
 #[test]
 fn c_example_alone_runs_its_own_embedded_daemon() {
     let exe = compile("pubsub.c", false);
-    let out = Command::new(&exe).output().expect("run the example");
+    let out = Command::new(&exe)
+        .env("LD_LIBRARY_PATH", lib_dir())
+        .output()
+        .expect("run the example");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -341,6 +348,7 @@ fn valgrind_finds_no_error_in_the_c_and_cpp_examples() {
     run_poll(&wrapper, &poll, "valgrind-poll", Duration::from_secs(300));
     // The demo too: an embedded daemon, its threads, and its shutdown.
     let out = Command::new(valgrind)
+        .env("LD_LIBRARY_PATH", lib_dir())
         .args(flags)
         .arg(&exe)
         .output()
