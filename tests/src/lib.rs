@@ -818,6 +818,24 @@ impl WatchReport {
     }
 }
 
+/// The calls column of an `strace -c` summary written to `path`, by system call, plus `total`.
+/// Panics if the file has no summary.
+pub fn strace_calls(path: &Path) -> BTreeMap<String, u64> {
+    let text = std::fs::read_to_string(path).expect("the strace summary");
+    let mut calls = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 5 || f[0].parse::<f64>().is_err() {
+            continue;
+        }
+        if let Ok(n) = f[3].parse::<u64>() {
+            calls.insert(f[f.len() - 1].to_string(), n);
+        }
+    }
+    assert!(calls.contains_key("total"), "no total in:\n{text}");
+    calls
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -200,23 +200,6 @@ fn subscribe_does_not_grant_create() {
     assert_eq!(topic_result(&v, &topic), "ok", "and nobody may subscribe");
 }
 
-/// The calls column of an `strace -c` summary, by system call, plus `total`.
-fn strace_calls(path: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
-    let text = std::fs::read_to_string(path).expect("the strace summary");
-    let mut calls = std::collections::BTreeMap::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 5 || f[0].parse::<f64>().is_err() {
-            continue;
-        }
-        if let Ok(n) = f[3].parse::<u64>() {
-            calls.insert(f[f.len() - 1].to_string(), n);
-        }
-    }
-    assert!(calls.contains_key("total"), "no total in:\n{text}");
-    calls
-}
-
 /// `strace -f -c` of a `shmbus-peer pub` of `count` messages, `interval_us` apart.
 fn traced_publish(
     d: &Daemon,
@@ -237,7 +220,7 @@ fn traced_publish(
         .status()
         .expect("run strace (the CI installs it)");
     assert!(status.success(), "strace pub: {status}");
-    strace_calls(&out)
+    bus_tests::strace_calls(&out)
 }
 
 fn eventfds_of(pid: u32) -> usize {

@@ -74,42 +74,67 @@ fn access_mode(fd: &OwnedFd) -> &'static str {
     }
 }
 
-/// `forge-publisher`: as `uid`, subscribe to `topic` (raw protocol), write a publisher entry
-/// with this process's pid into the control file, print `{"forged": ...}`, then wait (at most
-/// 60 s) for a daemon with another pid to answer on the socket, and ask it to hand back the
-/// forged publisher entry and then the real subscriber entry. Prints `{"publisher": answer,
-/// "publisher_fds": [...], "subscriber": answer, "subscriber_fds": [...]}`.
-pub fn forge_publisher(socket: &Path, topic: &str, (uid, gid): (u32, u32)) -> ExitCode {
-    if let Err(e) = drop_to(uid, gid) {
-        return fail("drop privileges", e);
-    }
-    let (conn, first_daemon) = match hello(socket) {
-        Ok(c) => c,
-        Err(e) => return fail("hello", e),
-    };
+/// What an attacker holds after subscribing with the raw protocol: its connection and the
+/// daemon's pid, its entry (index, generation), the segment's two descriptors, and its mapping.
+struct Subscribed {
+    conn: UnixStream,
+    daemon_pid: u32,
+    entry: (u32, u64),
+    fds: Vec<OwnedFd>,
+    ring: std::sync::Arc<bus_proto::segment::ShmRing>,
+}
+
+/// Drop to `uid`/`gid`, say hello and subscribe to `topic` with the raw protocol, and map the
+/// segment as a subscriber does (control read-write, data read-only).
+fn subscribe_as(socket: &Path, topic: &str, (uid, gid): (u32, u32)) -> Result<Subscribed, String> {
+    drop_to(uid, gid).map_err(|e| format!("drop privileges: {e}"))?;
+    let (conn, daemon_pid) = hello(socket).map_err(|e| format!("hello: {e}"))?;
     let attach = Request::Attach {
         topic: topic.into(),
         role: Role::Subscriber,
         how: How::Open { type_info: None },
         start: StartAt::Latest,
     };
-    let (sub_index, sub_generation, fds) = match exchange(&conn, &attach, &[]) {
+    let (entry, fds) = match exchange(&conn, &attach, &[]) {
         Ok((
             Response::Attached {
                 index, generation, ..
             },
             fds,
-        )) if fds.len() == 2 => (index, generation, fds),
-        other => return fail("subscribe", format!("{other:?}")),
+        )) if fds.len() == 2 => ((index, generation), fds),
+        other => return Err(format!("subscribe: {other:?}")),
     };
-    let ring = match segment::open_ring(
+    let ring = segment::open_ring(
         fds[0].as_fd(),
         fds[1].as_fd(),
         Access::Subscriber,
         WakeBell::new(),
-    ) {
-        Ok(r) => r,
-        Err(e) => return fail("map", e),
+    )
+    .map_err(|e| format!("map: {e}"))?;
+    Ok(Subscribed {
+        conn,
+        daemon_pid,
+        entry,
+        fds,
+        ring,
+    })
+}
+
+/// `forge-publisher`: as `uid`, subscribe to `topic` (raw protocol), write a publisher entry
+/// with this process's pid into the control file, print `{"forged": ...}`, then wait (at most
+/// 60 s) for a daemon with another pid to answer on the socket, and ask it to hand back the
+/// forged publisher entry and then the real subscriber entry. Prints `{"publisher": answer,
+/// "publisher_fds": [...], "subscriber": answer, "subscriber_fds": [...]}`.
+pub fn forge_publisher(socket: &Path, topic: &str, (uid, gid): (u32, u32)) -> ExitCode {
+    let Subscribed {
+        conn,
+        daemon_pid: first_daemon,
+        entry: (sub_index, sub_generation),
+        fds,
+        ring,
+    } = match subscribe_as(socket, topic, (uid, gid)) {
+        Ok(s) => s,
+        Err(e) => return fail("attack", e),
     };
     let pid = std::process::id();
     let (pub_index, pub_generation) = match ring.attach_any_publisher(pid) {
@@ -169,31 +194,14 @@ pub fn forge_publisher(socket: &Path, topic: &str, (uid, gid): (u32, u32)) -> Ex
 /// the subscriber table with forged entries claiming pid 1 and cursors at the oldest message,
 /// print `{"forged": N}`, and exit (the forged entries stay in the control file).
 pub fn forge_subscribers(socket: &Path, topic: &str, (uid, gid): (u32, u32)) -> ExitCode {
-    if let Err(e) = drop_to(uid, gid) {
-        return fail("drop privileges", e);
-    }
-    let (conn, _) = match hello(socket) {
-        Ok(c) => c,
-        Err(e) => return fail("hello", e),
-    };
-    let attach = Request::Attach {
-        topic: topic.into(),
-        role: Role::Subscriber,
-        how: How::Open { type_info: None },
-        start: StartAt::Latest,
-    };
-    let fds = match exchange(&conn, &attach, &[]) {
-        Ok((Response::Attached { .. }, fds)) if fds.len() == 2 => fds,
-        other => return fail("subscribe", format!("{other:?}")),
-    };
-    let ring = match segment::open_ring(
-        fds[0].as_fd(),
-        fds[1].as_fd(),
-        Access::Subscriber,
-        WakeBell::new(),
-    ) {
-        Ok(r) => r,
-        Err(e) => return fail("map", e),
+    let Subscribed {
+        conn: _conn,
+        fds: _fds,
+        ring,
+        ..
+    } = match subscribe_as(socket, topic, (uid, gid)) {
+        Ok(s) => s,
+        Err(e) => return fail("attack", e),
     };
     let mut forged = 0;
     while ring.attach_any_subscriber(1, StartAt::Oldest).is_ok() {
@@ -213,31 +221,14 @@ pub fn storm_wake_bits(
     seconds: u64,
 ) -> ExitCode {
     use bus_core::storage::Storage;
-    if let Err(e) = drop_to(uid, gid) {
-        return fail("drop privileges", e);
-    }
-    let (conn, _) = match hello(socket) {
-        Ok(c) => c,
-        Err(e) => return fail("hello", e),
-    };
-    let attach = Request::Attach {
-        topic: topic.into(),
-        role: Role::Subscriber,
-        how: How::Open { type_info: None },
-        start: StartAt::Latest,
-    };
-    let fds = match exchange(&conn, &attach, &[]) {
-        Ok((Response::Attached { .. }, fds)) if fds.len() == 2 => fds,
-        other => return fail("subscribe", format!("{other:?}")),
-    };
-    let ring = match segment::open_ring(
-        fds[0].as_fd(),
-        fds[1].as_fd(),
-        Access::Subscriber,
-        WakeBell::new(),
-    ) {
-        Ok(r) => r,
-        Err(e) => return fail("map", e),
+    let Subscribed {
+        conn: _conn,
+        fds: _fds,
+        ring,
+        ..
+    } = match subscribe_as(socket, topic, (uid, gid)) {
+        Ok(s) => s,
+        Err(e) => return fail("attack", e),
     };
     say(&json!({ "storming": true, "pid": std::process::id() }).to_string());
     let control = ring.storage().control();
