@@ -2,7 +2,7 @@
 //! callgrind (`perf stat` is not available everywhere; callgrind's counts are stable):
 //!
 //! ```sh
-//! cargo build --release -p bus-core --example ring_ops
+//! cargo build --release -p shmbus-core --example ring_ops
 //! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \
 //!     target/release/examples/ring_ops lossless 64 100000
 //! callgrind_annotate --inclusive=yes /tmp/cg.out | grep ring_ops::

@@ -1,5 +1,5 @@
 //! Unit and property tests of the ring over heap storage (`RawStorage<HeapRegion>`) and the
-//! real futex doorbell. They all run under Miri too (`cargo +nightly miri test -p bus-core
+//! real futex doorbell. They all run under Miri too (`cargo +nightly miri test -p shmbus-core
 //! --lib`; Miri emulates the futex system call), with smaller counts there.
 
 use std::collections::{HashSet, VecDeque};
